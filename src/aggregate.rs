@@ -1,0 +1,201 @@
+//! Folding rule tables into summaries that merge. A [`Summary`] holds counters per NSG and
+//! rule, per family and in total, plus the ledger; [`Summary::merge`] is associative and
+//! commutative, so rayon's `fold`/`reduce` and sharded runs give the same answer.
+
+use crate::filter::Filter;
+use crate::model::{Decision, Direction, Encryption, Family, FlowTuple};
+use crate::parse::{Ledger, RuleTable, TableSink};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::ops::AddAssign;
+
+/// Tuple counters. Counts sum the tuple fields as logged; a missing count adds nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub tuples: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub inbound: u64,
+    pub outbound: u64,
+    pub packets_src_to_dst: u64,
+    pub bytes_src_to_dst: u64,
+    pub packets_dst_to_src: u64,
+    pub bytes_dst_to_src: u64,
+}
+
+impl Counters {
+    /// Count one tuple.
+    #[inline]
+    pub fn add(&mut self, t: &FlowTuple) {
+        self.tuples += 1;
+        let deny = (t.decision == Decision::Deny) as u64;
+        self.denied += deny;
+        self.allowed += 1 - deny;
+        let inb = (t.direction == Direction::Inbound) as u64;
+        self.inbound += inb;
+        self.outbound += 1 - inb;
+        self.packets_src_to_dst += t.packets_s2d.unwrap_or(0);
+        self.bytes_src_to_dst += t.bytes_s2d.unwrap_or(0);
+        self.packets_dst_to_src += t.packets_d2s.unwrap_or(0);
+        self.bytes_dst_to_src += t.bytes_d2s.unwrap_or(0);
+    }
+}
+
+impl AddAssign for Counters {
+    fn add_assign(&mut self, o: Counters) {
+        self.tuples += o.tuples;
+        self.allowed += o.allowed;
+        self.denied += o.denied;
+        self.inbound += o.inbound;
+        self.outbound += o.outbound;
+        self.packets_src_to_dst += o.packets_src_to_dst;
+        self.bytes_src_to_dst += o.bytes_src_to_dst;
+        self.packets_dst_to_src += o.packets_dst_to_src;
+        self.bytes_dst_to_src += o.bytes_dst_to_src;
+    }
+}
+
+/// One NSG rule's counters and the time range of its tuples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    pub counters: Counters,
+    /// Earliest and latest tuple time (ms), `None` when the rule logged no tuple.
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+impl RuleStats {
+    fn merge(&mut self, o: &RuleStats) {
+        self.counters += o.counters;
+        self.first_ms = min_opt(self.first_ms, o.first_ms);
+        self.last_ms = max_opt(self.last_ms, o.last_ms);
+    }
+}
+
+/// Everything `summary` reports; mergeable.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub ledger: Ledger,
+    pub totals: Counters,
+    /// Per family, indexed by [`Family::index`].
+    pub families: [Counters; 3],
+    /// VNet tuples per encryption code, indexed by [`Encryption::index`].
+    pub encryption: [u64; Encryption::COUNT],
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// NSG name → rule name → stats, names as written in the log.
+    pub rules: FxHashMap<String, FxHashMap<String, RuleStats>>,
+}
+
+impl Summary {
+    /// Merge another summary into this one.
+    pub fn merge(&mut self, o: Summary) {
+        self.ledger.merge(o.ledger);
+        self.totals += o.totals;
+        for (a, b) in self.families.iter_mut().zip(o.families) {
+            *a += b;
+        }
+        for (a, b) in self.encryption.iter_mut().zip(o.encryption) {
+            *a += b;
+        }
+        self.first_ms = min_opt(self.first_ms, o.first_ms);
+        self.last_ms = max_opt(self.last_ms, o.last_ms);
+        for (nsg, rules) in o.rules {
+            let mine = self.rules.entry(nsg).or_default();
+            for (rule, st) in rules {
+                mine.entry(rule).or_default().merge(&st);
+            }
+        }
+    }
+
+    /// `merge` by value, for `reduce`.
+    pub fn merged(mut self, o: Summary) -> Summary {
+        self.merge(o);
+        self
+    }
+
+    /// Rules sorted by NSG, then rule name.
+    pub fn sorted_rules(&self) -> Vec<(&str, &str, &RuleStats)> {
+        let mut v: Vec<_> = self
+            .rules
+            .iter()
+            .flat_map(|(n, rs)| rs.iter().map(move |(r, s)| (n.as_str(), r.as_str(), s)))
+            .collect();
+        v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        v
+    }
+
+    /// Per-family counters with their names.
+    pub fn family_counters(&self) -> impl Iterator<Item = (Family, &Counters)> {
+        Family::ALL
+            .iter()
+            .map(move |f| (*f, &self.families[f.index()]))
+    }
+}
+
+/// Feeds rule tables into a [`Summary`] through a [`Filter`].
+pub struct SummarySink<'a> {
+    pub summary: &'a mut Summary,
+    pub filter: &'a Filter,
+    /// Tuples dropped by the filter in this blob (added to the ledger by the caller).
+    pub filtered: u64,
+}
+
+impl TableSink for SummarySink<'_> {
+    fn table(&mut self, table: &RuleTable<'_>) {
+        let ctx = &table.ctx;
+        if !self.filter.keeps_group(ctx) {
+            self.filtered += table.tuples.len() as u64;
+            return;
+        }
+        let s = &mut *self.summary;
+        let rules = match s.rules.get_mut(ctx.nsg) {
+            Some(r) => r,
+            None => s.rules.entry(ctx.nsg.to_string()).or_default(),
+        };
+        let stats = match rules.get_mut(ctx.rule) {
+            Some(st) => st,
+            None => rules.entry(ctx.rule.to_string()).or_default(),
+        };
+        let mut c = Counters::default();
+        let mut first = i64::MAX;
+        let mut last = i64::MIN;
+        let time_filter = self.filter.has_time();
+        let fam = ctx.family;
+        for t in table.tuples {
+            if time_filter && !self.filter.keeps_tuple(t) {
+                self.filtered += 1;
+                continue;
+            }
+            c.add(t);
+            first = first.min(t.time_ms);
+            last = last.max(t.time_ms);
+            if let Some(e) = t.encryption {
+                s.encryption[e.index()] += 1;
+            }
+        }
+        if c.tuples == 0 {
+            return;
+        }
+        stats.counters += c;
+        stats.first_ms = min_opt(stats.first_ms, Some(first));
+        stats.last_ms = max_opt(stats.last_ms, Some(last));
+        s.totals += c;
+        s.families[fam.index()] += c;
+        s.first_ms = min_opt(s.first_ms, Some(first));
+        s.last_ms = max_opt(s.last_ms, Some(last));
+    }
+}

@@ -1,0 +1,334 @@
+//! Finding blobs: walk the inputs (container folders as azcopy downloads them, any folder
+//! above or inside one, or single files), read the Azure path segments of each blob into a
+//! [`BlobMeta`], and drop blobs outside the run's time window, NSGs, subscriptions or
+//! family before a byte of them is read. Results are sorted by path so runs reproduce.
+//!
+//! Path layouts (see `../shared/FORMATS.md`, "Blobs and paths"):
+//! `insights-logs-networksecuritygroupflowevent/resourceId=/SUBSCRIPTIONS/{SUB}/RESOURCEGROUPS/{RG}/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/{NSG}/y=/m=/d=/h=/m=00/macAddress={MAC}/PT1H.json`,
+//! and for VNet flow logs `insights-logs-flowlogflowevent/flowLogResourceID=/{SUB}_NETWORKWATCHERRG/NETWORKWATCHER_{REGION}_{FLOWLOG}/y=…`
+//! or the long ARM form `flowLogResourceID=/SUBSCRIPTIONS/{SUB}/…/FLOWLOGS/{FLOWLOG}/y=…`.
+
+use crate::model::normalize_mac;
+use chrono::{NaiveDate, TimeZone, Utc};
+use std::path::{Path, PathBuf};
+
+/// Which kind of flow log a path (or a record) belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LogKind {
+    /// NSG flow logs (`insights-logs-networksecuritygroupflowevent`), v1 or v2.
+    Nsg,
+    /// VNet flow logs (`insights-logs-flowlogflowevent`).
+    Vnet,
+}
+
+impl LogKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogKind::Nsg => "nsg",
+            LogKind::Vnet => "vnet",
+        }
+    }
+}
+
+/// A discovered blob and what its path says about it. Every field is `None` when the path
+/// does not say (a file outside the azcopy layout).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub path: PathBuf,
+    /// Size in bytes at discovery time.
+    pub size: u64,
+    pub kind: Option<LogKind>,
+    pub subscription: Option<String>,
+    pub resource_group: Option<String>,
+    /// NSG name (NSG logs).
+    pub nsg: Option<String>,
+    /// Flow-log resource name (VNet logs).
+    pub flow_log: Option<String>,
+    /// Region from the short VNet layout (`NETWORKWATCHER_{REGION}_…`).
+    pub region: Option<String>,
+    /// Start of the blob's hour, Unix milliseconds UTC.
+    pub hour_ms: Option<i64>,
+    /// NIC MAC, normalised to 12 upper-case hex digits.
+    pub mac: Option<String>,
+}
+
+impl BlobMeta {
+    /// Read the Azure segments out of a path.
+    pub fn from_path(path: &Path) -> BlobMeta {
+        let mut m = BlobMeta {
+            path: path.to_path_buf(),
+            ..BlobMeta::default()
+        };
+        let comps: Vec<String> = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let (mut y, mut mo, mut d, mut h) = (None, None, None, None);
+        let mut arm = false;
+        let mut i = 0;
+        while i < comps.len() {
+            let c = comps[i].as_str();
+            let lower = c.to_ascii_lowercase();
+            let next = comps.get(i + 1).map(String::as_str);
+            match lower.as_str() {
+                "insights-logs-networksecuritygroupflowevent" => m.kind = Some(LogKind::Nsg),
+                "insights-logs-flowlogflowevent" => m.kind = Some(LogKind::Vnet),
+                _ => {}
+            }
+            if let Some((k, v)) = c.split_once('=') {
+                match (k, v) {
+                    ("resourceId", _) => {
+                        m.kind.get_or_insert(LogKind::Nsg);
+                        arm = true;
+                    }
+                    ("flowLogResourceID", _) => {
+                        m.kind = Some(LogKind::Vnet);
+                        arm = true;
+                        // Short form: {SUB}_NETWORKWATCHERRG/NETWORKWATCHER_{REGION}_{NAME}
+                        if let Some(n) = next {
+                            if let Some(sub) = n
+                                .strip_suffix("_NETWORKWATCHERRG")
+                                .or_else(|| n.strip_suffix("_networkwatcherrg"))
+                            {
+                                m.subscription = Some(sub.to_string());
+                                if let Some(w) = comps.get(i + 2) {
+                                    if let Some(rest) = w
+                                        .strip_prefix("NETWORKWATCHER_")
+                                        .or_else(|| w.strip_prefix("networkwatcher_"))
+                                    {
+                                        if let Some((region, name)) = rest.split_once('_') {
+                                            m.region = Some(region.to_string());
+                                            m.flow_log = Some(name.to_string());
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    ("y", v) => y = v.parse::<i32>().ok(),
+                    // The first m= is the month, the second the minute (always 00).
+                    ("m", v) if mo.is_none() => mo = v.parse::<u32>().ok(),
+                    ("d", v) => d = v.parse::<u32>().ok(),
+                    ("h", v) => h = v.parse::<u32>().ok(),
+                    ("macAddress", v) => m.mac = Some(normalize_mac(v)),
+                    _ => {}
+                }
+            } else if arm {
+                if let Some(n) = next {
+                    match lower.as_str() {
+                        "subscriptions" => m.subscription = Some(n.to_string()),
+                        "resourcegroups" => m.resource_group = Some(n.to_string()),
+                        "networksecuritygroups" => m.nsg = Some(n.to_string()),
+                        "flowlogs" => m.flow_log = Some(n.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            i += 1;
+        }
+        if let (Some(y), Some(mo), Some(d), Some(h)) = (y, mo, d, h) {
+            m.hour_ms = NaiveDate::from_ymd_opt(y, mo, d)
+                .and_then(|date| date.and_hms_opt(h, 0, 0))
+                .map(|dt| Utc.from_utc_datetime(&dt).timestamp_millis());
+        }
+        m
+    }
+}
+
+/// Filters applied to paths before any byte is read. Empty lists mean "no restriction".
+#[derive(Clone, Debug, Default)]
+pub struct DiscoverOptions {
+    /// Follow symbolic links while walking (off by default).
+    pub follow_links: bool,
+    /// Keep blobs whose hour can hold tuples at or after this time (ms). A blob of hour
+    /// `h` may hold tuples of hour `h-1` in its first record, so the window is widened by
+    /// an hour on that side.
+    pub since_ms: Option<i64>,
+    /// Keep blobs whose hour can hold tuples before this time (ms).
+    pub until_ms: Option<i64>,
+    /// NSG names, compared case-insensitively (NSG logs; VNet blobs are not filtered by
+    /// path, their NSG is only known from each record's `aclID`).
+    pub nsgs: Vec<String>,
+    /// Subscription ids, compared case-insensitively.
+    pub subscriptions: Vec<String>,
+    /// Only this kind of log.
+    pub kind: Option<LogKind>,
+}
+
+/// Something under the inputs that could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The result of discovery.
+#[derive(Clone, Debug, Default)]
+pub struct Discovered {
+    /// Blobs to read, sorted by path.
+    pub blobs: Vec<BlobMeta>,
+    /// Inputs or entries that could not be walked (missing, unreadable), sorted.
+    pub skipped: Vec<Skipped>,
+    /// Blobs found but left out by the filters.
+    pub filtered_out: u64,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn is_blob_name(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.starts_with('.') {
+        return false;
+    }
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("json" | "ndjson" | "jsonl")
+    )
+}
+
+impl DiscoverOptions {
+    /// Whether a blob passes the path-level filters.
+    pub fn keeps(&self, m: &BlobMeta) -> bool {
+        if let (Some(want), Some(kind)) = (self.kind, m.kind) {
+            if want != kind {
+                return false;
+            }
+        }
+        if let Some(h) = m.hour_ms {
+            if self.since_ms.is_some_and(|s| h + HOUR_MS <= s) {
+                return false;
+            }
+            if self.until_ms.is_some_and(|u| h - HOUR_MS >= u) {
+                return false;
+            }
+        }
+        if !self.nsgs.is_empty() && m.kind != Some(LogKind::Vnet) {
+            if let Some(n) = &m.nsg {
+                if !self.nsgs.iter().any(|w| w.eq_ignore_ascii_case(n)) {
+                    return false;
+                }
+            }
+        }
+        if !self.subscriptions.is_empty() {
+            if let Some(s) = &m.subscription {
+                if !self.subscriptions.iter().any(|w| w.eq_ignore_ascii_case(s)) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Walk the inputs and return the blobs to read.
+pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
+    let mut out = Discovered::default();
+    for input in inputs {
+        let meta = match std::fs::metadata(input) {
+            Ok(m) => m,
+            Err(e) => {
+                out.skipped.push(Skipped {
+                    path: input.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if meta.is_file() {
+            // A file named on the command line is taken whatever its name.
+            let mut m = BlobMeta::from_path(input);
+            m.size = meta.len();
+            if opts.keeps(&m) {
+                out.blobs.push(m);
+            } else {
+                out.filtered_out += 1;
+            }
+            continue;
+        }
+        let walker = walkdir::WalkDir::new(input)
+            .follow_links(opts.follow_links)
+            .sort_by_file_name();
+        for entry in walker {
+            match entry {
+                Ok(e) => {
+                    if !e.file_type().is_file() || !is_blob_name(e.path()) {
+                        continue;
+                    }
+                    let mut m = BlobMeta::from_path(e.path());
+                    m.size = e.metadata().map(|md| md.len()).unwrap_or(0);
+                    if opts.keeps(&m) {
+                        out.blobs.push(m);
+                    } else {
+                        out.filtered_out += 1;
+                    }
+                }
+                Err(e) => {
+                    let path = e
+                        .path()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| input.clone());
+                    let reason = e
+                        .io_error()
+                        .map(|io| io.to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    out.skipped.push(Skipped { path, reason });
+                }
+            }
+        }
+    }
+    out.blobs.sort_by(|a, b| a.path.cmp(&b.path));
+    out.blobs.dedup_by(|a, b| a.path == b.path);
+    out.skipped.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nsg_path_segments() {
+        let p = Path::new("dl/insights-logs-networksecuritygroupflowevent/resourceId=/SUBSCRIPTIONS/AAAA-1/RESOURCEGROUPS/RG-WEB/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/WEB-NSG/y=2026/m=01/d=05/h=13/m=00/macAddress=000d3a0af519/PT1H.json");
+        let m = BlobMeta::from_path(p);
+        assert_eq!(m.kind, Some(LogKind::Nsg));
+        assert_eq!(m.subscription.as_deref(), Some("AAAA-1"));
+        assert_eq!(m.resource_group.as_deref(), Some("RG-WEB"));
+        assert_eq!(m.nsg.as_deref(), Some("WEB-NSG"));
+        assert_eq!(m.mac.as_deref(), Some("000D3A0AF519"));
+        assert_eq!(m.hour_ms, Some(1_767_618_000_000));
+    }
+
+    #[test]
+    fn vnet_short_and_long_paths() {
+        let p = Path::new("insights-logs-flowlogflowevent/flowLogResourceID=/C088DC46-D692_NETWORKWATCHERRG/NETWORKWATCHER_WESTUS_LAB_FLOWLOG/y=2024/m=12/d=31/h=09/m=00/macAddress=000D3A359573/PT1H.json");
+        let m = BlobMeta::from_path(p);
+        assert_eq!(m.kind, Some(LogKind::Vnet));
+        assert_eq!(m.subscription.as_deref(), Some("C088DC46-D692"));
+        assert_eq!(m.region.as_deref(), Some("WESTUS"));
+        assert_eq!(m.flow_log.as_deref(), Some("LAB_FLOWLOG"));
+        assert!(m.hour_ms.is_some());
+        let p = Path::new("flowLogResourceID=/SUBSCRIPTIONS/S2/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_EASTUS/FLOWLOGS/VNETLOG/y=2024/m=12/d=31/h=09/m=00/macAddress=00-0D-3A-35-95-73/PT1H.json");
+        let m = BlobMeta::from_path(p);
+        assert_eq!(m.subscription.as_deref(), Some("S2"));
+        assert_eq!(m.flow_log.as_deref(), Some("VNETLOG"));
+        assert_eq!(m.mac.as_deref(), Some("000D3A359573"));
+    }
+
+    #[test]
+    fn time_window_keeps_neighbouring_hour() {
+        let mut m = BlobMeta::from_path(Path::new("x/y=2026/m=01/d=05/h=13/m=00/PT1H.json"));
+        m.kind = Some(LogKind::Nsg);
+        let h = m.hour_ms.unwrap();
+        let opts = |s: Option<i64>, u: Option<i64>| DiscoverOptions {
+            since_ms: s,
+            until_ms: u,
+            ..Default::default()
+        };
+        assert!(opts(Some(h), None).keeps(&m));
+        assert!(opts(Some(h + HOUR_MS - 1), None).keeps(&m));
+        assert!(!opts(Some(h + HOUR_MS), None).keeps(&m));
+        // The blob of 13:00 can hold tuples from 12:xx.
+        assert!(opts(None, Some(h - HOUR_MS + 1)).keeps(&m));
+        assert!(!opts(None, Some(h - HOUR_MS)).keeps(&m));
+    }
+}

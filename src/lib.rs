@@ -1,0 +1,19 @@
+//! nsgflow: Azure NSG and VNet flow logs into answers — what talked to what, which rule
+//! decided each flow, and what was skipped on the way.
+//!
+//! The library holds every stage; the `nsgflow` binary, the tests and the benches call it.
+//! Data flows one way (see `DESIGN.md` in the team's shared folder):
+//! [`discover`] → [`parse`] → [`aggregate`] → renderers ([`summary`]), driven in parallel by
+//! [`pipeline`]. [`gen`] writes synthetic containers for demos, tests and benchmarks.
+
+pub mod aggregate;
+pub mod app;
+pub mod cli;
+pub mod discover;
+pub mod filter;
+pub mod gen;
+pub mod model;
+pub mod parse;
+pub mod pipeline;
+pub mod summary;
+pub mod text;

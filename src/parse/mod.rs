@@ -1,0 +1,804 @@
+//! Bytes → records → rule tables, for NSG v1, NSG v2 and VNet flow logs.
+//!
+//! A blob is deserialized with serde_json straight from the byte buffer with borrowed
+//! strings (`Cow`, so an escaped string still works). Records are streamed: each one is
+//! deserialized, its tuples parsed into a reused buffer, handed to a [`TableSink`] one
+//! rule table at a time, and dropped before the next record is read. Nothing per tuple is
+//! allocated. The family is decided per record (`properties.Version` changes inside real
+//! blobs; NSG and VNet records may share a file) and the field count checked per tuple.
+//!
+//! Shapes tolerated beside the standard `{"records":[…]}`: a UTF-8 BOM, a bare record, one
+//! record (or wrapper) per line, a top-level array, and a block fragment that starts with
+//! `,`. A blob that breaks part-way keeps every complete record before the break and
+//! reports the byte offset; one that is not JSON, or JSON of another schema, fails with
+//! the parser's line and column. See `../shared/FORMATS.md`.
+
+pub mod ledger;
+pub mod tuple;
+
+pub use ledger::{BlobProblem, BlobProblemKind, Ledger, RejectExample};
+pub use tuple::{parse_tuple, RejectReason, TupleError};
+
+use crate::model::{last_segment, subscription_of, Family, FlowTuple, GroupContext};
+use rustc_hash::{FxHashSet, FxHasher};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+/// One rule's tuples from one record and one NIC (NSG logs) or ACL (VNet logs).
+#[derive(Debug)]
+pub struct RuleTable<'a> {
+    pub ctx: GroupContext<'a>,
+    /// Accepted tuples, in log order (duplicates dropped only under `dedup`).
+    pub tuples: &'a [FlowTuple],
+}
+
+/// Receives rule tables as a blob is parsed.
+pub trait TableSink {
+    fn table(&mut self, table: &RuleTable<'_>);
+}
+
+/// What the parser needs to know besides the bytes.
+#[derive(Clone, Debug, Default)]
+pub struct ParseOptions {
+    /// Drop exact duplicate records and tuples (within a blob, rule and NIC/ACL).
+    /// Duplicates are counted in the ledger either way.
+    pub dedup: bool,
+}
+
+/// Values taken from the blob's path, used when the content lacks them.
+#[derive(Clone, Debug, Default)]
+pub struct PathDefaults<'a> {
+    pub nsg: &'a str,
+    pub subscription: &'a str,
+    pub mac: &'a str,
+}
+
+/// Reusable per-thread buffers.
+#[derive(Default)]
+pub struct Scratch {
+    tuples: Vec<FlowTuple>,
+}
+
+// ---------------------------------------------------------------- record structure ----
+
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    #[serde(borrow, default)]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    category: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "resourceId")]
+    resource_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "macAddress")]
+    mac_address: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    properties: Option<NsgProperties<'a>>,
+    #[serde(default, rename = "flowLogVersion", deserialize_with = "version")]
+    flow_log_version: Option<u64>,
+    #[serde(borrow, default, rename = "flowLogResourceID")]
+    flow_log_resource_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "targetResourceID")]
+    target_resource_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "flowRecords")]
+    flow_records: Option<VnetFlowRecords<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NsgProperties<'a> {
+    #[serde(default, rename = "Version", deserialize_with = "version")]
+    version: Option<u64>,
+    #[serde(borrow, default)]
+    flows: Vec<NsgRuleFlows<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NsgRuleFlows<'a> {
+    #[serde(borrow, default)]
+    rule: Cow<'a, str>,
+    #[serde(borrow, default)]
+    flows: Vec<NsgMacFlows<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NsgMacFlows<'a> {
+    #[serde(borrow, default)]
+    mac: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "flowTuples")]
+    flow_tuples: Vec<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct VnetFlowRecords<'a> {
+    #[serde(borrow, default)]
+    flows: Vec<VnetAclFlows<'a>>,
+}
+
+#[derive(Deserialize)]
+struct VnetAclFlows<'a> {
+    #[serde(borrow, default, rename = "aclID")]
+    acl_id: Cow<'a, str>,
+    #[serde(borrow, default, rename = "flowGroups")]
+    flow_groups: Vec<VnetFlowGroup<'a>>,
+}
+
+#[derive(Deserialize)]
+struct VnetFlowGroup<'a> {
+    #[serde(borrow, default)]
+    rule: Cow<'a, str>,
+    #[serde(borrow, default, rename = "flowTuples")]
+    flow_tuples: Vec<Cow<'a, str>>,
+}
+
+/// A version is a number, but accept a numeric string too.
+fn version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a version number")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(u64::try_from(v).ok())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok((v.fract() == 0.0 && v >= 0.0).then_some(v as u64))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.trim().parse().ok())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+// ------------------------------------------------------------------ record handling ----
+
+/// The outcome of one blob: its own ledger (merge it into the run's).
+pub struct BlobOutcome {
+    pub ledger: Ledger,
+}
+
+struct Handler<'de, 'x, S: TableSink> {
+    path: &'x str,
+    defaults: &'x PathDefaults<'x>,
+    opts: &'x ParseOptions,
+    sink: &'x mut S,
+    scratch: &'x mut Scratch,
+    ledger: Ledger,
+    record_index: usize,
+    /// Hashes of records seen (duplicate-record detection).
+    record_hashes: FxHashSet<u64>,
+    /// (scope hash, tuple text) of tuples seen (duplicate-tuple detection), exact.
+    tuple_seen: FxHashSet<(u64, &'de str)>,
+}
+
+fn scope_hash(parts: &[&str]) -> u64 {
+    let mut h = FxHasher::default();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl<'de, S: TableSink> Handler<'de, '_, S> {
+    fn record(&mut self, rec: RawRecord<'de>) {
+        let index = self.record_index;
+        self.record_index += 1;
+        self.ledger.records += 1;
+
+        let duplicate_record = !self.record_hashes.insert(record_hash(&rec));
+        if duplicate_record {
+            self.ledger.duplicate_records += 1;
+        }
+        let skip_all = duplicate_record && self.opts.dedup;
+
+        if let Some(props) = &rec.properties {
+            let family = match props.version {
+                Some(1) => Some(Family::NsgV1),
+                Some(2) => Some(Family::NsgV2),
+                _ => None,
+            };
+            let resource_id = rec.resource_id.as_deref().unwrap_or("");
+            let nsg = if resource_id.is_empty() {
+                self.defaults.nsg
+            } else {
+                last_segment(resource_id)
+            };
+            let mut subscription = subscription_of(resource_id);
+            if subscription.is_empty() {
+                subscription = self.defaults.subscription;
+            }
+            let record_mac = rec.mac_address.as_deref();
+            for rf in &props.flows {
+                if rf.flows.is_empty() {
+                    let ctx = GroupContext {
+                        family: family.unwrap_or(Family::NsgV2),
+                        nsg,
+                        rule: &rf.rule,
+                        mac: record_mac.unwrap_or(self.defaults.mac),
+                        subscription,
+                        record_index: index,
+                    };
+                    if family.is_some() && !skip_all {
+                        self.sink.table(&RuleTable { ctx, tuples: &[] });
+                    }
+                    continue;
+                }
+                for mf in &rf.flows {
+                    let mac = mf
+                        .mac
+                        .as_deref()
+                        .or(record_mac)
+                        .unwrap_or(self.defaults.mac);
+                    let ctx = GroupContext {
+                        family: family.unwrap_or(Family::NsgV2),
+                        nsg,
+                        rule: &rf.rule,
+                        mac,
+                        subscription,
+                        record_index: index,
+                    };
+                    let scope = scope_hash(&[resource_id, &rf.rule, mac]);
+                    self.group(ctx, family, scope, &mf.flow_tuples, skip_all);
+                }
+            }
+        } else if let Some(fr) = &rec.flow_records {
+            let family = (rec.flow_log_version == Some(4)).then_some(Family::Vnet);
+            let flow_log = rec.flow_log_resource_id.as_deref().unwrap_or("");
+            let mut subscription = subscription_of(flow_log);
+            if subscription.is_empty() {
+                subscription = subscription_of(rec.target_resource_id.as_deref().unwrap_or(""));
+            }
+            if subscription.is_empty() {
+                subscription = self.defaults.subscription;
+            }
+            let mac = rec.mac_address.as_deref().unwrap_or(self.defaults.mac);
+            for acl in &fr.flows {
+                let nsg = last_segment(&acl.acl_id);
+                for g in &acl.flow_groups {
+                    let ctx = GroupContext {
+                        family: Family::Vnet,
+                        nsg,
+                        rule: &g.rule,
+                        mac,
+                        subscription,
+                        record_index: index,
+                    };
+                    let scope = scope_hash(&[&acl.acl_id, &g.rule, mac]);
+                    self.group(ctx, family, scope, &g.flow_tuples, skip_all);
+                }
+            }
+        } else {
+            self.ledger.records_unrecognized += 1;
+            let what = rec.category.as_deref().unwrap_or("no category");
+            if self.ledger.records_unrecognized == 1 {
+                self.ledger.problems.push(BlobProblem {
+                    path: self.path.to_string(),
+                    kind: BlobProblemKind::Warning,
+                    message: format!(
+                        "record {index} ({what}) is not a flow-log record \
+                         (no properties.flows or flowRecords): skipped"
+                    ),
+                    byte_offset: None,
+                });
+            }
+        }
+    }
+
+    /// Parse one `flowTuples` array and hand it to the sink as a rule table.
+    fn group(
+        &mut self,
+        ctx: GroupContext<'_>,
+        family: Option<Family>,
+        scope: u64,
+        tuples: &[Cow<'de, str>],
+        skip_all: bool,
+    ) {
+        let Some(family) = family else {
+            for (i, t) in tuples.iter().enumerate() {
+                self.ledger
+                    .reject(RejectReason::UnknownVersion, || RejectExample {
+                        reason: RejectReason::UnknownVersion,
+                        path: self.path.to_string(),
+                        record: ctx.record_index,
+                        rule: ctx.rule.to_string(),
+                        tuple: i,
+                        text: cut(t),
+                        message: "record version is not NSG 1 or 2, nor VNet 4".to_string(),
+                    });
+            }
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.scratch.tuples);
+        buf.clear();
+        for (i, t) in tuples.iter().enumerate() {
+            match parse_tuple(t, family) {
+                Ok(ft) => {
+                    self.ledger.tuples += 1;
+                    self.ledger.tuples_accepted += 1;
+                    let fresh = match t {
+                        Cow::Borrowed(s) => self.tuple_seen.insert((scope, *s)),
+                        // Escaped tuples never occur in real logs; they are not deduplicated.
+                        Cow::Owned(_) => true,
+                    };
+                    if !fresh {
+                        self.ledger.duplicate_tuples += 1;
+                    }
+                    if skip_all || (!fresh && self.opts.dedup) {
+                        self.ledger.tuples_deduplicated += 1;
+                        continue;
+                    }
+                    buf.push(ft);
+                }
+                Err(e) => {
+                    let path = self.path;
+                    self.ledger.reject(e.reason, || RejectExample {
+                        reason: e.reason,
+                        path: path.to_string(),
+                        record: ctx.record_index,
+                        rule: ctx.rule.to_string(),
+                        tuple: i,
+                        text: cut(t),
+                        message: e.describe(t, family),
+                    });
+                }
+            }
+        }
+        let ctx = GroupContext { family, ..ctx };
+        if !(skip_all && buf.is_empty()) {
+            self.sink.table(&RuleTable { ctx, tuples: &buf });
+        }
+        self.scratch.tuples = buf;
+    }
+}
+
+fn cut(s: &str) -> String {
+    if s.len() <= 200 {
+        return s.to_string();
+    }
+    let mut end = 200;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A hash over everything nsgflow reads of a record: equal hashes = duplicate record.
+fn record_hash(rec: &RawRecord<'_>) -> u64 {
+    let mut h = FxHasher::default();
+    rec.time.hash(&mut h);
+    rec.resource_id.hash(&mut h);
+    rec.mac_address.hash(&mut h);
+    rec.flow_log_resource_id.hash(&mut h);
+    rec.target_resource_id.hash(&mut h);
+    if let Some(p) = &rec.properties {
+        p.version.hash(&mut h);
+        for rf in &p.flows {
+            rf.rule.hash(&mut h);
+            for mf in &rf.flows {
+                mf.mac.hash(&mut h);
+                mf.flow_tuples.hash(&mut h);
+            }
+        }
+    }
+    if let Some(fr) = &rec.flow_records {
+        rec.flow_log_version.hash(&mut h);
+        for a in &fr.flows {
+            a.acl_id.hash(&mut h);
+            for g in &a.flow_groups {
+                g.rule.hash(&mut h);
+                g.flow_tuples.hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+// ------------------------------------------------------------------ top-level shapes ----
+
+/// Top-level value: a `{"records":[…]}` wrapper, a bare record, or an array of records.
+struct TopSeed<'a, 'de, 'x, S: TableSink> {
+    h: &'a mut Handler<'de, 'x, S>,
+}
+
+struct RecordsSeed<'a, 'de, 'x, S: TableSink> {
+    h: &'a mut Handler<'de, 'x, S>,
+}
+
+impl<'de, S: TableSink> DeserializeSeed<'de> for RecordsSeed<'_, 'de, '_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: TableSink> Visitor<'de> for RecordsSeed<'_, 'de, '_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of flow-log records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(rec) = seq.next_element::<RawRecord<'de>>()? {
+            self.h.record(rec);
+        }
+        Ok(())
+    }
+}
+
+impl<'de, S: TableSink> DeserializeSeed<'de> for TopSeed<'_, 'de, '_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, S: TableSink> Visitor<'de> for TopSeed<'_, 'de, '_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a flow-log blob: {\"records\":[…]}, a record, or an array of records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.h.ledger.tolerated.array += 1;
+        RecordsSeed { h: self.h }.visit_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some(first) = map.next_key::<String>()? else {
+            return Err(de::Error::custom("empty JSON object, not a flow-log blob"));
+        };
+        if first == "records" {
+            map.next_value_seed(RecordsSeed { h: self.h })?;
+            while map.next_key::<de::IgnoredAny>()?.is_some() {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+            return Ok(());
+        }
+        // A bare record: replay the key we consumed, then read the rest as a record.
+        let rec = RawRecord::deserialize(de::value::MapAccessDeserializer::new(Replay {
+            first: Some(first),
+            inner: map,
+        }))?;
+        if rec.properties.is_none() && rec.flow_records.is_none() {
+            return Err(de::Error::custom(
+                "JSON of another schema: no \"records\" array, and not a flow-log record",
+            ));
+        }
+        self.h.ledger.tolerated.bare_record += 1;
+        self.h.record(rec);
+        Ok(())
+    }
+}
+
+struct Replay<A> {
+    first: Option<String>,
+    inner: A,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
+    type Error = A::Error;
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        if let Some(k) = self.first.take() {
+            return seed
+                .deserialize(de::value::StringDeserializer::<A::Error>::new(k))
+                .map(Some);
+        }
+        self.inner.next_key_seed(seed)
+    }
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.inner.next_value_seed(seed)
+    }
+}
+
+/// Byte offset of a serde_json (line, column) position in `buf` (column is 1-based).
+fn offset_of(buf: &[u8], line: usize, column: usize) -> usize {
+    let mut off = 0;
+    if line > 1 {
+        let mut seen = 1;
+        for (i, &b) in buf.iter().enumerate() {
+            if b == b'\n' {
+                seen += 1;
+                if seen == line {
+                    off = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+    (off + column.saturating_sub(1)).min(buf.len())
+}
+
+/// Parse one blob's bytes. Tables go to `sink`; the blob's ledger is returned.
+pub fn parse_blob<S: TableSink>(
+    path: &str,
+    data: &[u8],
+    defaults: &PathDefaults<'_>,
+    opts: &ParseOptions,
+    scratch: &mut Scratch,
+    sink: &mut S,
+) -> BlobOutcome {
+    let mut ledger = Ledger {
+        blobs: 1,
+        bytes: data.len() as u64,
+        ..Ledger::default()
+    };
+    let mut body = data;
+    // Where `body[0]` sits in the file, and a correction for the fragment wrapper.
+    let mut base: isize = 0;
+    if let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
+        ledger.tolerated.bom += 1;
+        body = rest;
+        base = 3;
+    }
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let wrapped: Vec<u8>;
+    if body.get(start) == Some(&b',') {
+        ledger.tolerated.fragment += 1;
+        let mut inner = &body[start + 1..];
+        let trimmed_end = inner.trim_ascii_end();
+        if let Some(t) = trimmed_end.strip_suffix(b"]}") {
+            inner = t;
+        }
+        let mut w = Vec::with_capacity(inner.len() + 14);
+        w.extend_from_slice(b"{\"records\":[");
+        w.extend_from_slice(inner);
+        w.extend_from_slice(b"]}");
+        wrapped = w;
+        // wrapped[12] is the byte after the comma, at file offset base + start + 1.
+        base += start as isize + 1 - 12;
+        body = &wrapped;
+    }
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        ledger.blobs_failed += 1;
+        ledger.problems.push(BlobProblem {
+            path: path.to_string(),
+            kind: BlobProblemKind::Failed,
+            message: "empty file".to_string(),
+            byte_offset: Some(0),
+        });
+        return BlobOutcome { ledger };
+    }
+
+    let mut h = Handler {
+        path,
+        defaults,
+        opts,
+        sink,
+        scratch,
+        ledger,
+        record_index: 0,
+        record_hashes: FxHashSet::default(),
+        tuple_seen: FxHashSet::default(),
+    };
+    let mut pos = 0usize;
+    let mut values = 0usize;
+    let error: Option<(serde_json::Error, usize)> = loop {
+        let sub = &body[pos..];
+        let mut de = serde_json::Deserializer::from_slice(sub);
+        if let Err(e) = (TopSeed { h: &mut h }).deserialize(&mut de) {
+            let at = pos + offset_of(sub, e.line(), e.column());
+            break Some((e, at));
+        }
+        values += 1;
+        match de.end() {
+            Ok(()) => break None,
+            Err(e) => {
+                // Trailing characters: another top-level value follows (NDJSON).
+                let next = pos + offset_of(sub, e.line(), e.column());
+                if next <= pos || next >= body.len() {
+                    break Some((e, next));
+                }
+                pos = next;
+            }
+        }
+    };
+    let mut ledger = std::mem::take(&mut h.ledger);
+    if values > 1 {
+        ledger.tolerated.ndjson += 1;
+    }
+    if let Some((e, at)) = error {
+        let file_off = (at as isize + base).max(0) as u64;
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "blob ends early (truncated?)".to_string(),
+            serde_json::error::Category::Syntax => format!("not valid JSON: {e}"),
+            serde_json::error::Category::Data => format!("unexpected JSON structure: {e}"),
+            serde_json::error::Category::Io => format!("read error: {e}"),
+        };
+        let kept = ledger.records;
+        let (kind, message) = if kept > 0 {
+            ledger.blobs_partial += 1;
+            (
+                BlobProblemKind::Partial,
+                format!("{what}; breaks at byte {file_off}, the {kept} complete records before it were kept"),
+            )
+        } else {
+            ledger.blobs_failed += 1;
+            (
+                BlobProblemKind::Failed,
+                format!("{what}; at byte {file_off}"),
+            )
+        };
+        ledger.problems.push(BlobProblem {
+            path: path.to_string(),
+            kind,
+            message,
+            byte_offset: Some(file_off),
+        });
+    }
+    BlobOutcome { ledger }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        tables: Vec<(Family, String, String, String, usize)>,
+        tuples: usize,
+    }
+    impl TableSink for Collect {
+        fn table(&mut self, t: &RuleTable<'_>) {
+            self.tuples += t.tuples.len();
+            self.tables.push((
+                t.ctx.family,
+                t.ctx.nsg.to_string(),
+                t.ctx.rule.to_string(),
+                t.ctx.mac.to_string(),
+                t.tuples.len(),
+            ));
+        }
+    }
+
+    fn run(data: &[u8]) -> (Ledger, Collect) {
+        run_opts(data, &ParseOptions::default())
+    }
+    fn run_opts(data: &[u8], opts: &ParseOptions) -> (Ledger, Collect) {
+        let mut c = Collect::default();
+        let out = parse_blob(
+            "t.json",
+            data,
+            &PathDefaults::default(),
+            opts,
+            &mut Scratch::default(),
+            &mut c,
+        );
+        assert!(out.ledger.balances());
+        (out.ledger, c)
+    }
+
+    const REC_V2: &str = r#"{"time":"2018-11-13T12:00:35.3899262Z","category":"NetworkSecurityGroupFlowEvent","resourceId":"/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG1","properties":{"Version":2,"flows":[{"rule":"DefaultRule_DenyAllInBound","flows":[{"mac":"000D3AF87856","flowTuples":["1542110402,94.102.49.190,10.5.16.4,28746,443,U,I,D,B,,,,","1542110424,176.119.4.10,10.5.16.4,56509,59336,T,I,D,B,,,,"]}]}]}}"#;
+
+    #[test]
+    fn standard_wrapper() {
+        let blob = format!(r#"{{"records":[{REC_V2}]}}"#);
+        let (l, c) = run(blob.as_bytes());
+        assert_eq!((l.records, l.tuples, l.tuples_accepted), (1, 2, 2));
+        assert_eq!(c.tables[0].1, "NSG1");
+        assert_eq!(c.tables[0].2, "DefaultRule_DenyAllInBound");
+        assert!(l.problems.is_empty());
+    }
+
+    #[test]
+    fn bom_bare_ndjson_fragment_array() {
+        let bom = format!("\u{FEFF}{{\"records\":[{REC_V2}]}}");
+        let (l, c) = run(bom.as_bytes());
+        assert_eq!((l.tolerated.bom, c.tuples), (1, 2));
+
+        let (l, c) = run(REC_V2.as_bytes());
+        assert_eq!((l.tolerated.bare_record, c.tuples), (1, 2));
+
+        let nd = format!("{REC_V2}\n{REC_V2}\n{REC_V2}\n");
+        let (l, c) = run(nd.as_bytes());
+        assert_eq!((l.tolerated.ndjson, l.records, c.tuples), (1, 3, 6));
+        assert_eq!(l.duplicate_records, 2);
+        assert_eq!(l.duplicate_tuples, 4);
+
+        let frag = format!(",{REC_V2},{REC_V2}");
+        let (l, c) = run(frag.as_bytes());
+        assert_eq!((l.tolerated.fragment, l.records, c.tuples), (1, 2, 4));
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+
+        let arr = format!("[{REC_V2}]");
+        let (l, c) = run(arr.as_bytes());
+        assert_eq!((l.tolerated.array, c.tuples), (1, 2));
+    }
+
+    #[test]
+    fn truncated_blob_keeps_complete_records_and_reports_offset() {
+        let blob = format!(r#"{{"records":[{REC_V2},{REC_V2}]}}"#);
+        let cut_at = 12 + REC_V2.len() + 1 + 40;
+        let (l, c) = run(&blob.as_bytes()[..cut_at]);
+        assert_eq!(
+            (l.records, c.tuples, l.blobs_partial, l.blobs_failed),
+            (1, 2, 1, 0)
+        );
+        assert_eq!(l.problems[0].byte_offset, Some(cut_at as u64));
+        assert!(
+            l.problems[0].message.contains("truncated"),
+            "{}",
+            l.problems[0].message
+        );
+    }
+
+    #[test]
+    fn not_json_and_other_schema_fail() {
+        let (l, _) = run(b"hello world");
+        assert_eq!((l.blobs_failed, l.records), (1, 0));
+        assert!(l.problems[0].message.contains("not valid JSON"));
+        let (l, _) = run(br#"{"value": [1,2,3]}"#);
+        assert_eq!(l.blobs_failed, 1);
+        assert!(
+            l.problems[0].message.contains("another schema"),
+            "{}",
+            l.problems[0].message
+        );
+        let (l, _) = run(b"  \n");
+        assert_eq!(l.blobs_failed, 1);
+    }
+
+    #[test]
+    fn version_decided_per_record_and_unknown_versions_rejected() {
+        let v1 = REC_V2
+            .replace("\"Version\":2", "\"Version\":1")
+            .replace(",B,,,,", "");
+        let v3 = REC_V2.replace("\"Version\":2", "\"Version\":3");
+        let blob = format!(r#"{{"records":[{REC_V2},{v1},{v3}]}}"#);
+        let (l, c) = run(blob.as_bytes());
+        assert_eq!(l.records, 3);
+        assert_eq!((l.tuples, l.tuples_accepted), (6, 4));
+        assert_eq!(
+            l.rejected_by_reason[RejectReason::UnknownVersion.index()],
+            2
+        );
+        assert_eq!(c.tables[1].0, Family::NsgV1);
+    }
+
+    #[test]
+    fn dedup_drops_duplicates_but_counts_them_either_way() {
+        let blob = format!(r#"{{"records":[{REC_V2},{REC_V2}]}}"#);
+        let (l, c) = run(blob.as_bytes());
+        assert_eq!(
+            (l.duplicate_records, l.duplicate_tuples, c.tuples),
+            (1, 2, 4)
+        );
+        let (l, c) = run_opts(blob.as_bytes(), &ParseOptions { dedup: true });
+        assert_eq!(
+            (l.duplicate_records, l.duplicate_tuples, c.tuples),
+            (1, 2, 2)
+        );
+        assert_eq!(l.tuples_deduplicated, 2);
+        assert_eq!(l.tuples_accepted, 4, "dedup does not change what was read");
+    }
+
+    #[test]
+    fn empty_rule_flows_yield_empty_tables() {
+        let rec = REC_V2.replace(
+            r#"{"rule":"DefaultRule_DenyAllInBound""#,
+            r#"{"rule":"UserRule_Idle","flows":[]},{"rule":"DefaultRule_DenyAllInBound""#,
+        );
+        let (_, c) = run(rec.as_bytes());
+        assert_eq!(c.tables[0].2, "UserRule_Idle");
+        assert_eq!(c.tables[0].4, 0);
+    }
+
+    #[test]
+    fn offsets_from_line_and_column() {
+        let buf = b"ab\ncd\nef";
+        assert_eq!(offset_of(buf, 1, 1), 0);
+        assert_eq!(offset_of(buf, 2, 2), 4);
+        assert_eq!(offset_of(buf, 3, 1), 6);
+    }
+}

@@ -1,0 +1,554 @@
+//! The flow-tuple grammar, by hand: one comma-separated string in, one [`FlowTuple`] or a
+//! named reject reason out. No allocation, no `str::split` iterator state: the fields are
+//! sliced once and each is parsed with a tight loop. The grammar per family is in
+//! `../shared/FORMATS.md` ("Tuples").
+
+use crate::model::{Decision, Direction, Encryption, Family, FlowState, FlowTuple, Protocol};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Why a tuple (or a whole record's tuples) was rejected. The names are stable: they are
+/// the keys of `rejected_by_reason` in JSON output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// Not the number of fields the record's family has (8 for v1, 13 for v2 and VNet).
+    FieldCount,
+    /// Timestamp empty or not a whole non-negative number.
+    Timestamp,
+    /// Source or destination is not an IPv4 or IPv6 address.
+    IpAddress,
+    /// A port is empty, not a number, or outside 0–65535.
+    Port,
+    /// Protocol empty; in VNet logs, not an IANA number 0–255.
+    Protocol,
+    /// Direction is not `I` or `O`.
+    Direction,
+    /// Decision is not `A` or `D` (NSG logs).
+    Decision,
+    /// Flow state is not `B`, `C`, `E` (NSG v2) or also `D` (VNet).
+    FlowState,
+    /// A counter is not a whole number, is negative, or exceeds u64.
+    Counter,
+    /// The record's `properties.Version` / `flowLogVersion` is not one nsgflow knows.
+    UnknownVersion,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 10] = [
+        RejectReason::FieldCount,
+        RejectReason::Timestamp,
+        RejectReason::IpAddress,
+        RejectReason::Port,
+        RejectReason::Protocol,
+        RejectReason::Direction,
+        RejectReason::Decision,
+        RejectReason::FlowState,
+        RejectReason::Counter,
+        RejectReason::UnknownVersion,
+    ];
+    pub const COUNT: usize = 10;
+
+    /// Stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::FieldCount => "field_count",
+            RejectReason::Timestamp => "timestamp",
+            RejectReason::IpAddress => "ip_address",
+            RejectReason::Port => "port",
+            RejectReason::Protocol => "protocol",
+            RejectReason::Direction => "direction",
+            RejectReason::Decision => "decision",
+            RejectReason::FlowState => "flow_state",
+            RejectReason::Counter => "counter",
+            RejectReason::UnknownVersion => "unknown_version",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A rejected tuple: the reason and which field (0-based) was at fault. Cheap to return;
+/// [`TupleError::describe`] builds the human message only when an example is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TupleError {
+    pub reason: RejectReason,
+    /// Field index at fault, or the number of fields found for `FieldCount`.
+    pub field: usize,
+}
+
+const FIELD_NAMES: [&str; 13] = [
+    "timestamp",
+    "source IP",
+    "destination IP",
+    "source port",
+    "destination port",
+    "protocol",
+    "direction",
+    "decision",
+    "flow state",
+    "packets src→dst",
+    "bytes src→dst",
+    "packets dst→src",
+    "bytes dst→src",
+];
+
+impl TupleError {
+    /// A one-line description naming the field and its text, e.g.
+    /// `source port "70000" out of range`.
+    pub fn describe(&self, tuple: &str, family: Family) -> String {
+        if self.reason == RejectReason::FieldCount {
+            return format!(
+                "{} fields, {} expected for {}",
+                self.field,
+                family.field_count(),
+                family.name()
+            );
+        }
+        if self.reason == RejectReason::UnknownVersion {
+            return "record version not supported".to_string();
+        }
+        let text = tuple.split(',').nth(self.field).unwrap_or("");
+        let name = match (family, self.field) {
+            (Family::Vnet, 7) => "flow state",
+            (Family::Vnet, 8) => "encryption",
+            (_, i) => FIELD_NAMES.get(i).copied().unwrap_or("field"),
+        };
+        let what = match self.reason {
+            RejectReason::Port => "is not a port (0-65535)",
+            RejectReason::Counter => "is not a non-negative 64-bit count",
+            RejectReason::Timestamp => "is not a Unix timestamp",
+            RejectReason::IpAddress => "is not an IP address",
+            RejectReason::Protocol if family == Family::Vnet => "is not an IANA protocol number",
+            _ => "is not a known code",
+        };
+        format!("{name} {text:?} {what}")
+    }
+}
+
+/// Split `s` into at most `MAX` fields; returns the number of fields (which may exceed
+/// `MAX`, in which case only the first `MAX` are filled).
+#[inline]
+fn split_fields<'a, const MAX: usize>(s: &'a str, out: &mut [&'a str; MAX]) -> usize {
+    let bytes = s.as_bytes();
+    let mut n = 0;
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b',' {
+            if n < MAX {
+                // SAFETY-free: slicing at an ASCII comma is always a char boundary.
+                out[n] = &s[start..i];
+            }
+            n += 1;
+            start = i + 1;
+        }
+    }
+    if n < MAX {
+        out[n] = &s[start..];
+    }
+    n + 1
+}
+
+/// Parse an unsigned decimal; `None` when empty, non-digit or overflowing u64.
+#[inline]
+fn parse_u64(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(d as u64)?;
+    }
+    Some(n)
+}
+
+#[inline]
+fn parse_port(s: &str) -> Option<u16> {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 5 {
+        return None;
+    }
+    let mut n: u32 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + d as u32;
+    }
+    u16::try_from(n).ok()
+}
+
+/// IPv4 dotted quad with the same acceptance as `std` (no leading zeros, 0–255), fast path;
+/// anything with a `:` goes to `std`'s IPv6 parser.
+#[inline]
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let b = s.as_bytes();
+    if b.len() <= 15 {
+        let mut oct = [0u8; 4];
+        let mut i = 0;
+        let mut ok = true;
+        for (k, o) in oct.iter_mut().enumerate() {
+            let start = i;
+            let mut v: u32 = 0;
+            while i < b.len() && b[i].is_ascii_digit() {
+                v = v * 10 + (b[i] - b'0') as u32;
+                i += 1;
+            }
+            let len = i - start;
+            if len == 0 || len > 3 || v > 255 || (len > 1 && b[start] == b'0') {
+                ok = false;
+                break;
+            }
+            *o = v as u8;
+            if k < 3 {
+                if i < b.len() && b[i] == b'.' {
+                    i += 1;
+                } else {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok && i == b.len() {
+            return Some(IpAddr::V4(Ipv4Addr::from(oct)));
+        }
+        if !s.contains(':') {
+            return None;
+        }
+    }
+    s.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// Timestamp in milliseconds: values above 10^11 are already milliseconds (VNet logs, and a
+/// 10^11-second timestamp would be in the year 5138), smaller ones are seconds.
+#[inline]
+fn parse_time_ms(s: &str) -> Option<i64> {
+    let v = parse_u64(s)?;
+    let ms = if v > 100_000_000_000 { v } else { v * 1000 };
+    i64::try_from(ms).ok()
+}
+
+#[inline]
+fn counter(s: &str, field: usize) -> Result<Option<u64>, TupleError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    parse_u64(s).map(Some).ok_or(TupleError {
+        reason: RejectReason::Counter,
+        field,
+    })
+}
+
+#[inline]
+fn err(reason: RejectReason, field: usize) -> TupleError {
+    TupleError { reason, field }
+}
+
+/// Parse one tuple of the given family.
+#[inline]
+pub fn parse_tuple(s: &str, family: Family) -> Result<FlowTuple, TupleError> {
+    let mut f: [&str; 13] = [""; 13];
+    let n = split_fields(s, &mut f);
+    if n != family.field_count() {
+        return Err(err(RejectReason::FieldCount, n));
+    }
+    let time_ms = parse_time_ms(f[0]).ok_or(err(RejectReason::Timestamp, 0))?;
+    let src = parse_ip(f[1]).ok_or(err(RejectReason::IpAddress, 1))?;
+    let dst = parse_ip(f[2]).ok_or(err(RejectReason::IpAddress, 2))?;
+    let sport = parse_port(f[3]).ok_or(err(RejectReason::Port, 3))?;
+    let dport = parse_port(f[4]).ok_or(err(RejectReason::Port, 4))?;
+    let protocol = match (family, f[5]) {
+        (Family::Vnet, p) => match parse_u64(p) {
+            Some(6) => Protocol::Tcp,
+            Some(17) => Protocol::Udp,
+            Some(n) if n <= 255 => Protocol::Number(n as u8),
+            _ => return Err(err(RejectReason::Protocol, 5)),
+        },
+        (_, "T") => Protocol::Tcp,
+        (_, "U") => Protocol::Udp,
+        (_, p) if p.len() == 1 && p.as_bytes()[0].is_ascii_graphic() => {
+            Protocol::Letter(p.as_bytes()[0])
+        }
+        (_, p) => match parse_u64(p) {
+            Some(6) => Protocol::Tcp,
+            Some(17) => Protocol::Udp,
+            Some(n) if n <= 255 => Protocol::Number(n as u8),
+            _ => return Err(err(RejectReason::Protocol, 5)),
+        },
+    };
+    let direction = match f[6] {
+        "I" => Direction::Inbound,
+        "O" => Direction::Outbound,
+        _ => return Err(err(RejectReason::Direction, 6)),
+    };
+    match family {
+        Family::NsgV1 | Family::NsgV2 => {
+            let decision = match f[7] {
+                "A" => Decision::Allow,
+                "D" => Decision::Deny,
+                _ => return Err(err(RejectReason::Decision, 7)),
+            };
+            let mut t = FlowTuple {
+                time_ms,
+                src,
+                dst,
+                sport,
+                dport,
+                protocol,
+                direction,
+                decision,
+                state: None,
+                encryption: None,
+                packets_s2d: None,
+                bytes_s2d: None,
+                packets_d2s: None,
+                bytes_d2s: None,
+            };
+            if family == Family::NsgV2 {
+                t.state = Some(match f[8] {
+                    "B" => FlowState::Begin,
+                    "C" => FlowState::Continuing,
+                    "E" => FlowState::End,
+                    _ => return Err(err(RejectReason::FlowState, 8)),
+                });
+                t.packets_s2d = counter(f[9], 9)?;
+                t.bytes_s2d = counter(f[10], 10)?;
+                t.packets_d2s = counter(f[11], 11)?;
+                t.bytes_d2s = counter(f[12], 12)?;
+            }
+            Ok(t)
+        }
+        Family::Vnet => {
+            let state = match f[7] {
+                "B" => FlowState::Begin,
+                "C" => FlowState::Continuing,
+                "E" => FlowState::End,
+                "D" => FlowState::Denied,
+                _ => return Err(err(RejectReason::FlowState, 7)),
+            };
+            Ok(FlowTuple {
+                time_ms,
+                src,
+                dst,
+                sport,
+                dport,
+                protocol,
+                direction,
+                decision: if state == FlowState::Denied {
+                    Decision::Deny
+                } else {
+                    Decision::Allow
+                },
+                state: Some(state),
+                encryption: Some(Encryption::parse(f[8])),
+                packets_s2d: counter(f[9], 9)?,
+                bytes_s2d: counter(f[10], 10)?,
+                packets_d2s: counter(f[11], 11)?,
+                bytes_d2s: counter(f[12], 12)?,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RejectReason::*;
+
+    fn reason(s: &str, fam: Family) -> Option<RejectReason> {
+        parse_tuple(s, fam).err().map(|e| e.reason)
+    }
+
+    #[test]
+    fn valid_tuples_of_each_family() {
+        let t = parse_tuple(
+            "1487282421,192.0.2.95,10.1.0.4,51529,5358,T,I,D",
+            Family::NsgV1,
+        )
+        .unwrap();
+        assert_eq!(t.time_ms, 1_487_282_421_000);
+        assert_eq!(t.src, "192.0.2.95".parse::<IpAddr>().unwrap());
+        assert_eq!((t.sport, t.dport), (51529, 5358));
+        assert_eq!(t.protocol, Protocol::Tcp);
+        assert_eq!(t.direction, Direction::Inbound);
+        assert_eq!(t.decision, Decision::Deny);
+        assert_eq!(t.state, None);
+        assert_eq!(t.bytes_s2d, None);
+
+        let t = parse_tuple(
+            "1542110379,10.5.16.4,203.0.113.115,44931,443,T,O,A,C,30,16978,24,14008",
+            Family::NsgV2,
+        )
+        .unwrap();
+        assert_eq!(t.state, Some(FlowState::Continuing));
+        assert_eq!(
+            (t.packets_s2d, t.bytes_s2d, t.packets_d2s, t.bytes_d2s),
+            (Some(30), Some(16978), Some(24), Some(14008))
+        );
+        let t = parse_tuple(
+            "1542110402,94.102.49.190,10.5.16.4,28746,443,U,I,D,B,,,,",
+            Family::NsgV2,
+        )
+        .unwrap();
+        assert_eq!(t.protocol, Protocol::Udp);
+        assert_eq!(t.bytes_s2d, None);
+
+        let t = parse_tuple(
+            "1663146003599,10.0.0.6,192.0.2.180,23956,443,6,O,B,NX,0,0,0,0",
+            Family::Vnet,
+        )
+        .unwrap();
+        assert_eq!(t.time_ms, 1_663_146_003_599);
+        assert_eq!(t.decision, Decision::Allow);
+        assert_eq!(t.encryption, Some(Encryption::NotEncrypted));
+        assert_eq!(t.bytes_s2d, Some(0));
+        let t = parse_tuple(
+            "1663146003,10.0.0.6,192.0.2.180,23956,443,1,I,D,NX_FALLBACK,0,0,0,0",
+            Family::Vnet,
+        )
+        .unwrap();
+        assert_eq!(
+            t.time_ms, 1_663_146_003_000,
+            "seconds in VNet docs are scaled by magnitude"
+        );
+        assert_eq!(t.decision, Decision::Deny);
+        assert_eq!(t.protocol, Protocol::Number(1));
+        assert_eq!(t.encryption, Some(Encryption::Fallback));
+    }
+
+    #[test]
+    fn ipv6_and_other_protocols_are_kept() {
+        let t = parse_tuple(
+            "1542110402,2001:db8::1,fd00::4,1,443,T,I,A,B,,,,",
+            Family::NsgV2,
+        )
+        .unwrap();
+        assert!(t.src.is_ipv6());
+        let t = parse_tuple(
+            "1542110402,10.0.0.1,10.0.0.2,0,0,I,I,A,B,,,,",
+            Family::NsgV2,
+        )
+        .unwrap();
+        assert_eq!(t.protocol, Protocol::Letter(b'I'));
+        let t = parse_tuple("1,10.0.0.1,10.0.0.2,0,0,6,O,D,X9,0,0,0,0", Family::Vnet).unwrap();
+        assert_eq!(t.encryption, Some(Encryption::Other));
+    }
+
+    #[test]
+    fn each_reject_reason_has_a_case() {
+        let v2 = Family::NsgV2;
+        let table: &[(&str, Family, RejectReason)] = &[
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A", v2, FieldCount),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,,", v2, FieldCount),
+            (
+                "1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,",
+                Family::NsgV1,
+                FieldCount,
+            ),
+            ("x1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, Timestamp),
+            (",10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, Timestamp),
+            ("-5,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, Timestamp),
+            ("1,10.0.0.256,10.0.0.2,1,2,T,I,A,B,,,,", v2, IpAddress),
+            ("1,10.0.0.1,10.0..2,1,2,T,I,A,B,,,,", v2, IpAddress),
+            ("1,10.0.0.1,host,1,2,T,I,A,B,,,,", v2, IpAddress),
+            ("1,010.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, IpAddress),
+            ("1,10.0.0.1,10.0.0.2,70000,2,T,I,A,B,,,,", v2, Port),
+            ("1,10.0.0.1,10.0.0.2,1,,T,I,A,B,,,,", v2, Port),
+            ("1,10.0.0.1,10.0.0.2,1,-2,T,I,A,B,,,,", v2, Port),
+            ("1,10.0.0.1,10.0.0.2,1,2,,I,A,B,,,,", v2, Protocol),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,X,A,B,,,,", v2, Direction),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,Q,B,,,,", v2, Decision),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,Z,,,,", v2, FlowState),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,-3,0,0", v2, Counter),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,abc,0,0", v2, Counter),
+            (
+                "1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,18446744073709551616,0,0",
+                v2,
+                Counter,
+            ),
+            (
+                "1,10.0.0.1,10.0.0.2,1,2,T,O,B,NX,0,0,0,0",
+                Family::Vnet,
+                Protocol,
+            ),
+            (
+                "1,10.0.0.1,10.0.0.2,1,2,300,O,B,NX,0,0,0,0",
+                Family::Vnet,
+                Protocol,
+            ),
+            (
+                "1,10.0.0.1,10.0.0.2,1,2,6,O,Q,NX,0,0,0,0",
+                Family::Vnet,
+                FlowState,
+            ),
+            (
+                "1,10.0.0.1,10.0.0.2,1,2,6,O,B,NX,0,0,0",
+                Family::Vnet,
+                FieldCount,
+            ),
+        ];
+        for (s, fam, want) in table {
+            assert_eq!(reason(s, *fam), Some(*want), "{s}");
+        }
+        // u64::MAX itself is accepted.
+        assert!(parse_tuple(
+            "1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,18446744073709551615,0,0",
+            v2
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn messages_name_field_and_text() {
+        let s = "1,10.0.0.1,10.0.0.2,70000,2,T,I,A,B,,,,";
+        let e = parse_tuple(s, Family::NsgV2).unwrap_err();
+        assert_eq!(
+            e.describe(s, Family::NsgV2),
+            "source port \"70000\" is not a port (0-65535)"
+        );
+        let s = "1,10.0.0.1";
+        let e = parse_tuple(s, Family::NsgV1).unwrap_err();
+        assert_eq!(
+            e.describe(s, Family::NsgV1),
+            "2 fields, 8 expected for nsg_v1"
+        );
+    }
+
+    #[test]
+    fn ipv4_fast_path_agrees_with_std() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let alphabet = b"0123456789.:";
+        for _ in 0..200_000 {
+            let len = rng.usize(0..16);
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
+                .collect();
+            assert_eq!(parse_ip(&s), s.parse::<IpAddr>().ok(), "{s:?}");
+        }
+        for s in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3.4",
+            "1.2.3.04",
+            "1.2.3",
+            "1.2.3.4.",
+            "::1",
+            "::ffff:1.2.3.4",
+        ] {
+            assert_eq!(parse_ip(s), s.parse::<IpAddr>().ok(), "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The `summary` output model and its two renderers (JSON, terminal table).
+//!
+//! [`SummaryReport`] is the contract of `summary --format json` from `../shared/DESIGN.md`:
+//! `ledger`, `time`, `totals`, `rules` with the names given there; further fields
+//! (`families`, `encryption`, `warnings`, examples) are additions. Order is deterministic.
+
+use crate::aggregate::{Counters, Summary};
+use crate::discover::{Discovered, LogKind};
+use crate::model::Encryption;
+use crate::parse::{BlobProblem, RejectExample};
+use crate::text::{fmt_ms, term_safe};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// The ledger as reported.
+#[derive(Debug, Serialize)]
+pub struct LedgerReport {
+    /// Blobs read (or attempted).
+    pub blobs: u64,
+    /// Blobs from which nothing was used.
+    pub blobs_failed: u64,
+    /// Blobs that broke part-way; their complete records before the break were used.
+    pub blobs_partial: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Records parsed.
+    pub records: u64,
+    /// Records that were not flow-log records.
+    pub records_unrecognized: u64,
+    /// Tuples seen (= `tuples_accepted + tuples_rejected`).
+    pub tuples: u64,
+    pub tuples_accepted: u64,
+    pub tuples_rejected: u64,
+    /// Accepted tuples outside the filters.
+    pub tuples_filtered: u64,
+    /// Rejected tuples per reason (every reason listed).
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// Records repeating an earlier record of the same blob exactly.
+    pub duplicate_records: u64,
+    /// Accepted tuples repeating an earlier tuple of the same blob, rule and NIC/ACL.
+    pub duplicate_tuples: u64,
+    /// Tuples dropped by `--dedup` (0 without it).
+    pub tuples_deduplicated: u64,
+    /// Non-standard shapes tolerated (BOM, bare record, NDJSON, fragment, array).
+    pub tolerated: crate::parse::ledger::Tolerated,
+    /// Paths under the inputs that could not be walked.
+    pub skipped_paths: Vec<SkippedReport>,
+    /// Blobs found but left out by path filters.
+    pub blobs_filtered: u64,
+    /// Blob-level problems (failed, partial, warnings), sorted by path.
+    pub problems: Vec<BlobProblem>,
+    /// First examples of each reject reason, with locations.
+    pub reject_examples: Vec<RejectExample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SkippedReport {
+    pub path: String,
+    pub reason: String,
+}
+
+/// First and last tuple time, RFC 3339 UTC; `null` when no tuple was counted.
+#[derive(Debug, Serialize)]
+pub struct TimeReport {
+    pub first: Option<String>,
+    pub last: Option<String>,
+}
+
+/// One NSG rule's row.
+#[derive(Debug, Serialize)]
+pub struct RuleRow {
+    /// NSG name as written (last segment of `resourceId`, or of `aclID` for VNet logs).
+    pub nsg: String,
+    /// Rule name as written.
+    pub rule: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// First and last tuple time of this rule (RFC 3339), `null` if it logged none.
+    pub first: Option<String>,
+    pub last: Option<String>,
+}
+
+/// Per-family totals.
+#[derive(Debug, Serialize)]
+pub struct FamiliesReport {
+    pub nsg_v1: Counters,
+    pub nsg_v2: Counters,
+    pub vnet: Counters,
+}
+
+/// `summary --format json`.
+#[derive(Debug, Serialize)]
+pub struct SummaryReport {
+    pub ledger: LedgerReport,
+    pub time: TimeReport,
+    pub totals: Counters,
+    pub families: FamiliesReport,
+    /// VNet tuples per encryption code (only codes seen; unknown codes under `other`).
+    pub encryption: BTreeMap<&'static str, u64>,
+    pub rules: Vec<RuleRow>,
+    /// Things the reader should know (double logging, …), deterministic order.
+    pub warnings: Vec<String>,
+}
+
+/// NICs (MAC) and hours that have both NSG and VNet blobs: the two can describe the same
+/// flows, so totals over both count such flows twice.
+pub fn double_logging(d: &Discovered) -> Vec<(String, i64)> {
+    let mut seen: BTreeMap<(String, i64), BTreeSet<LogKind>> = BTreeMap::new();
+    for b in &d.blobs {
+        if let (Some(mac), Some(h), Some(k)) = (&b.mac, b.hour_ms, b.kind) {
+            seen.entry((mac.clone(), h)).or_default().insert(k);
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, kinds)| kinds.len() > 1)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+impl SummaryReport {
+    pub fn new(s: &Summary, d: &Discovered) -> SummaryReport {
+        let l = &s.ledger;
+        let mut warnings = Vec::new();
+        let doubles = double_logging(d);
+        if !doubles.is_empty() {
+            let macs: BTreeSet<&str> = doubles.iter().map(|(m, _)| m.as_str()).collect();
+            warnings.push(format!(
+                "double logging: {} NIC-hours ({} NICs, e.g. {} at {}) have both NSG and VNet flow logs, \
+                 which can describe the same flows; pick one with --family nsg or --family vnet",
+                doubles.len(),
+                macs.len(),
+                doubles[0].0,
+                fmt_ms(doubles[0].1)
+            ));
+        }
+        let mut encryption = BTreeMap::new();
+        for e in Encryption::ALL {
+            let n = s.encryption[e.index()];
+            if n > 0 {
+                encryption.insert(e.code(), n);
+            }
+        }
+        SummaryReport {
+            ledger: LedgerReport {
+                blobs: l.blobs,
+                blobs_failed: l.blobs_failed,
+                blobs_partial: l.blobs_partial,
+                bytes: l.bytes,
+                records: l.records,
+                records_unrecognized: l.records_unrecognized,
+                tuples: l.tuples,
+                tuples_accepted: l.tuples_accepted,
+                tuples_rejected: l.tuples_rejected,
+                tuples_filtered: l.tuples_filtered,
+                rejected_by_reason: l.rejected_map(),
+                duplicate_records: l.duplicate_records,
+                duplicate_tuples: l.duplicate_tuples,
+                tuples_deduplicated: l.tuples_deduplicated,
+                tolerated: l.tolerated,
+                skipped_paths: d
+                    .skipped
+                    .iter()
+                    .map(|s| SkippedReport {
+                        path: s.path.display().to_string(),
+                        reason: s.reason.clone(),
+                    })
+                    .collect(),
+                blobs_filtered: d.filtered_out,
+                problems: l.problems.clone(),
+                reject_examples: l.examples.clone(),
+            },
+            time: TimeReport {
+                first: s.first_ms.map(fmt_ms),
+                last: s.last_ms.map(fmt_ms),
+            },
+            totals: s.totals,
+            families: FamiliesReport {
+                nsg_v1: s.families[0],
+                nsg_v2: s.families[1],
+                vnet: s.families[2],
+            },
+            encryption,
+            rules: s
+                .sorted_rules()
+                .into_iter()
+                .map(|(nsg, rule, st)| RuleRow {
+                    nsg: nsg.to_string(),
+                    rule: rule.to_string(),
+                    counters: st.counters,
+                    first: st.first_ms.map(fmt_ms),
+                    last: st.last_ms.map(fmt_ms),
+                })
+                .collect(),
+            warnings,
+        }
+    }
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("report serializes");
+        s.push('\n');
+        s
+    }
+
+    /// A readable terminal table. Every name from the log is made terminal-safe.
+    pub fn to_table(&self) -> String {
+        let l = &self.ledger;
+        let t = &self.totals;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "blobs {}  ({} failed, {} partial)   records {}   bytes {}",
+            l.blobs, l.blobs_failed, l.blobs_partial, l.records, l.bytes
+        );
+        let _ = writeln!(
+            o,
+            "tuples {} = {} accepted + {} rejected   ({} outside filters, {} duplicates{})",
+            l.tuples,
+            l.tuples_accepted,
+            l.tuples_rejected,
+            l.tuples_filtered,
+            l.duplicate_tuples,
+            if l.tuples_deduplicated > 0 {
+                format!(", {} dropped by --dedup", l.tuples_deduplicated)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            o,
+            "time   {} .. {}",
+            self.time.first.as_deref().unwrap_or("-"),
+            self.time.last.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(
+            o,
+            "counted {} tuples: {} allowed, {} denied, {} in, {} out; packets {} / {}, bytes {} / {} (src→dst / dst→src)",
+            t.tuples,
+            t.allowed,
+            t.denied,
+            t.inbound,
+            t.outbound,
+            t.packets_src_to_dst,
+            t.packets_dst_to_src,
+            t.bytes_src_to_dst,
+            t.bytes_dst_to_src
+        );
+        let fams: Vec<String> = [
+            ("nsg_v1", &self.families.nsg_v1),
+            ("nsg_v2", &self.families.nsg_v2),
+            ("vnet", &self.families.vnet),
+        ]
+        .iter()
+        .filter(|(_, c)| c.tuples > 0)
+        .map(|(n, c)| format!("{n} {}", c.tuples))
+        .collect();
+        if !fams.is_empty() {
+            let _ = writeln!(o, "families: {}", fams.join(", "));
+        }
+        if !self.encryption.is_empty() {
+            let enc: Vec<String> = self
+                .encryption
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(o, "encryption: {}", enc.join(", "));
+        }
+        o.push('\n');
+        let header = [
+            "NSG",
+            "RULE",
+            "TUPLES",
+            "ALLOWED",
+            "DENIED",
+            "IN",
+            "OUT",
+            "BYTES S→D",
+            "BYTES D→S",
+            "FIRST",
+            "LAST",
+        ];
+        let rows: Vec<[String; 11]> = self
+            .rules
+            .iter()
+            .map(|r| {
+                let c = &r.counters;
+                [
+                    term_safe(&r.nsg).into_owned(),
+                    term_safe(&r.rule).into_owned(),
+                    c.tuples.to_string(),
+                    c.allowed.to_string(),
+                    c.denied.to_string(),
+                    c.inbound.to_string(),
+                    c.outbound.to_string(),
+                    c.bytes_src_to_dst.to_string(),
+                    c.bytes_dst_to_src.to_string(),
+                    r.first
+                        .as_deref()
+                        .map(short_time)
+                        .unwrap_or("-")
+                        .to_string(),
+                    r.last.as_deref().map(short_time).unwrap_or("-").to_string(),
+                ]
+            })
+            .collect();
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r.iter()) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>, o: &mut String| {
+            let mut first = true;
+            for (i, c) in cells.iter().enumerate() {
+                if !first {
+                    o.push_str("  ");
+                }
+                first = false;
+                let pad = widths[i].saturating_sub(c.chars().count());
+                if (2..9).contains(&i) {
+                    o.push_str(&" ".repeat(pad));
+                    o.push_str(c);
+                } else {
+                    o.push_str(c);
+                    if i + 1 < cells.len() {
+                        o.push_str(&" ".repeat(pad));
+                    }
+                }
+            }
+            o.push('\n');
+        };
+        line(header.to_vec(), &mut o);
+        for r in &rows {
+            line(r.iter().map(String::as_str).collect(), &mut o);
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "\nwarning: {}", term_safe(w));
+        }
+        let skipped = self.skipped_line();
+        if !skipped.is_empty() {
+            let _ = writeln!(o, "\n{skipped}");
+        }
+        o
+    }
+
+    /// One line saying what was skipped, or empty when nothing was.
+    pub fn skipped_line(&self) -> String {
+        let l = &self.ledger;
+        let mut parts = Vec::new();
+        if !l.skipped_paths.is_empty() {
+            parts.push(format!(
+                "{} paths could not be walked",
+                l.skipped_paths.len()
+            ));
+        }
+        if l.blobs_failed > 0 {
+            parts.push(format!("{} blobs failed", l.blobs_failed));
+        }
+        if l.blobs_partial > 0 {
+            parts.push(format!(
+                "{} blobs broke part-way (records before the break kept)",
+                l.blobs_partial
+            ));
+        }
+        if l.records_unrecognized > 0 {
+            parts.push(format!(
+                "{} records were not flow-log records",
+                l.records_unrecognized
+            ));
+        }
+        if l.tuples_rejected > 0 {
+            let by: Vec<String> = l
+                .rejected_by_reason
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            parts.push(format!(
+                "{} tuples rejected ({})",
+                l.tuples_rejected,
+                by.join(", ")
+            ));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        format!(
+            "skipped: {}. Details on stderr; all examples with --format json.",
+            parts.join("; ")
+        )
+    }
+}
+
+fn short_time(s: &str) -> &str {
+    // 2026-01-05T13:00:00.000Z -> 2026-01-05T13:00:00
+    s.get(..19).unwrap_or(s)
+}

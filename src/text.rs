@@ -1,0 +1,74 @@
+//! Small text helpers shared by renderers: time formatting and making untrusted strings
+//! (rule names, resource ids from logs) safe for a terminal.
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use std::borrow::Cow;
+
+/// Unix milliseconds → RFC 3339 UTC with milliseconds (`2026-01-05T13:00:00.000Z`).
+pub fn fmt_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parse a time bound: RFC 3339 (`2026-01-05T13:00:00Z`), or a date (`2026-01-05`,
+/// meaning its midnight UTC). Returns Unix milliseconds.
+pub fn parse_time_bound(s: &str) -> Result<i64, String> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Ok(d.timestamp_millis());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp_millis());
+    }
+    Err(format!(
+        "{s:?} is not a time: use RFC 3339 (2026-01-05T13:00:00Z) or a date (2026-01-05)"
+    ))
+}
+
+/// Replace control characters (ESC, CR, …) with visible escapes so a hostile rule name
+/// cannot move the cursor or recolour the terminal.
+pub fn term_safe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            o.extend(c.escape_default());
+        } else {
+            o.push(c);
+        }
+    }
+    Cow::Owned(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(fmt_ms(1_767_618_000_000), "2026-01-05T13:00:00.000Z");
+        assert_eq!(
+            parse_time_bound("2026-01-05T13:00:00Z"),
+            Ok(1_767_618_000_000)
+        );
+        assert_eq!(
+            parse_time_bound("2026-01-05T14:00:00+01:00"),
+            Ok(1_767_618_000_000)
+        );
+        assert_eq!(parse_time_bound("2026-01-05"), Ok(1_767_571_200_000));
+        assert!(parse_time_bound("yesterday").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(term_safe("plain"), "plain");
+        assert_eq!(term_safe("a\u{1b}[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(term_safe("x\r\ny"), "x\\r\\ny");
+    }
+}
