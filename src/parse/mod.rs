@@ -13,6 +13,7 @@
 //! reports the byte offset; one that is not JSON, or JSON of another schema, fails with
 //! the parser's line and column. See `../shared/FORMATS.md`.
 
+pub mod dedup;
 pub mod ledger;
 pub mod tuple;
 
@@ -107,7 +108,7 @@ struct NsgMacFlows<'a> {
     #[serde(borrow, default)]
     mac: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "flowTuples")]
-    flow_tuples: Vec<Cow<'a, str>>,
+    flow_tuples: Vec<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +130,31 @@ struct VnetFlowGroup<'a> {
     #[serde(borrow, default)]
     rule: Cow<'a, str>,
     #[serde(borrow, default, rename = "flowTuples")]
-    flow_tuples: Vec<Cow<'a, str>>,
+    flow_tuples: Vec<Text<'a>>,
+}
+
+/// A string that borrows from the input when it can. (`Cow<str>` alone always allocates
+/// inside a `Vec`: serde's `#[serde(borrow)]` only reaches direct fields.)
+#[derive(Debug, Hash)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
 }
 
 /// A version is a number, but accept a numeric string too.
@@ -176,8 +201,8 @@ struct Handler<'de, 'x, S: TableSink> {
     record_index: usize,
     /// Hashes of records seen (duplicate-record detection).
     record_hashes: FxHashSet<u64>,
-    /// (scope hash, tuple text) of tuples seen (duplicate-tuple detection), exact.
-    tuple_seen: FxHashSet<(u64, &'de str)>,
+    /// Duplicate-tuple detection, exact.
+    dups: dedup::DupTracker<'de>,
 }
 
 fn scope_hash(parts: &[&str]) -> u64 {
@@ -198,7 +223,6 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         if duplicate_record {
             self.ledger.duplicate_records += 1;
         }
-        let skip_all = duplicate_record && self.opts.dedup;
 
         if let Some(props) = &rec.properties {
             let family = match props.version {
@@ -227,7 +251,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         subscription,
                         record_index: index,
                     };
-                    if family.is_some() && !skip_all {
+                    if family.is_some() && !(duplicate_record && self.opts.dedup) {
                         self.sink.table(&RuleTable { ctx, tuples: &[] });
                     }
                     continue;
@@ -247,7 +271,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         record_index: index,
                     };
                     let scope = scope_hash(&[resource_id, &rf.rule, mac]);
-                    self.group(ctx, family, scope, &mf.flow_tuples, skip_all);
+                    self.group(ctx, family, scope, &mf.flow_tuples, duplicate_record);
                 }
             }
         } else if let Some(fr) = &rec.flow_records {
@@ -273,7 +297,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         record_index: index,
                     };
                     let scope = scope_hash(&[&acl.acl_id, &g.rule, mac]);
-                    self.group(ctx, family, scope, &g.flow_tuples, skip_all);
+                    self.group(ctx, family, scope, &g.flow_tuples, duplicate_record);
                 }
             }
         } else {
@@ -299,8 +323,8 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         ctx: GroupContext<'_>,
         family: Option<Family>,
         scope: u64,
-        tuples: &[Cow<'de, str>],
-        skip_all: bool,
+        tuples: &[Text<'de>],
+        duplicate_record: bool,
     ) {
         let Some(family) = family else {
             for (i, t) in tuples.iter().enumerate() {
@@ -311,7 +335,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         record: ctx.record_index,
                         rule: ctx.rule.to_string(),
                         tuple: i,
-                        text: cut(t),
+                        text: cut(&t.0),
                         message: "record version is not NSG 1 or 2, nor VNet 4".to_string(),
                     });
             }
@@ -319,20 +343,24 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         };
         let mut buf = std::mem::take(&mut self.scratch.tuples);
         buf.clear();
+        let seen = self.dups.scope(scope);
         for (i, t) in tuples.iter().enumerate() {
+            let t = &t.0;
             match parse_tuple(t, family) {
                 Ok(ft) => {
                     self.ledger.tuples += 1;
                     self.ledger.tuples_accepted += 1;
-                    let fresh = match t {
-                        Cow::Borrowed(s) => self.tuple_seen.insert((scope, *s)),
-                        // Escaped tuples never occur in real logs; they are not deduplicated.
-                        Cow::Owned(_) => true,
-                    };
+                    // Every tuple of a duplicate record repeats one of the earlier record.
+                    let fresh = !duplicate_record
+                        && match t {
+                            Cow::Borrowed(s) => seen.first_sighting(s, ft.time_ms),
+                            // Escaped tuples never occur in real logs; they are not deduplicated.
+                            Cow::Owned(_) => true,
+                        };
                     if !fresh {
                         self.ledger.duplicate_tuples += 1;
                     }
-                    if skip_all || (!fresh && self.opts.dedup) {
+                    if !fresh && self.opts.dedup {
                         self.ledger.tuples_deduplicated += 1;
                         continue;
                     }
@@ -353,7 +381,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
             }
         }
         let ctx = GroupContext { family, ..ctx };
-        if !(skip_all && buf.is_empty()) {
+        if !(duplicate_record && self.opts.dedup) {
             self.sink.table(&RuleTable { ctx, tuples: &buf });
         }
         self.scratch.tuples = buf;
@@ -517,6 +545,47 @@ fn offset_of(buf: &[u8], line: usize, column: usize) -> usize {
     (off + column.saturating_sub(1)).min(buf.len())
 }
 
+/// Read the top-level values of `body` one after another (one, or several for NDJSON).
+/// Returns the error that stopped reading, with its offset in `body`, and how many values
+/// were read whole.
+fn parse_values<'de, R, S, F>(
+    body: &'de [u8],
+    make: F,
+    h: &mut Handler<'de, '_, S>,
+) -> (Option<(serde_json::Error, usize)>, usize)
+where
+    R: serde_json::de::Read<'de>,
+    S: TableSink,
+    F: Fn(usize) -> serde_json::Deserializer<R>,
+{
+    let mut pos = 0usize;
+    let mut values = 0usize;
+    loop {
+        let sub = &body[pos..];
+        let mut de = make(pos);
+        if let Err(e) = (TopSeed { h: &mut *h }).deserialize(&mut de) {
+            let at = if e.is_eof() {
+                body.len()
+            } else {
+                pos + offset_of(sub, e.line(), e.column())
+            };
+            return (Some((e, at)), values);
+        }
+        values += 1;
+        match de.end() {
+            Ok(()) => return (None, values),
+            Err(e) => {
+                // Trailing characters: another top-level value follows (NDJSON).
+                let next = pos + offset_of(sub, e.line(), e.column());
+                if next <= pos || next >= body.len() {
+                    return (Some((e, next)), values);
+                }
+                pos = next;
+            }
+        }
+    }
+}
+
 /// Parse one blob's bytes. Tables go to `sink`; the blob's ledger is returned.
 pub fn parse_blob<S: TableSink>(
     path: &str,
@@ -580,29 +649,20 @@ pub fn parse_blob<S: TableSink>(
         ledger,
         record_index: 0,
         record_hashes: FxHashSet::default(),
-        tuple_seen: FxHashSet::default(),
+        dups: dedup::DupTracker::default(),
     };
-    let mut pos = 0usize;
-    let mut values = 0usize;
-    let error: Option<(serde_json::Error, usize)> = loop {
-        let sub = &body[pos..];
-        let mut de = serde_json::Deserializer::from_slice(sub);
-        if let Err(e) = (TopSeed { h: &mut h }).deserialize(&mut de) {
-            let at = pos + offset_of(sub, e.line(), e.column());
-            break Some((e, at));
-        }
-        values += 1;
-        match de.end() {
-            Ok(()) => break None,
-            Err(e) => {
-                // Trailing characters: another top-level value follows (NDJSON).
-                let next = pos + offset_of(sub, e.line(), e.column());
-                if next <= pos || next >= body.len() {
-                    break Some((e, next));
-                }
-                pos = next;
-            }
-        }
+    // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
+    let (error, values) = match std::str::from_utf8(body) {
+        Ok(text) => parse_values(
+            body,
+            |sub| serde_json::Deserializer::from_str(&text[sub..]),
+            &mut h,
+        ),
+        Err(_) => parse_values(
+            body,
+            |sub| serde_json::Deserializer::from_slice(&body[sub..]),
+            &mut h,
+        ),
     };
     let mut ledger = std::mem::take(&mut h.ledger);
     if values > 1 {

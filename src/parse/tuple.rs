@@ -203,7 +203,7 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
         for (k, o) in oct.iter_mut().enumerate() {
             let start = i;
             let mut v: u32 = 0;
-            while i < b.len() && b[i].is_ascii_digit() {
+            while i < b.len() && b[i].is_ascii_digit() && i - start < 4 {
                 v = v * 10 + (b[i] - b'0') as u32;
                 i += 1;
             }
@@ -257,9 +257,226 @@ fn err(reason: RejectReason, field: usize) -> TupleError {
     TupleError { reason, field }
 }
 
+/// A single forward pass over the bytes for the common shape (IPv4, `T`/`U` or a number,
+/// documented letters). Anything unusual returns `None` and goes to [`parse_tuple_slow`],
+/// which gives the same answer for every input the fast path accepts and names the reason
+/// for every input it rejects.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// Commas consumed: a tuple of n fields has exactly n-1.
+    commas: usize,
+}
+
+impl Cursor<'_> {
+    /// End of a field: a comma (consumed) or the end of input.
+    #[inline(always)]
+    fn sep(&mut self) -> Option<()> {
+        match self.b.get(self.i) {
+            Some(b',') => {
+                self.i += 1;
+                self.commas += 1;
+                Some(())
+            }
+            None => Some(()),
+            _ => None,
+        }
+    }
+
+    /// Up to `max_len` (≤ 19, so no overflow) digits; longer runs go to the slow path.
+    #[inline(always)]
+    fn digits(&mut self, max_len: usize) -> Option<(u64, usize)> {
+        let start = self.i;
+        let mut n: u64 = 0;
+        while let Some(&c) = self.b.get(self.i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            n = n.wrapping_mul(10).wrapping_add(d as u64);
+            self.i += 1;
+        }
+        let len = self.i - start;
+        (len <= max_len).then_some((n, len))
+    }
+
+    #[inline(always)]
+    fn number(&mut self) -> Option<u64> {
+        let (n, len) = self.digits(19)?;
+        if len == 0 {
+            return None;
+        }
+        self.sep()?;
+        Some(n)
+    }
+
+    #[inline(always)]
+    fn counter(&mut self) -> Option<Option<u64>> {
+        let (n, len) = self.digits(19)?;
+        self.sep()?;
+        Some((len > 0).then_some(n))
+    }
+
+    #[inline(always)]
+    fn port(&mut self) -> Option<u16> {
+        let (n, len) = self.digits(5)?;
+        if len == 0 {
+            return None;
+        }
+        self.sep()?;
+        u16::try_from(n).ok()
+    }
+
+    #[inline(always)]
+    fn ipv4(&mut self) -> Option<IpAddr> {
+        let mut oct = [0u8; 4];
+        for (k, o) in oct.iter_mut().enumerate() {
+            let start = self.i;
+            let (v, len) = self.digits(3)?;
+            if len == 0 || v > 255 || (len > 1 && self.b[start] == b'0') {
+                return None;
+            }
+            *o = v as u8;
+            if k < 3 {
+                if self.b.get(self.i) != Some(&b'.') {
+                    return None;
+                }
+                self.i += 1;
+            }
+        }
+        self.sep()?;
+        Some(IpAddr::V4(Ipv4Addr::from(oct)))
+    }
+
+    /// A one-byte field.
+    #[inline(always)]
+    fn letter(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        self.sep()?;
+        Some(c)
+    }
+
+    /// A field as text, up to the next comma.
+    #[inline(always)]
+    fn text(&mut self) -> &str {
+        let start = self.i;
+        while self.i < self.b.len() && self.b[self.i] != b',' {
+            self.i += 1;
+        }
+        let s = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("\u{fffd}");
+        if self.i < self.b.len() {
+            self.i += 1;
+            self.commas += 1;
+        }
+        s
+    }
+}
+
+#[inline(always)]
+fn fast(s: &str, family: Family) -> Option<FlowTuple> {
+    let b = s.as_bytes();
+    let mut c = Cursor { b, i: 0, commas: 0 };
+    let ts = c.number()?;
+    let time_ms = i64::try_from(if ts > 100_000_000_000 {
+        ts
+    } else {
+        ts.checked_mul(1000)?
+    })
+    .ok()?;
+    let src = c.ipv4()?;
+    let dst = c.ipv4()?;
+    let sport = c.port()?;
+    let dport = c.port()?;
+    let protocol = if family == Family::Vnet {
+        match c.number()? {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            n if n <= 255 => Protocol::Number(n as u8),
+            _ => return None,
+        }
+    } else {
+        match c.letter()? {
+            b'T' => Protocol::Tcp,
+            b'U' => Protocol::Udp,
+            _ => return None,
+        }
+    };
+    let direction = match c.letter()? {
+        b'I' => Direction::Inbound,
+        b'O' => Direction::Outbound,
+        _ => return None,
+    };
+    let mut t = FlowTuple {
+        time_ms,
+        src,
+        dst,
+        sport,
+        dport,
+        protocol,
+        direction,
+        decision: Decision::Allow,
+        state: None,
+        encryption: None,
+        packets_s2d: None,
+        bytes_s2d: None,
+        packets_d2s: None,
+        bytes_d2s: None,
+    };
+    match family {
+        Family::NsgV1 | Family::NsgV2 => {
+            t.decision = match c.letter()? {
+                b'A' => Decision::Allow,
+                b'D' => Decision::Deny,
+                _ => return None,
+            };
+            if family == Family::NsgV2 {
+                t.state = Some(match c.letter()? {
+                    b'B' => FlowState::Begin,
+                    b'C' => FlowState::Continuing,
+                    b'E' => FlowState::End,
+                    _ => return None,
+                });
+                // Exactly four counter fields follow: the last one may be empty, so count commas.
+                t.packets_s2d = c.counter()?;
+                t.bytes_s2d = c.counter()?;
+                t.packets_d2s = c.counter()?;
+                t.bytes_d2s = c.counter()?;
+            }
+        }
+        Family::Vnet => {
+            let state = match c.letter()? {
+                b'B' => FlowState::Begin,
+                b'C' => FlowState::Continuing,
+                b'E' => FlowState::End,
+                b'D' => FlowState::Denied,
+                _ => return None,
+            };
+            t.state = Some(state);
+            if state == FlowState::Denied {
+                t.decision = Decision::Deny;
+            }
+            t.encryption = Some(Encryption::parse(c.text()));
+            t.packets_s2d = Some(c.number()?);
+            t.bytes_s2d = Some(c.number()?);
+            t.packets_d2s = Some(c.number()?);
+            t.bytes_d2s = Some(c.number()?);
+        }
+    }
+    (c.i == b.len() && c.commas + 1 == family.field_count()).then_some(t)
+}
+
 /// Parse one tuple of the given family.
 #[inline]
 pub fn parse_tuple(s: &str, family: Family) -> Result<FlowTuple, TupleError> {
+    match fast(s, family) {
+        Some(t) => Ok(t),
+        None => parse_tuple_slow(s, family),
+    }
+}
+
+/// The reference grammar: split, then parse each field, naming the first field at fault.
+pub fn parse_tuple_slow(s: &str, family: Family) -> Result<FlowTuple, TupleError> {
     let mut f: [&str; 13] = [""; 13];
     let n = split_fields(s, &mut f);
     if n != family.field_count() {
@@ -366,7 +583,7 @@ pub fn parse_tuple(s: &str, family: Family) -> Result<FlowTuple, TupleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use RejectReason::*;
+    use RejectReason as R;
 
     fn reason(s: &str, fam: Family) -> Option<RejectReason> {
         parse_tuple(s, fam).err().map(|e| e.reason)
@@ -451,53 +668,53 @@ mod tests {
     fn each_reject_reason_has_a_case() {
         let v2 = Family::NsgV2;
         let table: &[(&str, Family, RejectReason)] = &[
-            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A", v2, FieldCount),
-            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,,", v2, FieldCount),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A", v2, R::FieldCount),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,,", v2, R::FieldCount),
             (
                 "1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,",
                 Family::NsgV1,
-                FieldCount,
+                R::FieldCount,
             ),
-            ("x1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, Timestamp),
-            (",10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, Timestamp),
-            ("-5,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, Timestamp),
-            ("1,10.0.0.256,10.0.0.2,1,2,T,I,A,B,,,,", v2, IpAddress),
-            ("1,10.0.0.1,10.0..2,1,2,T,I,A,B,,,,", v2, IpAddress),
-            ("1,10.0.0.1,host,1,2,T,I,A,B,,,,", v2, IpAddress),
-            ("1,010.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, IpAddress),
-            ("1,10.0.0.1,10.0.0.2,70000,2,T,I,A,B,,,,", v2, Port),
-            ("1,10.0.0.1,10.0.0.2,1,,T,I,A,B,,,,", v2, Port),
-            ("1,10.0.0.1,10.0.0.2,1,-2,T,I,A,B,,,,", v2, Port),
-            ("1,10.0.0.1,10.0.0.2,1,2,,I,A,B,,,,", v2, Protocol),
-            ("1,10.0.0.1,10.0.0.2,1,2,T,X,A,B,,,,", v2, Direction),
-            ("1,10.0.0.1,10.0.0.2,1,2,T,I,Q,B,,,,", v2, Decision),
-            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,Z,,,,", v2, FlowState),
-            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,-3,0,0", v2, Counter),
-            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,abc,0,0", v2, Counter),
+            ("x1,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, R::Timestamp),
+            (",10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, R::Timestamp),
+            ("-5,10.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, R::Timestamp),
+            ("1,10.0.0.256,10.0.0.2,1,2,T,I,A,B,,,,", v2, R::IpAddress),
+            ("1,10.0.0.1,10.0..2,1,2,T,I,A,B,,,,", v2, R::IpAddress),
+            ("1,10.0.0.1,host,1,2,T,I,A,B,,,,", v2, R::IpAddress),
+            ("1,010.0.0.1,10.0.0.2,1,2,T,I,A,B,,,,", v2, R::IpAddress),
+            ("1,10.0.0.1,10.0.0.2,70000,2,T,I,A,B,,,,", v2, R::Port),
+            ("1,10.0.0.1,10.0.0.2,1,,T,I,A,B,,,,", v2, R::Port),
+            ("1,10.0.0.1,10.0.0.2,1,-2,T,I,A,B,,,,", v2, R::Port),
+            ("1,10.0.0.1,10.0.0.2,1,2,,I,A,B,,,,", v2, R::Protocol),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,X,A,B,,,,", v2, R::Direction),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,Q,B,,,,", v2, R::Decision),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,Z,,,,", v2, R::FlowState),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,-3,0,0", v2, R::Counter),
+            ("1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,abc,0,0", v2, R::Counter),
             (
                 "1,10.0.0.1,10.0.0.2,1,2,T,I,A,E,1,18446744073709551616,0,0",
                 v2,
-                Counter,
+                R::Counter,
             ),
             (
                 "1,10.0.0.1,10.0.0.2,1,2,T,O,B,NX,0,0,0,0",
                 Family::Vnet,
-                Protocol,
+                R::Protocol,
             ),
             (
                 "1,10.0.0.1,10.0.0.2,1,2,300,O,B,NX,0,0,0,0",
                 Family::Vnet,
-                Protocol,
+                R::Protocol,
             ),
             (
                 "1,10.0.0.1,10.0.0.2,1,2,6,O,Q,NX,0,0,0,0",
                 Family::Vnet,
-                FlowState,
+                R::FlowState,
             ),
             (
                 "1,10.0.0.1,10.0.0.2,1,2,6,O,B,NX,0,0,0",
                 Family::Vnet,
-                FieldCount,
+                R::FieldCount,
             ),
         ];
         for (s, fam, want) in table {
@@ -525,6 +742,60 @@ mod tests {
             e.describe(s, Family::NsgV1),
             "2 fields, 8 expected for nsg_v1"
         );
+    }
+
+    #[test]
+    fn fast_path_agrees_with_reference_grammar() {
+        let seeds = [
+            (
+                "1542110379,10.5.16.4,203.0.113.115,44931,443,T,O,A,C,30,16978,24,14008",
+                Family::NsgV2,
+            ),
+            (
+                "1542110402,94.102.49.190,10.5.16.4,28746,443,U,I,D,B,,,,",
+                Family::NsgV2,
+            ),
+            (
+                "1487282421,192.0.2.95,10.1.0.4,51529,5358,T,I,D",
+                Family::NsgV1,
+            ),
+            (
+                "1663146003599,10.0.0.6,192.0.2.180,23956,443,6,O,B,NX,0,0,0,0",
+                Family::Vnet,
+            ),
+            (
+                "1663146003599,10.0.0.6,192.0.2.180,23956,443,17,I,D,X,1,2,3,4",
+                Family::Vnet,
+            ),
+        ];
+        let alphabet = b"0123456789.,TUIOADBCEXN:-";
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..300_000 {
+            let (seed, fam) = seeds[rng.usize(..seeds.len())];
+            let mut b = seed.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..4) {
+                let i = rng.usize(..b.len());
+                match rng.u8(..3) {
+                    0 => b[i] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, alphabet[rng.usize(..alphabet.len())]),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            let s = String::from_utf8(b).unwrap();
+            assert_eq!(
+                parse_tuple(&s, fam),
+                parse_tuple_slow(&s, fam),
+                "{s:?} {fam:?}"
+            );
+        }
+        for (seed, fam) in seeds {
+            assert!(fast(seed, fam).is_some(), "{seed}");
+        }
     }
 
     #[test]

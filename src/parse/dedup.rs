@@ -1,0 +1,83 @@
+//! Exact duplicate-tuple detection within a blob, rule and NIC/ACL ("scope"), cheap enough
+//! to run on every tuple.
+//!
+//! A duplicate has the same text, so the same timestamp, as an earlier tuple of its scope.
+//! Azure writes each scope's tuples in time order, so while a scope stays in order only the
+//! tuples sharing the newest timestamp need comparing (a short run at the end of its list).
+//! The first tuple that goes back in time switches that scope to a full hash set, built
+//! from everything seen so far: the answer is exact either way, only the cost differs.
+//! Whole duplicate records are found earlier, by a record hash (see `parse::record_hash`).
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// One scope's memory of tuples seen in this blob.
+#[derive(Default)]
+pub struct Scope<'de> {
+    /// Every tuple text seen, in order (until `index` takes over).
+    seen: Vec<&'de str>,
+    /// Newest timestamp seen, and where its run starts in `seen`.
+    newest_ms: i64,
+    run_start: usize,
+    /// Set of all texts, once the scope went back in time.
+    index: Option<FxHashSet<&'de str>>,
+}
+
+impl<'de> Scope<'de> {
+    /// Whether `text` (with timestamp `time_ms`) is seen here for the first time.
+    #[inline]
+    pub fn first_sighting(&mut self, text: &'de str, time_ms: i64) -> bool {
+        if let Some(ix) = &mut self.index {
+            return ix.insert(text);
+        }
+        if self.seen.is_empty() || time_ms > self.newest_ms {
+            self.newest_ms = time_ms;
+            self.run_start = self.seen.len();
+            self.seen.push(text);
+            return true;
+        }
+        if time_ms == self.newest_ms {
+            if self.seen[self.run_start..].contains(&text) {
+                return false;
+            }
+            self.seen.push(text);
+            return true;
+        }
+        // Out of order: index everything and answer from the index from now on.
+        let mut ix: FxHashSet<&'de str> = self.seen.drain(..).collect();
+        let fresh = ix.insert(text);
+        self.index = Some(ix);
+        fresh
+    }
+}
+
+/// Scopes of one blob, keyed by a hash of (resource or ACL id, rule, MAC).
+#[derive(Default)]
+pub struct DupTracker<'de> {
+    scopes: FxHashMap<u64, Scope<'de>>,
+}
+
+impl<'de> DupTracker<'de> {
+    pub fn scope(&mut self, key: u64) -> &mut Scope<'de> {
+        self.scopes.entry(key).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_and_out_of_order_duplicates_are_found() {
+        let mut s = Scope::default();
+        assert!(s.first_sighting("a1", 1));
+        assert!(s.first_sighting("b1", 1));
+        assert!(!s.first_sighting("a1", 1));
+        assert!(s.first_sighting("c2", 2));
+        assert!(!s.first_sighting("c2", 2));
+        // Back in time: still exact.
+        assert!(!s.first_sighting("b1", 1));
+        assert!(s.first_sighting("d1", 1));
+        assert!(!s.first_sighting("c2", 2));
+        assert!(s.first_sighting("e3", 3));
+    }
+}
