@@ -337,10 +337,6 @@ impl SummaryReport {
         for w in &self.warnings {
             let _ = writeln!(o, "\nwarning: {}", term_safe(w));
         }
-        let skipped = self.skipped_line();
-        if !skipped.is_empty() {
-            let _ = writeln!(o, "\n{skipped}");
-        }
         o
     }
 

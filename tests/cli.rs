@@ -1,0 +1,602 @@
+//! End-to-end tests: the `nsgflow` binary on the bundled fixtures, on generated containers
+//! and on the published samples, checked against an independent re-count of the input
+//! (a plain `serde_json::Value` walk that shares no code with the parser).
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn nsgflow() -> Command {
+    Command::cargo_bin("nsgflow").unwrap()
+}
+
+/// Run `summary --format json` and return (exit code, parsed JSON).
+fn summary_json(args: &[&str]) -> (i32, Value) {
+    let out = nsgflow()
+        .arg("summary")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (code, v)
+}
+
+#[derive(Default, Debug, PartialEq, Eq, Clone, Copy)]
+struct Count {
+    tuples: u64,
+    allowed: u64,
+    denied: u64,
+    inbound: u64,
+    outbound: u64,
+    packets_src_to_dst: u64,
+    bytes_src_to_dst: u64,
+    packets_dst_to_src: u64,
+    bytes_dst_to_src: u64,
+}
+
+impl Count {
+    fn add(&mut self, f: &[&str], vnet: bool) {
+        self.tuples += 1;
+        let denied = if vnet { f[7] == "D" } else { f[7] == "D" };
+        if denied {
+            self.denied += 1
+        } else {
+            self.allowed += 1
+        }
+        if f[6] == "I" {
+            self.inbound += 1
+        } else {
+            self.outbound += 1
+        }
+        if f.len() == 13 {
+            let n = |s: &str| s.parse::<u64>().unwrap_or(0);
+            self.packets_src_to_dst += n(f[9]);
+            self.bytes_src_to_dst += n(f[10]);
+            self.packets_dst_to_src += n(f[11]);
+            self.bytes_dst_to_src += n(f[12]);
+        }
+    }
+    fn from_json(v: &Value) -> Count {
+        let g = |k: &str| v[k].as_u64().unwrap();
+        Count {
+            tuples: g("tuples"),
+            allowed: g("allowed"),
+            denied: g("denied"),
+            inbound: g("inbound"),
+            outbound: g("outbound"),
+            packets_src_to_dst: g("packets_src_to_dst"),
+            bytes_src_to_dst: g("bytes_src_to_dst"),
+            packets_dst_to_src: g("packets_dst_to_src"),
+            bytes_dst_to_src: g("bytes_dst_to_src"),
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Recount {
+    records: u64,
+    total: Count,
+    families: BTreeMap<&'static str, Count>,
+    rules: BTreeMap<(String, String), Count>,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+fn last_segment(s: &str) -> String {
+    s.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The independent re-count: walk every *.json file as a serde_json::Value.
+fn recount(dir: &Path) -> Recount {
+    let mut r = Recount::default();
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !e.file_type().is_file() || e.path().extension().and_then(|x| x.to_str()) != Some("json")
+        {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+        for rec in v["records"].as_array().unwrap() {
+            r.records += 1;
+            let mut groups: Vec<(String, String, &'static str, &Vec<Value>)> = Vec::new();
+            if let Some(p) = rec.get("properties") {
+                let nsg = last_segment(rec["resourceId"].as_str().unwrap());
+                let fam = if p["Version"] == 1 {
+                    "nsg_v1"
+                } else {
+                    "nsg_v2"
+                };
+                for rf in p["flows"].as_array().unwrap() {
+                    let rule = rf["rule"].as_str().unwrap().to_string();
+                    r.rules.entry((nsg.clone(), rule.clone())).or_default();
+                    for mf in rf["flows"].as_array().unwrap() {
+                        groups.push((
+                            nsg.clone(),
+                            rule.clone(),
+                            fam,
+                            mf["flowTuples"].as_array().unwrap(),
+                        ));
+                    }
+                }
+            } else {
+                for acl in rec["flowRecords"]["flows"].as_array().unwrap() {
+                    let nsg = last_segment(acl["aclID"].as_str().unwrap());
+                    for g in acl["flowGroups"].as_array().unwrap() {
+                        let rule = g["rule"].as_str().unwrap().to_string();
+                        groups.push((
+                            nsg.clone(),
+                            rule,
+                            "vnet",
+                            g["flowTuples"].as_array().unwrap(),
+                        ));
+                    }
+                }
+            }
+            for (nsg, rule, fam, tuples) in groups {
+                for t in tuples {
+                    let f: Vec<&str> = t.as_str().unwrap().split(',').collect();
+                    let vnet = fam == "vnet";
+                    r.total.add(&f, vnet);
+                    r.families.entry(fam).or_default().add(&f, vnet);
+                    r.rules
+                        .entry((nsg.clone(), rule.clone()))
+                        .or_default()
+                        .add(&f, vnet);
+                    let ts: i64 = f[0].parse().unwrap();
+                    let ms = if vnet { ts } else { ts * 1000 };
+                    r.first = Some(r.first.map_or(ms, |x: i64| x.min(ms)));
+                    r.last = Some(r.last.map_or(ms, |x: i64| x.max(ms)));
+                }
+            }
+        }
+    }
+    r
+}
+
+fn ms_of(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// Assert that nsgflow's JSON equals the independent re-count, field by field.
+fn assert_matches_recount(v: &Value, r: &Recount) {
+    let l = &v["ledger"];
+    assert_eq!(l["records"], r.records);
+    assert_eq!(l["tuples"], r.total.tuples);
+    assert_eq!(l["tuples_accepted"], r.total.tuples);
+    assert_eq!(l["tuples_rejected"], 0);
+    assert_eq!(Count::from_json(&v["totals"]), r.total);
+    for fam in ["nsg_v1", "nsg_v2", "vnet"] {
+        assert_eq!(
+            Count::from_json(&v["families"][fam]),
+            r.families.get(fam).copied().unwrap_or_default(),
+            "family {fam}"
+        );
+    }
+    let rules: BTreeMap<(String, String), Count> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                (
+                    x["nsg"].as_str().unwrap().to_string(),
+                    x["rule"].as_str().unwrap().to_string(),
+                ),
+                Count::from_json(x),
+            )
+        })
+        .collect();
+    assert_eq!(rules, r.rules);
+    assert_eq!(ms_of(&v["time"]["first"]), r.first.unwrap());
+    assert_eq!(ms_of(&v["time"]["last"]), r.last.unwrap());
+}
+
+#[test]
+fn summary_of_the_bundled_container_equals_an_independent_recount() {
+    let dir = root().join("fixtures/container");
+    let (code, v) = summary_json(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let r = recount(&dir);
+    assert_matches_recount(&v, &r);
+    // Pinned from fixtures/README.md.
+    assert_eq!(v["ledger"]["blobs"], 24);
+    assert_eq!(v["ledger"]["records"], 516);
+    assert_eq!(v["ledger"]["tuples"], 849);
+    assert_eq!(v["families"]["nsg_v1"]["tuples"], 90);
+    assert_eq!(v["families"]["nsg_v2"]["tuples"], 309);
+    assert_eq!(v["families"]["vnet"]["tuples"], 450);
+    assert!(v["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("double logging: 6 NIC-hours"));
+}
+
+#[test]
+fn summary_of_generated_containers_equals_an_independent_recount() {
+    for family in ["nsg", "vnet", "mixed"] {
+        let tmp = tempfile::tempdir().unwrap();
+        nsgflow()
+            .args([
+                "gen",
+                "--out",
+                tmp.path().to_str().unwrap(),
+                "--family",
+                family,
+            ])
+            .args(["--nsg-version", "mixed", "--hours", "3", "--seed", "9"])
+            .assert()
+            .success();
+        let (code, v) = summary_json(&[tmp.path().to_str().unwrap()]);
+        assert_eq!(code, 0, "{family}");
+        let r = recount(tmp.path());
+        assert!(r.total.tuples > 1000, "{family}: {}", r.total.tuples);
+        assert_matches_recount(&v, &r);
+    }
+}
+
+#[test]
+fn the_ledger_balances_per_blob_and_in_total() {
+    use nsgflow::aggregate::{Summary, SummarySink};
+    use nsgflow::discover::{discover, DiscoverOptions};
+    use nsgflow::filter::Filter;
+    use nsgflow::parse::ParseOptions;
+    use nsgflow::pipeline::Worker;
+    let d = discover(&[root().join("fixtures")], &DiscoverOptions::default());
+    assert!(d.blobs.len() > 30);
+    let mut total = nsgflow::parse::Ledger::default();
+    let mut w = Worker::default();
+    for b in &d.blobs {
+        let mut s = Summary::default();
+        let filter = Filter::default();
+        let mut sink = SummarySink {
+            summary: &mut s,
+            filter: &filter,
+            filtered: 0,
+        };
+        let l = w.process(b, &ParseOptions::default(), &mut sink);
+        assert!(l.balances(), "{}", b.path.display());
+        assert_eq!(l.tuples, l.tuples_accepted + l.tuples_rejected);
+        total.merge(l);
+    }
+    assert!(total.balances());
+    let (_, v) = summary_json(&[root().join("fixtures").to_str().unwrap()]);
+    assert_eq!(v["ledger"]["tuples"], total.tuples);
+    assert_eq!(v["ledger"]["tuples_rejected"], total.tuples_rejected);
+}
+
+fn malformed(name: &str) -> (i32, Value) {
+    summary_json(&[root()
+        .join("fixtures/malformed")
+        .join(name)
+        .to_str()
+        .unwrap()])
+}
+
+fn nonzero_reasons(v: &Value) -> BTreeMap<String, u64> {
+    v["ledger"]["rejected_by_reason"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.as_u64().unwrap() > 0)
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn each_bad_tuple_is_rejected_under_its_named_reason_and_the_rest_is_kept() {
+    let (code, v) = malformed("bad-tuples.json");
+    assert_eq!(code, 3);
+    let want: BTreeMap<String, u64> = [
+        ("counter", 3),
+        ("decision", 1),
+        ("direction", 1),
+        ("field_count", 1),
+        ("flow_state", 1),
+        ("ip_address", 1),
+        ("port", 2),
+        ("protocol", 1),
+        ("timestamp", 1),
+        ("unknown_version", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(nonzero_reasons(&v), want);
+    assert_eq!(v["ledger"]["tuples"], 15);
+    assert_eq!(v["ledger"]["tuples_accepted"], 2);
+    let ex = &v["ledger"]["reject_examples"];
+    let port = ex
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reason"] == "port")
+        .unwrap();
+    assert_eq!(port["record"], 0);
+    assert_eq!(port["tuple"], 3);
+    assert_eq!(
+        port["message"],
+        "source port \"70000\" is not a port (0-65535)"
+    );
+    assert!(port["path"].as_str().unwrap().ends_with("bad-tuples.json"));
+}
+
+#[test]
+fn vnet_specific_rejects_are_named() {
+    let (code, v) = malformed("vnet-bad-tuples.json");
+    assert_eq!(code, 3);
+    let want: BTreeMap<String, u64> = [("field_count", 1), ("flow_state", 1), ("protocol", 1)]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    assert_eq!(nonzero_reasons(&v), want);
+    assert_eq!(v["ledger"]["tuples_accepted"], 2);
+    assert_eq!(v["encryption"]["NX"], 1);
+    assert_eq!(v["encryption"]["other"], 1);
+}
+
+#[test]
+fn truncated_blob_keeps_complete_records_and_names_the_byte() {
+    let (code, v) = malformed("truncated.json");
+    assert_eq!(code, 3);
+    assert_eq!(v["ledger"]["records"], 2);
+    assert_eq!(v["ledger"]["tuples"], 4);
+    assert_eq!(v["ledger"]["blobs_partial"], 1);
+    let p = &v["ledger"]["problems"][0];
+    assert_eq!(p["kind"], "partial");
+    assert_eq!(p["byte_offset"], 1331);
+    assert!(p["message"].as_str().unwrap().contains("truncated"));
+}
+
+#[test]
+fn not_json_and_another_schema_fail_with_line_and_column() {
+    for (name, needle) in [
+        ("not-json.json", "line 1 column 1"),
+        ("other-schema.json", "another schema"),
+    ] {
+        let out = nsgflow()
+            .arg("summary")
+            .arg(root().join("fixtures/malformed").join(name))
+            .output()
+            .unwrap();
+        // Nothing usable was read.
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(name) && err.contains(needle), "{name}: {err}");
+    }
+}
+
+#[test]
+fn tolerated_shapes_are_read_and_counted() {
+    for (name, key, records, tuples) in [
+        ("bom.json", "bom", 1, 3),
+        ("fragment.json", "fragment", 2, 2),
+        ("bare-record.json", "bare_record", 1, 3),
+        ("ndjson.json", "ndjson", 3, 5),
+    ] {
+        let (code, v) = malformed(name);
+        assert_eq!(code, 0, "{name}");
+        assert_eq!(v["ledger"]["tolerated"][key], 1, "{name}");
+        assert_eq!(v["ledger"]["records"], records, "{name}");
+        assert_eq!(v["ledger"]["tuples"], tuples, "{name}");
+    }
+}
+
+#[test]
+fn version_is_decided_per_record() {
+    let (code, v) = malformed("mixed-versions.json");
+    assert_eq!(code, 0);
+    assert_eq!(v["families"]["nsg_v2"]["tuples"], 3);
+    assert_eq!(v["families"]["nsg_v1"]["tuples"], 2);
+}
+
+#[test]
+fn rules_with_empty_flows_are_listed_with_zero_hits() {
+    let (_, v) = malformed("empty-rule-flows.json");
+    let rules: Vec<(&str, u64)> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["rule"].as_str().unwrap(), r["tuples"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            ("DefaultRule_AllowInternetOutBound", 2),
+            ("UserRule_AllowRdpLegacy", 0),
+            ("UserRule_AllowSqlFromApp", 0)
+        ]
+    );
+}
+
+#[test]
+fn duplicates_are_counted_by_default_and_dropped_with_dedup() {
+    let (_, v) = malformed("duplicates.json");
+    assert_eq!(v["ledger"]["duplicate_records"], 1);
+    assert_eq!(v["ledger"]["duplicate_tuples"], 5);
+    assert_eq!(v["totals"]["tuples"], 9);
+    let (_, v) = summary_json(&[
+        root()
+            .join("fixtures/malformed/duplicates.json")
+            .to_str()
+            .unwrap(),
+        "--dedup",
+    ]);
+    assert_eq!(v["ledger"]["duplicate_tuples"], 5);
+    assert_eq!(v["ledger"]["tuples_deduplicated"], 5);
+    assert_eq!(v["totals"]["tuples"], 4);
+}
+
+#[test]
+fn a_run_over_all_malformed_fixtures_goes_on_past_every_failure() {
+    let (code, v) = summary_json(&[root().join("fixtures/malformed").to_str().unwrap()]);
+    assert_eq!(code, 3);
+    let l = &v["ledger"];
+    assert_eq!(l["blobs"], 12);
+    assert_eq!(l["blobs_failed"], 2);
+    assert_eq!(l["blobs_partial"], 1);
+    assert_eq!(l["tuples"], 53);
+    assert_eq!(l["tuples_rejected"], 16);
+    assert_eq!(l["tuples_accepted"], 37);
+}
+
+#[test]
+fn unreadable_and_missing_inputs_are_reported_not_fatal() {
+    use nsgflow::discover::BlobMeta;
+    // A blob that vanished between discovery and reading.
+    let meta = BlobMeta {
+        path: root().join("fixtures/no-such-blob.json"),
+        ..Default::default()
+    };
+    let s = nsgflow::pipeline::summarize(&[meta], &Default::default());
+    assert_eq!(s.ledger.blobs_failed, 1);
+    assert!(s.ledger.problems[0].message.starts_with("cannot read"));
+    // A missing input beside a good one: reported, the good one is read, exit 3.
+    let out = nsgflow()
+        .arg("summary")
+        .arg(root().join("fixtures/malformed/bom.json"))
+        .arg("/no/such/dir")
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/dir"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ledger"]["tuples"], 3);
+    assert_eq!(v["ledger"]["skipped_paths"][0]["path"], "/no/such/dir");
+}
+
+#[test]
+fn exit_codes_follow_the_documented_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    nsgflow().arg("summary").arg(tmp.path()).assert().code(1);
+    nsgflow()
+        .args(["summary", "fixtures", "--since", "not-a-date"])
+        .current_dir(root())
+        .assert()
+        .code(2);
+    nsgflow().args(["summary"]).assert().code(2);
+    nsgflow()
+        .args(["summary", "fixtures/container"])
+        .current_dir(root())
+        .assert()
+        .code(0);
+    nsgflow()
+        .args(["summary", "fixtures/malformed"])
+        .current_dir(root())
+        .assert()
+        .code(3);
+    let out = nsgflow()
+        .args(["summary", "fixtures/malformed", "--strict", "-j", "1"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--strict"));
+}
+
+#[test]
+fn filters_restrict_by_nsg_time_family_and_subscription() {
+    let dir = root().join("fixtures/container");
+    let d = dir.to_str().unwrap();
+    let (_, all) = summary_json(&[d]);
+    let (_, web) = summary_json(&[d, "--nsg", "web-nsg"]);
+    let web_rows: u64 = all["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["nsg"].as_str().unwrap().eq_ignore_ascii_case("web-nsg"))
+        .map(|r| r["tuples"].as_u64().unwrap())
+        .sum();
+    assert_eq!(web["totals"]["tuples"].as_u64().unwrap(), web_rows);
+    let (_, vnet) = summary_json(&[d, "--family", "vnet"]);
+    assert_eq!(vnet["totals"], all["families"]["vnet"]);
+    assert_eq!(vnet["ledger"]["blobs"], 12);
+    let (_, hour) = summary_json(&[
+        d,
+        "--since",
+        "2026-01-05T01:00:00Z",
+        "--until",
+        "2026-01-05T02:00:00Z",
+    ]);
+    assert!(ms_of(&hour["time"]["first"]) >= 1_767_574_800_000);
+    assert!(ms_of(&hour["time"]["last"]) < 1_767_578_400_000);
+    let h = hour["ledger"]["tuples_accepted"].as_u64().unwrap();
+    assert_eq!(
+        h,
+        hour["totals"]["tuples"].as_u64().unwrap()
+            + hour["ledger"]["tuples_filtered"].as_u64().unwrap()
+    );
+    let (_, none) = summary_json(&[d, "--subscription", "00000000-0000-0000-0000-00000000dead"]);
+    assert_eq!(none["totals"]["tuples"], 0);
+}
+
+#[test]
+fn json_output_is_byte_identical_across_runs_and_thread_counts() {
+    let run = |threads: &str| {
+        nsgflow()
+            .args(["summary", "fixtures", "--format", "json", "-j", threads])
+            .current_dir(root())
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let one = run("1");
+    assert_eq!(one, run("2"));
+    assert_eq!(one, run("2"));
+}
+
+#[test]
+fn hostile_names_cannot_reach_the_terminal_raw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = r#"{"records":[{"time":"2026-01-05T10:01:00Z","category":"NetworkSecurityGroupFlowEvent","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/R/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/EVIL\u001b[2J","properties":{"Version":2,"flows":[{"rule":"UserRule_\u001b]0;pwned\u0007","flows":[{"mac":"000D3A000001","flowTuples":["1767607200,10.0.0.4,52.1.2.3,40001,443,T,O,A,B,,,,"]}]}]}}]}"#;
+    std::fs::write(tmp.path().join("PT1H.json"), blob).unwrap();
+    let out = nsgflow().arg("summary").arg(tmp.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text}"
+    );
+    assert!(text.contains("EVIL\\u{1b}[2J"));
+}
+
+/// The published samples (../shared/samples), read in place; skipped when absent.
+#[test]
+fn published_samples_give_the_documented_counts() {
+    let dir = root().join("../shared/samples");
+    if !dir.is_dir() {
+        eprintln!("skipping: {} is absent (a user's clone)", dir.display());
+        return;
+    }
+    for (name, records, tuples, family) in [
+        ("nsg-v1-2018.json", 3, 38, "nsg_v1"),
+        ("nsg-v2-learn-example.json", 2, 11, "nsg_v2"),
+        ("nsg-v2-sumologic-2024.json", 8, 153, "nsg_v2"),
+        ("vnet-learn-example.json", 1, 19, "vnet"),
+        ("vnet-nic-sumologic.json", 4, 61, "vnet"),
+    ] {
+        let (code, v) = summary_json(&[dir.join(name).to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}");
+        assert_eq!(v["ledger"]["records"], records, "{name}");
+        assert_eq!(v["ledger"]["tuples"], tuples, "{name}");
+        assert_eq!(v["ledger"]["tuples_rejected"], 0, "{name}");
+        assert_eq!(v["families"][family]["tuples"], tuples, "{name}");
+        let r = recount(&dir.join(name));
+        assert_matches_recount(&v, &r);
+    }
+}
