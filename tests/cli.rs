@@ -42,10 +42,10 @@ struct Count {
 }
 
 impl Count {
-    fn add(&mut self, f: &[&str], vnet: bool) {
+    fn add(&mut self, f: &[&str]) {
         self.tuples += 1;
-        let denied = if vnet { f[7] == "D" } else { f[7] == "D" };
-        if denied {
+        // Field 7 is the decision in NSG logs and the flow state in VNet logs: `D` both ways.
+        if f[7] == "D" {
             self.denied += 1
         } else {
             self.allowed += 1
