@@ -149,12 +149,12 @@ fn recount(dir: &Path) -> Recount {
                 for t in tuples {
                     let f: Vec<&str> = t.as_str().unwrap().split(',').collect();
                     let vnet = fam == "vnet";
-                    r.total.add(&f, vnet);
-                    r.families.entry(fam).or_default().add(&f, vnet);
+                    r.total.add(&f);
+                    r.families.entry(fam).or_default().add(&f);
                     r.rules
                         .entry((nsg.clone(), rule.clone()))
                         .or_default()
-                        .add(&f, vnet);
+                        .add(&f);
                     let ts: i64 = f[0].parse().unwrap();
                     let ms = if vnet { ts } else { ts * 1000 };
                     r.first = Some(r.first.map_or(ms, |x: i64| x.min(ms)));
