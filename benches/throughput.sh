@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Throughput and peak memory of `nsgflow summary` on a generated ~1 GB container, against
+# the reference probe (../shared/probe) when present. Interleaved runs, warm page cache.
+#
+#   benches/throughput.sh [SIZE] [FAMILY] [RUNS]     e.g. benches/throughput.sh 1G nsg 3
+#
+# Prints one line per run (seconds, peak RSS) and the medians. Data goes to a temp dir
+# that is removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-1G}
+family=${2:-nsg}
+runs=${3:-3}
+tmp=$(mktemp -d /tmp/nsgflow-bench.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+cargo build --release --locked --quiet
+bin=target/release/nsgflow
+probe=""
+if [ -f ../shared/probe/Cargo.toml ]; then
+  cargo build --release --quiet --manifest-path ../shared/probe/Cargo.toml --target-dir "$tmp/probe-target"
+  probe="$tmp/probe-target/release/nsgprobe"
+fi
+
+$bin gen --out "$tmp/c" --size "$size" --family "$family" --nsgs 4 --nics-per-nsg 4 --hours 6 --seed 7
+bytes=$(du -sb "$tmp/c" | cut -f1)
+echo "container: $bytes bytes ($family)"
+find "$tmp/c" -type f -exec cat {} + > /dev/null   # warm the page cache
+
+measure() { # label, command...
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$tmp/t" "$@" > /dev/null 2>"$tmp/err" || true
+  read -r secs kb < "$tmp/t"
+  echo "$label $secs s, peak RSS $((kb / 1024)) MiB, $(python3 -c "print(f'{$bytes/$secs/1e9:.2f}')") GB/s"
+  echo "$label $secs $kb" >> "$tmp/all"
+}
+
+for i in $(seq "$runs"); do
+  measure "summary-2t" $bin summary "$tmp/c" --format json
+  measure "summary-1t" $bin summary "$tmp/c" --format json -j 1
+  if [ -n "$probe" ] && [ "$family" = nsg ]; then
+    measure "probe-2t  " "$probe" "$tmp/c"
+  fi
+done
+echo "medians:"
+python3 - "$tmp/all" "$bytes" <<'PY'
+import sys, statistics, collections
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    label, secs, kb = line.split()
+    runs[label].append((float(secs), int(kb)))
+size = int(sys.argv[2])
+for label, v in runs.items():
+    s = statistics.median(x[0] for x in v)
+    m = max(x[1] for x in v) / 1024
+    print(f"  {label}: {s:.2f} s, {size/s/1e9:.2f} GB/s, peak RSS max {m:.0f} MiB ({len(v)} runs)")
+PY
