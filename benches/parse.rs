@@ -14,10 +14,26 @@ use std::hint::black_box;
 
 fn tuples(c: &mut Criterion) {
     let cases = [
-        ("nsg_v2", Family::NsgV2, "1542110379,10.5.16.4,203.0.113.115,44931,443,T,O,A,C,30,16978,24,14008"),
-        ("nsg_v2_begin", Family::NsgV2, "1542110402,94.102.49.190,10.5.16.4,28746,443,U,I,D,B,,,,"),
-        ("nsg_v1", Family::NsgV1, "1487282421,192.0.2.95,10.1.0.4,51529,5358,T,I,D"),
-        ("vnet", Family::Vnet, "1663146003599,10.0.0.6,192.0.2.180,23956,443,6,O,E,NX,3,767,2,1580"),
+        (
+            "nsg_v2",
+            Family::NsgV2,
+            "1542110379,10.5.16.4,203.0.113.115,44931,443,T,O,A,C,30,16978,24,14008",
+        ),
+        (
+            "nsg_v2_begin",
+            Family::NsgV2,
+            "1542110402,94.102.49.190,10.5.16.4,28746,443,U,I,D,B,,,,",
+        ),
+        (
+            "nsg_v1",
+            Family::NsgV1,
+            "1487282421,192.0.2.95,10.1.0.4,51529,5358,T,I,D",
+        ),
+        (
+            "vnet",
+            Family::Vnet,
+            "1663146003599,10.0.0.6,192.0.2.180,23956,443,6,O,E,NX,3,767,2,1580",
+        ),
     ];
     let mut g = c.benchmark_group("parse/tuple");
     for (name, fam, s) in cases {
@@ -56,8 +72,19 @@ fn blobs(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut s = Summary::default();
-                let mut sink = SummarySink { summary: &mut s, filter: &filter, filtered: 0 };
-                let out = parse_blob("bench", &data, &PathDefaults::default(), &ParseOptions::default(), &mut scratch, &mut sink);
+                let mut sink = SummarySink {
+                    summary: &mut s,
+                    filter: &filter,
+                    filtered: 0,
+                };
+                let out = parse_blob(
+                    "bench",
+                    &data,
+                    &PathDefaults::default(),
+                    &ParseOptions::default(),
+                    &mut scratch,
+                    &mut sink,
+                );
                 black_box(out.ledger.tuples)
             })
         });
@@ -72,7 +99,9 @@ fn pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Bytes(bytes));
     g.sample_size(20);
-    g.bench_function("summarize", |b| b.iter(|| black_box(summarize(&d.blobs, &RunOptions::default()).totals)));
+    g.bench_function("summarize", |b| {
+        b.iter(|| black_box(summarize(&d.blobs, &RunOptions::default()).totals))
+    });
     g.finish();
 }
 

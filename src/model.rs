@@ -204,8 +204,31 @@ pub struct GroupContext<'a> {
     pub mac: &'a str,
     /// Subscription id from the record's resource id, when present (as written).
     pub subscription: &'a str,
+    /// The NSG's ARM id (`resourceId`, NSG logs) or the `aclID` (VNet logs: an NSG ARM id,
+    /// the all-zero GUID for platform rules, or an AVNM admin configuration), as written.
+    pub resource_id: &'a str,
+    /// VNet logs: the VNet, subnet or NIC the flow log is set on (`targetResourceID`).
+    pub target_resource_id: &'a str,
+    /// VNet logs: the flow log's ARM id (`flowLogResourceID`).
+    pub flow_log_resource_id: &'a str,
     /// Index of the record within the blob (0-based).
     pub record_index: usize,
+}
+
+impl GroupContext<'_> {
+    /// The NIC MAC as 12 upper-case hex digits (logs write it in mixed case, sometimes
+    /// with separators). Borrowed when already normal.
+    pub fn mac_normalized(&self) -> std::borrow::Cow<'_, str> {
+        let m = self.mac;
+        if m.len() == 12
+            && m.bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        {
+            std::borrow::Cow::Borrowed(m)
+        } else {
+            std::borrow::Cow::Owned(normalize_mac(m))
+        }
+    }
 }
 
 /// Last non-empty `/`-separated segment of an ARM id, as written.

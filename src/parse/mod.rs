@@ -249,6 +249,9 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         rule: &rf.rule,
                         mac: record_mac.unwrap_or(self.defaults.mac),
                         subscription,
+                        resource_id,
+                        target_resource_id: "",
+                        flow_log_resource_id: "",
                         record_index: index,
                     };
                     if family.is_some() && !(duplicate_record && self.opts.dedup) {
@@ -268,6 +271,9 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         rule: &rf.rule,
                         mac,
                         subscription,
+                        resource_id,
+                        target_resource_id: "",
+                        flow_log_resource_id: "",
                         record_index: index,
                     };
                     let scope = scope_hash(&[resource_id, &rf.rule, mac]);
@@ -285,6 +291,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                 subscription = self.defaults.subscription;
             }
             let mac = rec.mac_address.as_deref().unwrap_or(self.defaults.mac);
+            let target = rec.target_resource_id.as_deref().unwrap_or("");
             for acl in &fr.flows {
                 let nsg = last_segment(&acl.acl_id);
                 for g in &acl.flow_groups {
@@ -294,6 +301,9 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         rule: &g.rule,
                         mac,
                         subscription,
+                        resource_id: &acl.acl_id,
+                        target_resource_id: target,
+                        flow_log_resource_id: flow_log,
                         record_index: index,
                     };
                     let scope = scope_hash(&[&acl.acl_id, &g.rule, mac]);
@@ -852,6 +862,40 @@ mod tests {
         let (_, c) = run(rec.as_bytes());
         assert_eq!(c.tables[0].2, "UserRule_Idle");
         assert_eq!(c.tables[0].4, 0);
+    }
+
+    #[test]
+    fn vnet_records_keep_acl_target_flow_log_and_mac() {
+        struct Ctx(Vec<(String, String, String, String, String)>);
+        impl TableSink for Ctx {
+            fn table(&mut self, t: &RuleTable<'_>) {
+                let c = &t.ctx;
+                self.0.push((
+                    c.nsg.to_string(),
+                    c.resource_id.to_string(),
+                    c.target_resource_id.to_string(),
+                    c.flow_log_resource_id.to_string(),
+                    c.mac_normalized().into_owned(),
+                ));
+            }
+        }
+        let rec = r#"{"time":"2024-12-31T09:13:37.7570617Z","macAddress":"00-0d-3a-35-95-73","category":"FlowLogFlowEvent","flowLogResourceID":"/SUBSCRIPTIONS/C0/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTUS/FLOWLOGS/FL1","targetResourceID":"/subscriptions/c0/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic1","flowLogVersion":4,"flowRecords":{"flows":[{"aclID":"/subscriptions/c0/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/labsvm1-nsg","flowGroups":[{"rule":"DefaultRule_AllowInternetOutBound","flowTuples":["1735636357995,10.1.0.4,20.10.127.193,56354,443,6,O,E,NX,8,5183,9,6707"]}]},{"aclID":"00000000-0000-0000-0000-000000000000","flowGroups":[{"rule":"PlatformRule","flowTuples":["1735636357995,10.1.0.4,168.63.129.16,56355,53,17,O,B,NX,0,0,0,0"]}]}]}}"#;
+        let mut c = Ctx(Vec::new());
+        let out = parse_blob(
+            "v.json",
+            rec.as_bytes(),
+            &PathDefaults::default(),
+            &ParseOptions::default(),
+            &mut Scratch::default(),
+            &mut c,
+        );
+        assert_eq!(out.ledger.tuples_accepted, 2);
+        assert_eq!(c.0[0].0, "labsvm1-nsg");
+        assert!(c.0[0].1.ends_with("/networkSecurityGroups/labsvm1-nsg"));
+        assert!(c.0[0].2.ends_with("/networkInterfaces/nic1"));
+        assert!(c.0[0].3.ends_with("/FLOWLOGS/FL1"));
+        assert_eq!(c.0[0].4, "000D3A359573");
+        assert_eq!(c.0[1].0, "00000000-0000-0000-0000-000000000000");
     }
 
     #[test]
