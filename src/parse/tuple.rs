@@ -767,10 +767,22 @@ mod tests {
                 "1663146003599,10.0.0.6,192.0.2.180,23956,443,17,I,D,X,1,2,3,4",
                 Family::Vnet,
             ),
+            (
+                "1,1.2.3.4,255.255.255.255,0,65535,T,I,A,E,1234567890123456789,9,0,99999999",
+                Family::NsgV2,
+            ),
+            (
+                "1542110379,100.64.0.1,8.8.8.8,1,2,U,O,D,B,,,,",
+                Family::NsgV2,
+            ),
         ];
         let alphabet = b"0123456789.,TUIOADBCEXN:-";
         let mut rng = fastrand::Rng::with_seed(11);
-        for _ in 0..300_000 {
+        let rounds = std::env::var("NSGFLOW_FUZZ_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300_000);
+        for _ in 0..rounds {
             let (seed, fam) = seeds[rng.usize(..seeds.len())];
             let mut b = seed.as_bytes().to_vec();
             for _ in 0..rng.usize(1..4) {
