@@ -3,9 +3,8 @@
 //! into a temp dir, outside the timed part.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use nsgflow::aggregate::{Summary, SummarySink};
+use nsgflow::aggregate::Summary;
 use nsgflow::discover::{discover, DiscoverOptions};
-use nsgflow::filter::Filter;
 use nsgflow::gen::{generate, GenFamily, GenOptions};
 use nsgflow::model::Family;
 use nsgflow::parse::{parse_blob, parse_tuple, ParseOptions, PathDefaults, Scratch};
@@ -67,23 +66,17 @@ fn blobs(c: &mut Criterion) {
         let d = discover(&[dir.path().to_path_buf()], &DiscoverOptions::default());
         let data = std::fs::read(&d.blobs[0].path).unwrap();
         g.throughput(Throughput::Bytes(data.len() as u64));
-        let filter = Filter::default();
         let mut scratch = Scratch::default();
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut s = Summary::default();
-                let mut sink = SummarySink {
-                    summary: &mut s,
-                    filter: &filter,
-                    filtered: 0,
-                };
                 let out = parse_blob(
                     "bench",
                     &data,
                     &PathDefaults::default(),
                     &ParseOptions::default(),
                     &mut scratch,
-                    &mut sink,
+                    &mut s,
                 );
                 black_box(out.ledger.tuples)
             })

@@ -2,7 +2,6 @@
 //! rule, per family and in total, plus the ledger; [`Summary::merge`] is associative and
 //! commutative, so rayon's `fold`/`reduce` and sharded runs give the same answer.
 
-use crate::filter::Filter;
 use crate::model::{Decision, Direction, Encryption, Family, FlowTuple};
 use crate::parse::{Ledger, RuleTable, TableSink};
 use rustc_hash::FxHashMap;
@@ -146,56 +145,43 @@ impl Summary {
     }
 }
 
-/// Feeds rule tables into a [`Summary`] through a [`Filter`].
-pub struct SummarySink<'a> {
-    pub summary: &'a mut Summary,
-    pub filter: &'a Filter,
-    /// Tuples dropped by the filter in this blob (added to the ledger by the caller).
-    pub filtered: u64,
-}
-
-impl TableSink for SummarySink<'_> {
+impl TableSink for Summary {
     fn table(&mut self, table: &RuleTable<'_>) {
         let ctx = &table.ctx;
-        if !self.filter.keeps_group(ctx) {
-            self.filtered += table.tuples.len() as u64;
-            return;
-        }
-        let s = &mut *self.summary;
-        let rules = match s.rules.get_mut(ctx.nsg) {
+        let rules = match self.rules.get_mut(ctx.nsg) {
             Some(r) => r,
-            None => s.rules.entry(ctx.nsg.to_string()).or_default(),
+            None => self.rules.entry(ctx.nsg.to_string()).or_default(),
         };
         let stats = match rules.get_mut(ctx.rule) {
             Some(st) => st,
             None => rules.entry(ctx.rule.to_string()).or_default(),
         };
+        if table.tuples.is_empty() {
+            return;
+        }
         let mut c = Counters::default();
         let mut first = i64::MAX;
         let mut last = i64::MIN;
-        let time_filter = self.filter.has_time();
-        let fam = ctx.family;
         for t in table.tuples {
-            if time_filter && !self.filter.keeps_tuple(t) {
-                self.filtered += 1;
-                continue;
-            }
             c.add(t);
             first = first.min(t.time_ms);
             last = last.max(t.time_ms);
             if let Some(e) = t.encryption {
-                s.encryption[e.index()] += 1;
+                self.encryption[e.index()] += 1;
             }
-        }
-        if c.tuples == 0 {
-            return;
         }
         stats.counters += c;
         stats.first_ms = min_opt(stats.first_ms, Some(first));
         stats.last_ms = max_opt(stats.last_ms, Some(last));
-        s.totals += c;
-        s.families[fam.index()] += c;
-        s.first_ms = min_opt(s.first_ms, Some(first));
-        s.last_ms = max_opt(s.last_ms, Some(last));
+        self.totals += c;
+        self.families[ctx.family.index()] += c;
+        self.first_ms = min_opt(self.first_ms, Some(first));
+        self.last_ms = max_opt(self.last_ms, Some(last));
+    }
+}
+
+impl crate::pipeline::Fold for Summary {
+    fn merge(&mut self, other: Self) {
+        Summary::merge(self, other)
     }
 }

@@ -1,12 +1,20 @@
 //! `app::run`: carries out a validated [`Config`] and decides the exit code. Diagnostics go
 //! to stderr (`path: message`, ripgrep style), data to stdout.
 
-use crate::cli::{Config, Format, InputConfig};
+use crate::addr::AddressBook;
+use crate::analyze::connections::Connection;
+use crate::analyze::export::{export_flows, write_connections, RowFormat, CONNECTION_COLUMNS};
+use crate::analyze::stitch_connections;
+use crate::analyze::timeline::Timeline;
+use crate::analyze::top::{TopAgg, TopSpec};
+use crate::cli::{Config, ConnMetric, Format, GraphFormat, InputConfig, TableFormat};
 use crate::discover::{discover, Discovered};
 use crate::gen::generate;
-use crate::pipeline::summarize;
+use crate::graph::GraphAgg;
+use crate::parse::Ledger;
+use crate::pipeline::{fold_blobs, summarize};
 use crate::summary::SummaryReport;
-use crate::text::term_safe;
+use crate::text::{fmt_ms, table, term_safe};
 use anyhow::Context;
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,12 +27,47 @@ pub mod exit {
     pub const LOSSES: u8 = 3;
 }
 
-/// At most this many problem lines on stderr; the JSON output has them all.
+/// At most this many problem lines on stderr; `summary --format json` has them all.
 const MAX_STDERR_PROBLEMS: usize = 20;
 
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     match config {
         Config::Summary { input, format } => summary(&input, format),
+        Config::Top {
+            input,
+            book,
+            spec,
+            connections,
+            format,
+        } => top(&input, &book, spec, connections, format),
+        Config::Flows { input, format } => flows(&input, format),
+        Config::Timeline {
+            input,
+            bin_ms,
+            format,
+        } => timeline(&input, bin_ms, format),
+        Config::Connections { input, format } => connections(&input, format),
+        Config::Graph {
+            input,
+            book,
+            direction,
+            group,
+            top,
+            weight,
+            format,
+        } => {
+            let d = start(&input)?;
+            let (g, ledger) = fold_blobs(&d.blobs, &input.run, || {
+                GraphAgg::new(direction, group, &book)
+            });
+            let report = g.report(top, weight);
+            let out = match format {
+                GraphFormat::Dot => report.to_dot(),
+                GraphFormat::Json => to_json(&report),
+            };
+            emit(&out)?;
+            Ok(finish(&ledger, &d, &input))
+        }
         Config::Gen(opts) => {
             let stats =
                 generate(&opts).with_context(|| format!("writing to {}", opts.out.display()))?;
@@ -41,6 +84,21 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("output serializes");
+    s.push('\n');
+    s
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error.
+fn emit(s: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
 fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = n {
         rayon::ThreadPoolBuilder::new()
@@ -51,8 +109,9 @@ fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Discover, reporting unusable inputs on stderr.
-fn discover_inputs(input: &InputConfig) -> Discovered {
+/// Threads, then discovery, reporting unusable inputs and an empty result on stderr.
+fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
+    set_threads(input.threads)?;
     let d = discover(&input.inputs, &input.discover);
     for s in &d.skipped {
         eprintln!(
@@ -61,12 +120,6 @@ fn discover_inputs(input: &InputConfig) -> Discovered {
             term_safe(&s.reason)
         );
     }
-    d
-}
-
-fn summary(input: &InputConfig, format: Format) -> anyhow::Result<ExitCode> {
-    set_threads(input.threads)?;
-    let d = discover_inputs(input);
     if d.blobs.is_empty() {
         eprintln!(
             "nsgflow: no flow-log blobs found under {} ({} left out by filters). \
@@ -80,54 +133,34 @@ fn summary(input: &InputConfig, format: Format) -> anyhow::Result<ExitCode> {
             d.filtered_out
         );
     }
-    let s = summarize(&d.blobs, &input.run);
-    let report = SummaryReport::new(&s, &d);
-    report_problems(&report);
-    let out = match format {
-        Format::Json => report.to_json(),
-        Format::Table => report.to_table(),
-    };
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_all(out.as_bytes())
-        .and_then(|_| stdout.flush())
-    {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing to stdout");
-        }
-    }
-    Ok(ExitCode::from(exit_code(&report, input.run.strict)))
+    Ok(d)
 }
 
-fn exit_code(report: &SummaryReport, strict: bool) -> u8 {
-    let l = &report.ledger;
+/// Report the ledger's problems on stderr and decide the exit code.
+fn finish(l: &Ledger, d: &Discovered, input: &InputConfig) -> ExitCode {
+    report_problems(l);
     if l.records == 0 {
-        return exit::NOTHING_READ;
+        return ExitCode::from(exit::NOTHING_READ);
     }
-    let lossy = l.blobs_failed > 0
-        || l.blobs_partial > 0
-        || l.tuples_rejected > 0
-        || l.records_unrecognized > 0
-        || !l.skipped_paths.is_empty();
-    if lossy {
-        if strict {
+    if l.has_losses() || !d.skipped.is_empty() {
+        if input.run.strict {
             eprintln!("nsgflow: stopped early (--strict): input was rejected or failed");
         }
-        return exit::LOSSES;
+        return ExitCode::from(exit::LOSSES);
     }
-    exit::OK
+    ExitCode::from(exit::OK)
 }
 
-/// Blob problems and the first example of each reject reason, one line each.
-fn report_problems(report: &SummaryReport) {
-    let l = &report.ledger;
+/// Blob problems and the first example of each reject reason, one line each, then one line
+/// saying what was skipped.
+fn report_problems(l: &Ledger) {
     let mut lines: Vec<String> = l
         .problems
         .iter()
         .map(|p| format!("{}: {}", p.path, p.message))
         .collect();
     let mut last_reason = None;
-    for e in &l.reject_examples {
+    for e in &l.examples {
         if last_reason == Some(e.reason) {
             continue;
         }
@@ -140,14 +173,294 @@ fn report_problems(report: &SummaryReport) {
     }
     if n > MAX_STDERR_PROBLEMS {
         eprintln!(
-            "... and {} more (all in --format json)",
+            "... and {} more (all in summary --format json)",
             n - MAX_STDERR_PROBLEMS
         );
     }
-    if report.ledger.tuples_rejected > 0 || !l.problems.is_empty() {
-        let line = report.skipped_line();
-        if !line.is_empty() {
-            eprintln!("{line}");
-        }
+    let line = crate::summary::skipped_line(l, 0);
+    if !line.is_empty() {
+        eprintln!("{line}");
     }
+}
+
+fn summary(input: &InputConfig, format: Format) -> anyhow::Result<ExitCode> {
+    let d = start(input)?;
+    let s = summarize(&d.blobs, &input.run);
+    let report = SummaryReport::new(&s, &d);
+    emit(&match format {
+        Format::Json => report.to_json(),
+        Format::Table => report.to_table(),
+    })?;
+    Ok(finish(&s.ledger, &d, input))
+}
+
+fn render_rows(
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    numeric: &[usize],
+    format: TableFormat,
+) -> anyhow::Result<String> {
+    Ok(match format {
+        TableFormat::Table => table(header, &rows, numeric),
+        TableFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(header)?;
+            for r in &rows {
+                w.write_record(
+                    r.iter()
+                        .map(|c| crate::analyze::csv_safe(c))
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(|c| c.as_bytes()),
+                )?;
+            }
+            String::from_utf8(w.into_inner().context("writing CSV")?)?
+        }
+        TableFormat::Json => unreachable!("JSON is rendered from the typed rows"),
+    })
+}
+
+fn top(
+    input: &InputConfig,
+    book: &AddressBook,
+    spec: TopSpec,
+    connections: Option<ConnMetric>,
+    format: TableFormat,
+) -> anyhow::Result<ExitCode> {
+    let d = start(input)?;
+    if let Some(metric) = connections {
+        return top_connections(input, &d, spec.n, metric, format);
+    }
+    let (agg, ledger) = fold_blobs(&d.blobs, &input.run, || TopAgg::new(spec, book));
+    let rows = agg.rows();
+    let out = if format == TableFormat::Json {
+        to_json(&serde_json::json!({
+            "by": format!("{:?}", spec.by).to_lowercase(),
+            "metric": spec.metric.name(),
+            "rows": rows,
+        }))
+    } else {
+        let header = [
+            "RANK",
+            "KEY",
+            "SCOPE",
+            "LABEL",
+            spec.metric.name(),
+            "TUPLES",
+            "ALLOWED",
+            "DENIED",
+            "PACKETS",
+            "BYTES",
+        ];
+        let cells = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.rank.to_string(),
+                    r.key.clone(),
+                    r.scope.clone().unwrap_or_default(),
+                    r.label.clone().unwrap_or_default(),
+                    r.value.to_string(),
+                    r.tuples.to_string(),
+                    r.allowed.to_string(),
+                    r.denied.to_string(),
+                    r.packets.to_string(),
+                    r.bytes.to_string(),
+                ]
+            })
+            .collect();
+        render_rows(&header, cells, &[0, 4, 5, 6, 7, 8, 9], format)?
+    };
+    emit(&out)?;
+    Ok(finish(&ledger, &d, input))
+}
+
+fn conn_value(c: &Connection, m: ConnMetric) -> u64 {
+    match m {
+        ConnMetric::Bytes => c.bytes(),
+        ConnMetric::Packets => c.packets_src_to_dst + c.packets_dst_to_src,
+        ConnMetric::Duration => c.duration_ms().max(0) as u64,
+        ConnMetric::Tuples => c.tuples,
+    }
+}
+
+fn top_connections(
+    input: &InputConfig,
+    d: &Discovered,
+    n: usize,
+    metric: ConnMetric,
+    format: TableFormat,
+) -> anyhow::Result<ExitCode> {
+    let mut best: Vec<Connection> = Vec::new();
+    let order = |a: &Connection, b: &Connection| {
+        conn_value(b, metric)
+            .cmp(&conn_value(a, metric))
+            .then_with(|| {
+                (a.start_ms, &a.mac, a.src, a.dst, a.sport, a.dport)
+                    .cmp(&(b.start_ms, &b.mac, b.src, b.dst, b.sport, b.dport))
+            })
+    };
+    let ledger = stitch_connections(
+        &d.blobs,
+        &input.run,
+        rayon::current_num_threads() * 2,
+        |conns| {
+            best.extend(conns);
+            best.sort_by(order);
+            best.truncate(n);
+            Ok(())
+        },
+    )?;
+    let out = match format {
+        TableFormat::Json => {
+            let rows: Vec<serde_json::Value> = best
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut v = serde_json::to_value(c).expect("serializes");
+                    v["rank"] = (i + 1).into();
+                    v["start"] = fmt_ms(c.start_ms).into();
+                    v["end"] = fmt_ms(c.end_ms).into();
+                    v["duration_ms"] = c.duration_ms().into();
+                    v
+                })
+                .collect();
+            to_json(
+                &serde_json::json!({ "by": "connection", "metric": format!("{metric:?}").to_lowercase(), "rows": rows }),
+            )
+        }
+        TableFormat::Csv => {
+            let mut buf = Vec::new();
+            writeln!(buf, "{}", CONNECTION_COLUMNS.join(","))?;
+            write_connections(&best, RowFormat::Csv, &mut buf)?;
+            String::from_utf8(buf)?
+        }
+        TableFormat::Table => {
+            let header = [
+                "RANK",
+                "START",
+                "DURATION_S",
+                "SRC",
+                "DST",
+                "PROTO",
+                "DIR",
+                "STATUS",
+                "BYTES",
+                "PACKETS",
+                "NSG/RULE",
+            ];
+            let rows: Vec<Vec<String>> = best
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    vec![
+                        (i + 1).to_string(),
+                        fmt_ms(c.start_ms),
+                        format!("{:.3}", c.duration_ms() as f64 / 1000.0),
+                        format!("{}:{}", c.src, c.sport),
+                        format!("{}:{}", c.dst, c.dport),
+                        c.protocol.clone(),
+                        c.direction.to_string(),
+                        c.status.name().to_string(),
+                        c.bytes().to_string(),
+                        (c.packets_src_to_dst + c.packets_dst_to_src).to_string(),
+                        format!("{}/{}", c.nsg, c.rule),
+                    ]
+                })
+                .collect();
+            table(&header, &rows, &[0, 2, 8, 9])
+        }
+    };
+    emit(&out)?;
+    Ok(finish(&ledger, d, input))
+}
+
+fn flows(input: &InputConfig, format: RowFormat) -> anyhow::Result<ExitCode> {
+    let d = start(input)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let ledger = match export_flows(&d.blobs, &input.run, format, &mut out)
+        .and_then(|(l, _)| out.flush().map(|_| l))
+    {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(ExitCode::from(exit::OK))
+        }
+        Err(e) => return Err(e).context("writing to stdout"),
+    };
+    Ok(finish(&ledger, &d, input))
+}
+
+fn connections(input: &InputConfig, format: RowFormat) -> anyhow::Result<ExitCode> {
+    let d = start(input)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let result = (|| {
+        if format == RowFormat::Csv {
+            writeln!(out, "{}", CONNECTION_COLUMNS.join(","))?;
+        }
+        let l = stitch_connections(
+            &d.blobs,
+            &input.run,
+            rayon::current_num_threads() * 2,
+            |conns| write_connections(&conns, format, &mut out),
+        )?;
+        out.flush()?;
+        Ok::<_, std::io::Error>(l)
+    })();
+    let ledger = match result {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(ExitCode::from(exit::OK))
+        }
+        Err(e) => return Err(e).context("writing to stdout"),
+    };
+    Ok(finish(&ledger, &d, input))
+}
+
+fn timeline(input: &InputConfig, bin_ms: i64, format: TableFormat) -> anyhow::Result<ExitCode> {
+    let d = start(input)?;
+    let (tl, ledger) = fold_blobs(&d.blobs, &input.run, || Timeline::new(bin_ms));
+    let rows = tl.rows();
+    let out = if format == TableFormat::Json {
+        to_json(&serde_json::json!({ "bin_ms": bin_ms, "bins": rows }))
+    } else {
+        let header = [
+            "START",
+            "TUPLES",
+            "ALLOWED",
+            "DENIED",
+            "IN",
+            "OUT",
+            "PKTS_S2D",
+            "BYTES_S2D",
+            "PKTS_D2S",
+            "BYTES_D2S",
+            "SRCS",
+            "DSTS",
+        ];
+        let cells = rows
+            .iter()
+            .map(|r| {
+                let c = &r.counters;
+                vec![
+                    r.start.clone(),
+                    c.tuples.to_string(),
+                    c.allowed.to_string(),
+                    c.denied.to_string(),
+                    c.inbound.to_string(),
+                    c.outbound.to_string(),
+                    c.packets_src_to_dst.to_string(),
+                    c.bytes_src_to_dst.to_string(),
+                    c.packets_dst_to_src.to_string(),
+                    c.bytes_dst_to_src.to_string(),
+                    r.distinct_src.to_string(),
+                    r.distinct_dst.to_string(),
+                ]
+            })
+            .collect();
+        render_rows(&header, cells, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], format)?
+    };
+    emit(&out)?;
+    Ok(finish(&ledger, &d, input))
 }

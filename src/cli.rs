@@ -1,9 +1,15 @@
 //! The command line: clap derive structs, and the one place where their strings become a
 //! validated [`Config`] for the stages.
 
+use crate::addr::{AddressBook, Grouping};
+use crate::analyze::export::RowFormat;
+use crate::analyze::timeline::parse_bin;
+use crate::analyze::top::{Metric, TopBy, TopSpec};
 use crate::discover::{DiscoverOptions, LogKind};
-use crate::filter::Filter;
+use crate::filter::{parse_net, parse_protocol, Filter};
 use crate::gen::{parse_size, GenFamily, GenOptions, NsgVersion};
+use crate::graph::Weight;
+use crate::model::{Decision, Direction, FlowState};
 use crate::parse::ParseOptions;
 use crate::pipeline::RunOptions;
 use crate::text::parse_time_bound;
@@ -34,6 +40,17 @@ pub enum Command {
     /// The ledger (what was read, rejected, skipped) and counters per NSG rule.
     #[command(after_help = EXIT_CODES)]
     Summary(SummaryArgs),
+    /// The top N sources, destinations, pairs, ports, rules, NSGs, NICs, flow classes or
+    /// connections by a metric.
+    Top(TopArgs),
+    /// Export matching tuples, one row each (CSV with a header, or JSON lines).
+    Flows(FlowsArgs),
+    /// Tuples, packets, bytes and distinct endpoints per time bin.
+    Timeline(TimelineArgs),
+    /// Stitch B/C/E tuples into connections and export them (CSV or JSON lines).
+    Connections(ConnectionsArgs),
+    /// The ingress or egress graph (Graphviz DOT or JSON) with fan-in/fan-out rankings.
+    Graph(GraphArgs),
     /// Write a realistic synthetic flow-log container (for demos, tests, benchmarks).
     Gen(GenArgs),
 }
@@ -72,6 +89,34 @@ pub struct InputArgs {
     /// Only NSG flow logs or only VNet flow logs.
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,
+    /// Only tuples whose source is in this CIDR (v4 or v6; repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub src: Vec<String>,
+    /// Only tuples whose destination is in this CIDR (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub dst: Vec<String>,
+    /// Only this destination port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only this source port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub sport: Vec<u16>,
+    /// Only this protocol: tcp, udp or an IANA number (repeatable).
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Vec<String>,
+    /// Only allowed or only denied tuples.
+    #[arg(long, value_enum)]
+    pub decision: Option<DecisionArg>,
+    /// Only inbound or only outbound tuples (the NIC's view); for `graph`, which graph
+    /// (in = ingress, the default; out = egress).
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
+    /// Only rules matching this glob, e.g. 'UserRule_*' (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub rule: Vec<String>,
+    /// Only this flow state: B, C, E or D (repeatable).
+    #[arg(long, value_name = "STATE")]
+    pub state: Vec<String>,
     /// Drop exact duplicate records and tuples (within a blob, rule and NIC/ACL). Duplicates
     /// are counted in the ledger either way.
     #[arg(long)]
@@ -94,6 +139,157 @@ pub struct SummaryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DecisionArg {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    /// Inbound to the NIC (`graph`: the ingress graph).
+    #[value(alias = "ingress")]
+    In,
+    /// Outbound from the NIC (`graph`: the egress graph).
+    #[value(alias = "egress")]
+    Out,
+}
+
+/// What addresses mean.
+#[derive(Args, Debug)]
+pub struct AddrArgs {
+    /// Also treat this CIDR as internal (besides RFC 1918, RFC 6598, loopback, link-local,
+    /// IPv6 ULA; repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub internal: Vec<String>,
+    /// CSV of `cidr,name` labels (longest prefix wins), used by --group label and shown beside
+    /// addresses.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+}
+
+/// Output format of tables (`top`, `timeline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Output format of row exports (`flows`, `connections`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RowsFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ByArg {
+    Src,
+    Dst,
+    Pair,
+    Dport,
+    Rule,
+    Nsg,
+    Mac,
+    Class,
+    Connection,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricArg {
+    Tuples,
+    Bytes,
+    Packets,
+    Denied,
+    Allowed,
+    DistinctDst,
+    DistinctSrc,
+    DistinctDport,
+    /// Connections only.
+    Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub addr: AddrArgs,
+    /// What to rank.
+    #[arg(long, value_enum, default_value_t = ByArg::Src)]
+    pub by: ByArg,
+    /// By what.
+    #[arg(long, value_enum, default_value_t = MetricArg::Tuples)]
+    pub metric: MetricArg,
+    /// How many rows.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    pub n: usize,
+    /// Group addresses: ip, label or prefix/N.
+    #[arg(long, default_value = "ip")]
+    pub group: String,
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    pub format: TableFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct FlowsArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long, value_enum, default_value_t = RowsFormat::Csv)]
+    pub format: RowsFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct TimelineArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Bin width: Ns, Nm, Nh or Nd (e.g. 5m, 1h, 1d).
+    #[arg(long, default_value = "1h")]
+    pub bin: String,
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    pub format: TableFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long, value_enum, default_value_t = RowsFormat::Csv)]
+    pub format: RowsFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeightArg {
+    Tuples,
+    Bytes,
+}
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub addr: AddrArgs,
+    /// Group addresses into nodes: ip, label or prefix/N.
+    #[arg(long, default_value = "ip")]
+    pub group: String,
+    /// Keep the N heaviest edges (fan rankings list N nodes).
+    #[arg(long, default_value_t = 50)]
+    pub top: usize,
+    /// Edge weight for --top.
+    #[arg(long, value_enum, default_value_t = WeightArg::Tuples)]
+    pub weight: WeightArg,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -146,6 +342,16 @@ pub struct GenArgs {
     pub size: Option<String>,
 }
 
+fn parse_state(s: &str) -> Result<FlowState, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "B" => Ok(FlowState::Begin),
+        "C" => Ok(FlowState::Continuing),
+        "E" => Ok(FlowState::End),
+        "D" => Ok(FlowState::Denied),
+        _ => Err(format!("--state {s:?}: use B, C, E or D")),
+    }
+}
+
 /// Validated configuration for a run over inputs.
 #[derive(Clone, Debug)]
 pub struct InputConfig {
@@ -157,10 +363,73 @@ pub struct InputConfig {
 }
 
 /// What `main` hands to `app::run`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Config {
-    Summary { input: InputConfig, format: Format },
+    Summary {
+        input: InputConfig,
+        format: Format,
+    },
+    Top {
+        input: InputConfig,
+        book: AddressBook,
+        spec: TopSpec,
+        connections: Option<ConnMetric>,
+        format: TableFormat,
+    },
+    Flows {
+        input: InputConfig,
+        format: RowFormat,
+    },
+    Timeline {
+        input: InputConfig,
+        bin_ms: i64,
+        format: TableFormat,
+    },
+    Connections {
+        input: InputConfig,
+        format: RowFormat,
+    },
+    Graph {
+        input: InputConfig,
+        book: AddressBook,
+        direction: Direction,
+        group: Grouping,
+        top: usize,
+        weight: Weight,
+        format: GraphFormat,
+    },
     Gen(GenOptions),
+}
+
+/// `top --by connection` ranks connections by one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnMetric {
+    Bytes,
+    Packets,
+    Duration,
+    Tuples,
+}
+
+impl AddrArgs {
+    pub fn to_book(&self) -> Result<AddressBook, String> {
+        let internal = self
+            .internal
+            .iter()
+            .map(|c| parse_net(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut book = AddressBook::new(internal);
+        if let Some(f) = &self.labels {
+            book.load_labels(f)?;
+        }
+        Ok(book)
+    }
+}
+
+fn rows_format(f: RowsFormat) -> RowFormat {
+    match f {
+        RowsFormat::Csv => RowFormat::Csv,
+        RowsFormat::Jsonl => RowFormat::JsonLines,
+    }
 }
 
 impl InputArgs {
@@ -197,6 +466,41 @@ impl InputArgs {
                     nsgs: self.nsg.clone(),
                     subscriptions: self.subscription.clone(),
                     kind,
+                    rules: self
+                        .rule
+                        .iter()
+                        .map(|g| glob::Pattern::new(g).map_err(|e| format!("--rule {g:?}: {e}")))
+                        .collect::<Result<_, _>>()?,
+                    src: self
+                        .src
+                        .iter()
+                        .map(|c| parse_net(c))
+                        .collect::<Result<_, _>>()?,
+                    dst: self
+                        .dst
+                        .iter()
+                        .map(|c| parse_net(c))
+                        .collect::<Result<_, _>>()?,
+                    dports: self.port.clone(),
+                    sports: self.sport.clone(),
+                    protocols: self
+                        .proto
+                        .iter()
+                        .map(|p| parse_protocol(p))
+                        .collect::<Result<_, _>>()?,
+                    decision: self.decision.map(|d| match d {
+                        DecisionArg::Allow => Decision::Allow,
+                        DecisionArg::Deny => Decision::Deny,
+                    }),
+                    direction: self.direction.map(|d| match d {
+                        DirectionArg::In => Direction::Inbound,
+                        DirectionArg::Out => Direction::Outbound,
+                    }),
+                    states: self
+                        .state
+                        .iter()
+                        .map(|s| parse_state(s))
+                        .collect::<Result<_, _>>()?,
                 },
                 strict: self.strict,
             },
@@ -211,6 +515,87 @@ impl Cli {
         match &self.command {
             Command::Summary(a) => Ok(Config::Summary {
                 input: a.input.to_config()?,
+                format: a.format,
+            }),
+            Command::Top(a) => {
+                let group = Grouping::parse(&a.group)?;
+                let connections = match (a.by, a.metric) {
+                    (ByArg::Connection, MetricArg::Bytes) => Some(ConnMetric::Bytes),
+                    (ByArg::Connection, MetricArg::Packets) => Some(ConnMetric::Packets),
+                    (ByArg::Connection, MetricArg::Duration) => Some(ConnMetric::Duration),
+                    (ByArg::Connection, MetricArg::Tuples) => Some(ConnMetric::Tuples),
+                    (ByArg::Connection, m) => {
+                        return Err(format!(
+                            "--by connection ranks by bytes, packets, duration or tuples, not {m:?}"
+                        ))
+                    }
+                    (_, MetricArg::Duration) => {
+                        return Err("--metric duration needs --by connection".to_string())
+                    }
+                    _ => None,
+                };
+                let metric = match a.metric {
+                    MetricArg::Tuples | MetricArg::Duration => Metric::Tuples,
+                    MetricArg::Bytes => Metric::Bytes,
+                    MetricArg::Packets => Metric::Packets,
+                    MetricArg::Denied => Metric::Denied,
+                    MetricArg::Allowed => Metric::Allowed,
+                    MetricArg::DistinctDst => Metric::DistinctDst,
+                    MetricArg::DistinctSrc => Metric::DistinctSrc,
+                    MetricArg::DistinctDport => Metric::DistinctDport,
+                };
+                let by = match a.by {
+                    ByArg::Src | ByArg::Connection => TopBy::Src,
+                    ByArg::Dst => TopBy::Dst,
+                    ByArg::Pair => TopBy::Pair,
+                    ByArg::Dport => TopBy::Dport,
+                    ByArg::Rule => TopBy::Rule,
+                    ByArg::Nsg => TopBy::Nsg,
+                    ByArg::Mac => TopBy::Mac,
+                    ByArg::Class => TopBy::Class,
+                };
+                if a.n == 0 {
+                    return Err("-n must be at least 1".to_string());
+                }
+                Ok(Config::Top {
+                    input: a.input.to_config()?,
+                    book: a.addr.to_book()?,
+                    spec: TopSpec {
+                        by,
+                        metric,
+                        group,
+                        n: a.n,
+                    },
+                    connections,
+                    format: a.format,
+                })
+            }
+            Command::Flows(a) => Ok(Config::Flows {
+                input: a.input.to_config()?,
+                format: rows_format(a.format),
+            }),
+            Command::Timeline(a) => Ok(Config::Timeline {
+                input: a.input.to_config()?,
+                bin_ms: parse_bin(&a.bin)?,
+                format: a.format,
+            }),
+            Command::Connections(a) => Ok(Config::Connections {
+                input: a.input.to_config()?,
+                format: rows_format(a.format),
+            }),
+            Command::Graph(a) => Ok(Config::Graph {
+                input: a.input.to_config()?,
+                book: a.addr.to_book()?,
+                direction: match a.input.direction {
+                    Some(DirectionArg::Out) => Direction::Outbound,
+                    _ => Direction::Inbound,
+                },
+                group: Grouping::parse(&a.group)?,
+                top: a.top.max(1),
+                weight: match a.weight {
+                    WeightArg::Tuples => Weight::Tuples,
+                    WeightArg::Bytes => Weight::Bytes,
+                },
                 format: a.format,
             }),
             Command::Gen(g) => {

@@ -6,12 +6,15 @@
 //! [`discover`] → [`parse`] → [`aggregate`] → renderers ([`summary`]), driven in parallel by
 //! [`pipeline`]. [`gen`] writes synthetic containers for demos, tests and benchmarks.
 
+pub mod addr;
 pub mod aggregate;
+pub mod analyze;
 pub mod app;
 pub mod cli;
 pub mod discover;
 pub mod filter;
 pub mod gen;
+pub mod graph;
 pub mod model;
 pub mod parse;
 pub mod pipeline;

@@ -2,9 +2,10 @@
 //! fold its tables into the thread's summary, drop it. rayon `fold` + `reduce`, no locks.
 //! Memory is one buffer per thread (the largest blob it read) plus the summaries.
 
-use crate::aggregate::{Summary, SummarySink};
+use crate::aggregate::Summary;
 use crate::discover::BlobMeta;
 use crate::filter::Filter;
+use crate::filter::Filtered;
 use crate::parse::{
     parse_blob, BlobProblem, BlobProblemKind, Ledger, ParseOptions, PathDefaults, Scratch,
     TableSink,
@@ -71,27 +72,32 @@ impl Worker {
     }
 }
 
-/// Fold one blob into a summary. Returns whether the blob lost anything (rejects, failure).
-pub fn summarize_blob(
+/// An aggregate that rule tables fold into and that merges (associative, commutative).
+pub trait Fold: TableSink + Send {
+    fn merge(&mut self, other: Self);
+}
+
+/// Read, parse and filter one blob into `acc`; returns the blob's ledger (filtered tuples
+/// counted in it).
+pub fn process_blob<A: TableSink>(
     worker: &mut Worker,
     blob: &BlobMeta,
     opts: &RunOptions,
-    summary: &mut Summary,
-) -> bool {
-    let mut sink = SummarySink {
-        summary,
-        filter: &opts.filter,
-        filtered: 0,
-    };
+    acc: &mut A,
+) -> Ledger {
+    let mut sink = Filtered::new(acc, &opts.filter);
     let mut ledger = worker.process(blob, &opts.parse, &mut sink);
     ledger.tuples_filtered += sink.filtered;
-    let lost = ledger.has_losses();
-    summary.ledger.merge(ledger);
-    lost
+    ledger
 }
 
-/// Summarise blobs in parallel. The result does not depend on thread count or order.
-pub fn summarize(blobs: &[BlobMeta], opts: &RunOptions) -> Summary {
+/// Fold blobs in parallel into one aggregate and one ledger. The result does not depend on
+/// thread count or order. With `strict`, blobs after the first loss are skipped.
+pub fn fold_blobs<A: Fold>(
+    blobs: &[BlobMeta],
+    opts: &RunOptions,
+    make: impl Fn() -> A + Sync,
+) -> (A, Ledger) {
     // Largest first: better load balance across threads; the merge is order-independent.
     let mut order: Vec<&BlobMeta> = blobs.iter().collect();
     order.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
@@ -100,17 +106,33 @@ pub fn summarize(blobs: &[BlobMeta], opts: &RunOptions) -> Summary {
         .par_iter()
         .with_max_len(1)
         .fold(
-            || (Summary::default(), Worker::default()),
-            |(mut s, mut w), blob| {
+            || (make(), Ledger::default(), Worker::default()),
+            |(mut acc, mut ledger, mut w), blob| {
                 if opts.strict && stop.load(Ordering::Relaxed) {
-                    return (s, w);
+                    return (acc, ledger, w);
                 }
-                if summarize_blob(&mut w, blob, opts, &mut s) && opts.strict {
+                let l = process_blob(&mut w, blob, opts, &mut acc);
+                if opts.strict && l.has_losses() {
                     stop.store(true, Ordering::Relaxed);
                 }
-                (s, w)
+                ledger.merge(l);
+                (acc, ledger, w)
             },
         )
-        .map(|(s, _)| s)
-        .reduce(Summary::default, Summary::merged)
+        .map(|(a, l, _)| (a, l))
+        .reduce(
+            || (make(), Ledger::default()),
+            |(mut a, mut la), (b, lb)| {
+                a.merge(b);
+                la.merge(lb);
+                (a, la)
+            },
+        )
+}
+
+/// Summarise blobs in parallel.
+pub fn summarize(blobs: &[BlobMeta], opts: &RunOptions) -> Summary {
+    let (mut s, ledger) = fold_blobs(blobs, opts, Summary::default);
+    s.ledger = ledger;
+    s
 }

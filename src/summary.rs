@@ -339,53 +339,50 @@ impl SummaryReport {
         }
         o
     }
+}
 
-    /// One line saying what was skipped, or empty when nothing was.
-    pub fn skipped_line(&self) -> String {
-        let l = &self.ledger;
-        let mut parts = Vec::new();
-        if !l.skipped_paths.is_empty() {
-            parts.push(format!(
-                "{} paths could not be walked",
-                l.skipped_paths.len()
-            ));
-        }
-        if l.blobs_failed > 0 {
-            parts.push(format!("{} blobs failed", l.blobs_failed));
-        }
-        if l.blobs_partial > 0 {
-            parts.push(format!(
-                "{} blobs broke part-way (records before the break kept)",
-                l.blobs_partial
-            ));
-        }
-        if l.records_unrecognized > 0 {
-            parts.push(format!(
-                "{} records were not flow-log records",
-                l.records_unrecognized
-            ));
-        }
-        if l.tuples_rejected > 0 {
-            let by: Vec<String> = l
-                .rejected_by_reason
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            parts.push(format!(
-                "{} tuples rejected ({})",
-                l.tuples_rejected,
-                by.join(", ")
-            ));
-        }
-        if parts.is_empty() {
-            return String::new();
-        }
-        format!(
-            "skipped: {}. Details on stderr; all examples with --format json.",
-            parts.join("; ")
-        )
+/// One line saying what was skipped, or empty when nothing was. `unwalkable` counts input
+/// paths that could not be walked.
+pub fn skipped_line(l: &crate::parse::Ledger, unwalkable: usize) -> String {
+    let mut parts = Vec::new();
+    if unwalkable > 0 {
+        parts.push(format!("{unwalkable} paths could not be walked"));
     }
+    if l.blobs_failed > 0 {
+        parts.push(format!("{} blobs failed", l.blobs_failed));
+    }
+    if l.blobs_partial > 0 {
+        parts.push(format!(
+            "{} blobs broke part-way (records before the break kept)",
+            l.blobs_partial
+        ));
+    }
+    if l.records_unrecognized > 0 {
+        parts.push(format!(
+            "{} records were not flow-log records",
+            l.records_unrecognized
+        ));
+    }
+    if l.tuples_rejected > 0 {
+        let by: Vec<String> = l
+            .rejected_map()
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        parts.push(format!(
+            "{} tuples rejected ({})",
+            l.tuples_rejected,
+            by.join(", ")
+        ));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "skipped: {}. All examples with summary --format json.",
+        parts.join("; ")
+    )
 }
 
 fn short_time(s: &str) -> &str {

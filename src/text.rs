@@ -46,6 +46,47 @@ pub fn term_safe(s: &str) -> Cow<'_, str> {
     Cow::Owned(o)
 }
 
+/// A plain-text table: columns padded to their widest cell, `numeric` columns right-aligned,
+/// every cell made terminal-safe.
+pub fn table(header: &[&str], rows: &[Vec<String>], numeric: &[usize]) -> String {
+    let safe: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| term_safe(c).into_owned()).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &safe {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut o = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.collect();
+        let last = cells.len().saturating_sub(1);
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            if numeric.contains(&i) {
+                o.push_str(&" ".repeat(pad));
+                o.push_str(c);
+            } else {
+                o.push_str(c);
+                if i < last {
+                    o.push_str(&" ".repeat(pad));
+                }
+            }
+            if i < last {
+                o.push_str("  ");
+            }
+        }
+        o.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for r in &safe {
+        line(&mut r.iter().map(String::as_str));
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

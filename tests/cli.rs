@@ -251,24 +251,16 @@ fn summary_of_generated_containers_equals_an_independent_recount() {
 
 #[test]
 fn the_ledger_balances_per_blob_and_in_total() {
-    use nsgflow::aggregate::{Summary, SummarySink};
+    use nsgflow::aggregate::Summary;
     use nsgflow::discover::{discover, DiscoverOptions};
-    use nsgflow::filter::Filter;
-    use nsgflow::parse::ParseOptions;
-    use nsgflow::pipeline::Worker;
+    use nsgflow::pipeline::{process_blob, Worker};
     let d = discover(&[root().join("fixtures")], &DiscoverOptions::default());
     assert!(d.blobs.len() > 30);
     let mut total = nsgflow::parse::Ledger::default();
     let mut w = Worker::default();
     for b in &d.blobs {
         let mut s = Summary::default();
-        let filter = Filter::default();
-        let mut sink = SummarySink {
-            summary: &mut s,
-            filter: &filter,
-            filtered: 0,
-        };
-        let l = w.process(b, &ParseOptions::default(), &mut sink);
+        let l = process_blob(&mut w, b, &Default::default(), &mut s);
         assert!(l.balances(), "{}", b.path.display());
         assert_eq!(l.tuples, l.tuples_accepted + l.tuples_rejected);
         total.merge(l);

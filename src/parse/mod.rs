@@ -34,6 +34,8 @@ pub struct RuleTable<'a> {
     pub ctx: GroupContext<'a>,
     /// Accepted tuples, in log order (duplicates dropped only under `dedup`).
     pub tuples: &'a [FlowTuple],
+    /// For each tuple, its 0-based index in the `flowTuples` array it came from.
+    pub indices: &'a [u32],
 }
 
 /// Receives rule tables as a blob is parsed.
@@ -61,6 +63,7 @@ pub struct PathDefaults<'a> {
 #[derive(Default)]
 pub struct Scratch {
     tuples: Vec<FlowTuple>,
+    indices: Vec<u32>,
 }
 
 // ---------------------------------------------------------------- record structure ----
@@ -255,7 +258,11 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         record_index: index,
                     };
                     if family.is_some() && !(duplicate_record && self.opts.dedup) {
-                        self.sink.table(&RuleTable { ctx, tuples: &[] });
+                        self.sink.table(&RuleTable {
+                            ctx,
+                            tuples: &[],
+                            indices: &[],
+                        });
                     }
                     continue;
                 }
@@ -352,6 +359,8 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
             return;
         };
         let mut buf = std::mem::take(&mut self.scratch.tuples);
+        let mut idx = std::mem::take(&mut self.scratch.indices);
+        idx.clear();
         buf.clear();
         let seen = self.dups.scope(scope);
         for (i, t) in tuples.iter().enumerate() {
@@ -375,6 +384,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         continue;
                     }
                     buf.push(ft);
+                    idx.push(i as u32);
                 }
                 Err(e) => {
                     let path = self.path;
@@ -392,9 +402,14 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         }
         let ctx = GroupContext { family, ..ctx };
         if !(duplicate_record && self.opts.dedup) {
-            self.sink.table(&RuleTable { ctx, tuples: &buf });
+            self.sink.table(&RuleTable {
+                ctx,
+                tuples: &buf,
+                indices: &idx,
+            });
         }
         self.scratch.tuples = buf;
+        self.scratch.indices = idx;
     }
 }
 

@@ -1,0 +1,297 @@
+//! `top`: the N biggest keys (sources, destinations, pairs, ports, rules, NSGs, NICs, flow
+//! classes) by a metric, like SiLK's rwstats / rwuniq with distinct counts. Folds into a
+//! mergeable map; distinct sets are kept only when the metric asks for them.
+
+use crate::addr::{AddressBook, FlowClass, Grouping, Node};
+use crate::model::{Decision, FlowTuple, Protocol};
+use crate::parse::{RuleTable, TableSink};
+use crate::pipeline::Fold;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// What to rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopBy {
+    Src,
+    Dst,
+    Pair,
+    Dport,
+    Rule,
+    Nsg,
+    Mac,
+    Class,
+}
+
+/// By what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Tuples,
+    Bytes,
+    Packets,
+    Denied,
+    Allowed,
+    DistinctDst,
+    DistinctSrc,
+    DistinctDport,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Tuples => "tuples",
+            Metric::Bytes => "bytes",
+            Metric::Packets => "packets",
+            Metric::Denied => "denied",
+            Metric::Allowed => "allowed",
+            Metric::DistinctDst => "distinct_dst",
+            Metric::DistinctSrc => "distinct_src",
+            Metric::DistinctDport => "distinct_dport",
+        }
+    }
+}
+
+/// A `top` question.
+#[derive(Clone, Copy, Debug)]
+pub struct TopSpec {
+    pub by: TopBy,
+    pub metric: Metric,
+    pub group: Grouping,
+    pub n: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Node(Node),
+    Pair(Node, Node),
+    Port(Protocol, u16),
+    Class(FlowClass),
+}
+
+/// Counters of one key.
+#[derive(Clone, Debug, Default)]
+struct Stats {
+    tuples: u64,
+    allowed: u64,
+    denied: u64,
+    packets: u64,
+    bytes: u64,
+    distinct: FxHashSet<u128>,
+}
+
+impl Stats {
+    #[inline]
+    fn add(&mut self, t: &FlowTuple, distinct: Option<u128>) {
+        self.tuples += 1;
+        let deny = (t.decision == Decision::Deny) as u64;
+        self.denied += deny;
+        self.allowed += 1 - deny;
+        self.packets += t.packets_s2d.unwrap_or(0) + t.packets_d2s.unwrap_or(0);
+        self.bytes += t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
+        if let Some(d) = distinct {
+            self.distinct.insert(d);
+        }
+    }
+    fn merge(&mut self, o: Stats) {
+        self.tuples += o.tuples;
+        self.allowed += o.allowed;
+        self.denied += o.denied;
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        if self.distinct.len() < o.distinct.len() {
+            let mine = std::mem::replace(&mut self.distinct, o.distinct);
+            self.distinct.extend(mine);
+        } else {
+            self.distinct.extend(o.distinct);
+        }
+    }
+    fn value(&self, m: Metric) -> u64 {
+        match m {
+            Metric::Tuples => self.tuples,
+            Metric::Bytes => self.bytes,
+            Metric::Packets => self.packets,
+            Metric::Denied => self.denied,
+            Metric::Allowed => self.allowed,
+            Metric::DistinctDst | Metric::DistinctSrc | Metric::DistinctDport => {
+                self.distinct.len() as u64
+            }
+        }
+    }
+}
+
+fn ip_bits(ip: &IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v) => u32::from(*v) as u128 | 1 << 127,
+        IpAddr::V6(v) => u128::from(*v),
+    }
+}
+
+/// The mergeable aggregate behind `top`.
+pub struct TopAgg<'a> {
+    spec: TopSpec,
+    book: &'a AddressBook,
+    keyed: FxHashMap<Key, Stats>,
+    /// Rule ("nsg/rule"), NSG and MAC keys.
+    named: FxHashMap<String, Stats>,
+}
+
+impl<'a> TopAgg<'a> {
+    pub fn new(spec: TopSpec, book: &'a AddressBook) -> TopAgg<'a> {
+        TopAgg {
+            spec,
+            book,
+            keyed: FxHashMap::default(),
+            named: FxHashMap::default(),
+        }
+    }
+
+    #[inline]
+    fn distinct(&self, t: &FlowTuple) -> Option<u128> {
+        match self.spec.metric {
+            Metric::DistinctDst => Some(ip_bits(&t.dst)),
+            Metric::DistinctSrc => Some(ip_bits(&t.src)),
+            Metric::DistinctDport => Some(t.dport as u128),
+            _ => None,
+        }
+    }
+}
+
+impl TableSink for TopAgg<'_> {
+    fn table(&mut self, table: &RuleTable<'_>) {
+        if table.tuples.is_empty() {
+            return;
+        }
+        let ctx = &table.ctx;
+        let g = self.spec.group;
+        let name = match self.spec.by {
+            TopBy::Rule => Some(format!("{}/{}", ctx.nsg, ctx.rule)),
+            TopBy::Nsg => Some(ctx.nsg.to_string()),
+            TopBy::Mac => Some(ctx.mac_normalized().into_owned()),
+            _ => None,
+        };
+        if let Some(name) = name {
+            let mut st = Stats::default();
+            for t in table.tuples {
+                let d = self.distinct(t);
+                st.add(t, d);
+            }
+            self.named.entry(name).or_default().merge(st);
+            return;
+        }
+        for t in table.tuples {
+            let key = match self.spec.by {
+                TopBy::Src => Key::Node(self.book.node(&t.src, g)),
+                TopBy::Dst => Key::Node(self.book.node(&t.dst, g)),
+                TopBy::Pair => Key::Pair(self.book.node(&t.src, g), self.book.node(&t.dst, g)),
+                TopBy::Dport => Key::Port(t.protocol, t.dport),
+                TopBy::Class => Key::Class(self.book.class(&t.src, &t.dst)),
+                TopBy::Rule | TopBy::Nsg | TopBy::Mac => unreachable!("named keys handled above"),
+            };
+            let d = self.distinct(t);
+            self.keyed.entry(key).or_default().add(t, d);
+        }
+    }
+}
+
+impl Fold for TopAgg<'_> {
+    fn merge(&mut self, other: Self) {
+        for (k, v) in other.keyed {
+            self.keyed.entry(k).or_default().merge(v);
+        }
+        for (k, v) in other.named {
+            self.named.entry(k).or_default().merge(v);
+        }
+    }
+}
+
+/// One ranked row.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TopRow {
+    pub rank: usize,
+    /// The key as text: an address, network, label, `src -> dst`, `443/tcp`, `nsg/rule`, …
+    pub key: String,
+    /// For address keys: `internal`, `external` or `label` (pairs: both, `a -> b`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// For single addresses: the `--labels` name, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The metric ranked by.
+    pub value: u64,
+    pub tuples: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn port_name(p: Protocol, port: u16) -> String {
+    format!("{port}/{p}")
+}
+
+impl TopAgg<'_> {
+    /// The top N rows: metric descending, ties by key ascending (deterministic).
+    pub fn rows(&self) -> Vec<TopRow> {
+        let m = self.spec.metric;
+        let book = self.book;
+        let mut all: Vec<(u64, Key, &Stats)> = self
+            .keyed
+            .iter()
+            .map(|(k, s)| (s.value(m), *k, s))
+            .collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut rows: Vec<TopRow> = Vec::new();
+        let row = |key: String, scope, label, s: &Stats, v| TopRow {
+            rank: 0,
+            key,
+            scope,
+            label,
+            value: v,
+            tuples: s.tuples,
+            allowed: s.allowed,
+            denied: s.denied,
+            packets: s.packets,
+            bytes: s.bytes,
+        };
+        if self.named.is_empty() {
+            for (v, k, s) in all.into_iter().take(self.spec.n) {
+                let (key, scope, label) = match k {
+                    Key::Node(n) => {
+                        let label = match n {
+                            Node::Ip(ip) => book.label(&ip).map(|(l, _)| l.to_string()),
+                            _ => None,
+                        };
+                        (
+                            book.node_name(&n),
+                            Some(book.node_scope(&n).to_string()),
+                            label,
+                        )
+                    }
+                    Key::Pair(a, b) => (
+                        format!("{} -> {}", book.node_name(&a), book.node_name(&b)),
+                        Some(format!(
+                            "{} -> {}",
+                            book.node_scope(&a),
+                            book.node_scope(&b)
+                        )),
+                        None,
+                    ),
+                    Key::Port(p, port) => (port_name(p, port), None, None),
+                    Key::Class(c) => (c.name().to_string(), None, None),
+                };
+                rows.push(row(key, scope, label, s, v));
+            }
+        } else {
+            let mut named: Vec<(u64, &String, &Stats)> =
+                self.named.iter().map(|(k, s)| (s.value(m), k, s)).collect();
+            named.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            for (v, k, s) in named.into_iter().take(self.spec.n) {
+                rows.push(row(k.clone(), None, None, s, v));
+            }
+        }
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.rank = i + 1;
+        }
+        rows
+    }
+}
