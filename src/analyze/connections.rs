@@ -427,9 +427,10 @@ mod tests {
         let st: Vec<(Status, u64)> = c.iter().map(|c| (c.status, c.tuples)).collect();
         assert_eq!(
             st,
+            // The first two both start at 1000 s: 10.255.0.4 sorts before 185.1.1.1.
             vec![
-                (Status::Denied, 3),
                 (Status::Stateless, 1),
+                (Status::Denied, 3),
                 (Status::Open, 1),
                 (Status::Denied, 1)
             ]
