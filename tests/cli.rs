@@ -592,3 +592,528 @@ fn published_samples_give_the_documented_counts() {
         assert_matches_recount(&v, &r);
     }
 }
+
+// ---------------------------------------------------------------- analyst toolkit ----
+
+/// Every tuple of a container, from an independent `serde_json::Value` walk.
+struct RawTuple {
+    family: &'static str,
+    rule: String,
+    mac: String,
+    f: Vec<String>,
+}
+
+impl RawTuple {
+    fn ms(&self) -> i64 {
+        let ts: i64 = self.f[0].parse().unwrap();
+        if self.family == "vnet" {
+            ts
+        } else {
+            ts * 1000
+        }
+    }
+    fn denied(&self) -> bool {
+        self.f[7] == "D"
+    }
+    fn state(&self) -> &str {
+        match self.family {
+            "vnet" => &self.f[7],
+            "nsg_v2" => &self.f[8],
+            _ => "",
+        }
+    }
+    fn bytes(&self) -> u64 {
+        if self.f.len() < 13 {
+            return 0;
+        }
+        self.f[10].parse::<u64>().unwrap_or(0) + self.f[12].parse::<u64>().unwrap_or(0)
+    }
+}
+
+fn raw_tuples(dir: &Path) -> Vec<RawTuple> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !e.file_type().is_file() || e.path().extension().and_then(|x| x.to_str()) != Some("json")
+        {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+        for rec in v["records"].as_array().unwrap() {
+            let mac = rec["macAddress"].as_str().unwrap_or("").to_string();
+            let mut push = |family, rule: &str, tuples: &Value| {
+                for t in tuples.as_array().unwrap() {
+                    out.push(RawTuple {
+                        family,
+                        rule: rule.to_string(),
+                        mac: mac.clone(),
+                        f: t.as_str().unwrap().split(',').map(str::to_string).collect(),
+                    });
+                }
+            };
+            if let Some(p) = rec.get("properties") {
+                let fam = if p["Version"] == 1 {
+                    "nsg_v1"
+                } else {
+                    "nsg_v2"
+                };
+                for rf in p["flows"].as_array().unwrap() {
+                    for mf in rf["flows"].as_array().unwrap() {
+                        push(fam, rf["rule"].as_str().unwrap(), &mf["flowTuples"]);
+                    }
+                }
+            } else {
+                for acl in rec["flowRecords"]["flows"].as_array().unwrap() {
+                    for g in acl["flowGroups"].as_array().unwrap() {
+                        push("vnet", g["rule"].as_str().unwrap(), &g["flowTuples"]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn gen_container(args: &[&str]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    nsgflow()
+        .args([
+            "gen",
+            "--out",
+            tmp.path().to_str().unwrap(),
+            "--seed",
+            "3",
+            "--hours",
+            "3",
+        ])
+        .args(args)
+        .assert()
+        .success();
+    tmp
+}
+
+fn run_json(args: &[&str]) -> Value {
+    let out = nsgflow().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run_lines(args: &[&str]) -> Vec<String> {
+    let out = nsgflow().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn top_sources_by_denied_tuples_match_a_recount() {
+    let tmp = gen_container(&["--family", "mixed"]);
+    let d = tmp.path().to_str().unwrap();
+    let mut by: BTreeMap<std::net::IpAddr, u64> = BTreeMap::new();
+    for t in raw_tuples(tmp.path()).iter().filter(|t| t.denied()) {
+        *by.entry(t.f[1].parse().unwrap()).or_default() += 1;
+    }
+    let mut want: Vec<(std::net::IpAddr, u64)> = by.into_iter().collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    want.truncate(5);
+    let v = run_json(&[
+        "top", d, "--by", "src", "--metric", "denied", "-n", "5", "--format", "json",
+    ]);
+    let got: Vec<(std::net::IpAddr, u64)> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().parse().unwrap(),
+                r["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(want[0].1 > 10);
+}
+
+#[test]
+fn top_distinct_ports_and_rules_match_a_recount() {
+    let tmp = gen_container(&[]);
+    let d = tmp.path().to_str().unwrap();
+    let raw = raw_tuples(tmp.path());
+    // distinct destination ports per source, top 3
+    let mut ports: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for t in &raw {
+        ports
+            .entry(t.f[1].clone())
+            .or_default()
+            .insert(t.f[4].clone());
+    }
+    let best = ports.values().map(|s| s.len() as u64).max().unwrap();
+    let v = run_json(&[
+        "top",
+        d,
+        "--by",
+        "src",
+        "--metric",
+        "distinct-dport",
+        "-n",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(v["rows"][0]["value"], best);
+    // tuples per rule
+    let mut rules: BTreeMap<String, u64> = BTreeMap::new();
+    for t in &raw {
+        *rules.entry(t.rule.clone()).or_default() += 1;
+    }
+    let v = run_json(&["top", d, "--by", "rule", "-n", "100", "--format", "json"]);
+    let total: u64 = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tuples"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, raw.len() as u64);
+    let row = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "WEB-NSG/UserRule_AllowHttps")
+        .unwrap();
+    // WEB-NSG's NICs are 10.0.0.x.
+    let want: u64 = raw
+        .iter()
+        .filter(|t| t.rule == "UserRule_AllowHttps" && t.f[2].starts_with("10.0.0."))
+        .count() as u64;
+    assert_eq!(row["tuples"], want);
+}
+
+#[test]
+fn filtered_flow_export_has_exactly_the_matching_rows() {
+    let tmp = gen_container(&["--family", "mixed", "--nsg-version", "mixed"]);
+    let d = tmp.path().to_str().unwrap();
+    let raw = raw_tuples(tmp.path());
+    let want = raw
+        .iter()
+        .filter(|t| t.f[4] == "443" && !t.denied())
+        .count();
+    assert!(want > 100);
+    let lines = run_lines(&[
+        "flows",
+        d,
+        "--port",
+        "443",
+        "--decision",
+        "allow",
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(lines.len(), want);
+    let first: Value = serde_json::from_str(&lines[0]).unwrap();
+    for k in [
+        "time",
+        "nsg",
+        "rule",
+        "mac",
+        "family",
+        "path",
+        "record",
+        "tuple",
+        "bytes_src_to_dst",
+    ] {
+        assert!(first.get(k).is_some(), "{k}");
+    }
+    let csv = run_lines(&["flows", d, "--port", "443", "--decision", "allow"]);
+    assert_eq!(csv.len(), want + 1, "a header and one row per tuple");
+    assert!(csv[0].starts_with("time,time_ms,family,nsg,rule,mac,src,sport,dst,dport"));
+    // --src CIDR, --rule glob, --proto and --state compose.
+    let want = raw
+        .iter()
+        .filter(|t| {
+            t.f[1].starts_with("10.1.") && t.rule.starts_with("DefaultRule_") && t.state() == "E"
+        })
+        .filter(|t| t.f[5] == "T" || t.f[5] == "6")
+        .count();
+    let lines = run_lines(&[
+        "flows",
+        d,
+        "--src",
+        "10.1.0.0/16",
+        "--rule",
+        "DefaultRule_*",
+        "--proto",
+        "tcp",
+        "--state",
+        "E",
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(lines.len(), want);
+    assert!(want > 10);
+    // Deterministic order.
+    assert_eq!(
+        lines,
+        run_lines(&[
+            "flows",
+            d,
+            "--src",
+            "10.1.0.0/16",
+            "--rule",
+            "DefaultRule_*",
+            "--proto",
+            "tcp",
+            "--state",
+            "E",
+            "--format",
+            "jsonl",
+            "-j",
+            "1",
+        ])
+    );
+}
+
+#[test]
+fn connections_conserve_tuples_and_bytes_and_sum_deltas() {
+    let tmp = gen_container(&["--family", "nsg"]);
+    let d = tmp.path().to_str().unwrap();
+    let raw = raw_tuples(tmp.path());
+    let lines = run_lines(&["connections", d, "--format", "jsonl"]);
+    let conns: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tuples: u64 = conns.iter().map(|c| c["tuples"].as_u64().unwrap()).sum();
+    assert_eq!(
+        tuples,
+        raw.len() as u64,
+        "every tuple is in exactly one connection"
+    );
+    let bytes: u64 = conns
+        .iter()
+        .map(|c| c["bytes_src_to_dst"].as_u64().unwrap() + c["bytes_dst_to_src"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bytes, raw.iter().map(RawTuple::bytes).sum::<u64>());
+    let completed = conns.iter().filter(|c| c["status"] == "completed").count();
+    let ends = raw.iter().filter(|t| t.state() == "E").count();
+    assert_eq!(completed, ends, "one completed connection per E tuple");
+    // The biggest connection's bytes equal the sum of its C and E deltas.
+    let top = run_json(&[
+        "top",
+        d,
+        "--by",
+        "connection",
+        "--metric",
+        "bytes",
+        "-n",
+        "1",
+        "--format",
+        "json",
+    ]);
+    let c = &top["rows"][0];
+    let (s, e) = (
+        c["start_ms"].as_i64().unwrap(),
+        c["end_ms"].as_i64().unwrap(),
+    );
+    let want: u64 = raw
+        .iter()
+        .filter(|t| {
+            t.f[1] == c["src"].as_str().unwrap()
+                && t.f[2] == c["dst"].as_str().unwrap()
+                && t.f[3] == c["sport"].to_string()
+                && t.f[4] == c["dport"].to_string()
+                && t.mac == c["mac"].as_str().unwrap()
+                && (s..=e).contains(&t.ms())
+        })
+        .map(RawTuple::bytes)
+        .sum();
+    assert_eq!(
+        c["bytes_src_to_dst"].as_u64().unwrap() + c["bytes_dst_to_src"].as_u64().unwrap(),
+        want
+    );
+    assert!(want > 0);
+    assert_eq!(c["status"], "completed");
+    assert!(conns.iter().any(|c| c["status"] == "stateless"));
+    assert!(conns
+        .iter()
+        .any(|c| c["status"] == "denied" && c["tuples"].as_u64().unwrap() > 1));
+}
+
+#[test]
+fn timeline_busiest_hour_matches_a_recount() {
+    let tmp = gen_container(&["--family", "vnet"]);
+    let d = tmp.path().to_str().unwrap();
+    let mut per: BTreeMap<i64, u64> = BTreeMap::new();
+    for t in raw_tuples(tmp.path()) {
+        *per.entry(t.ms() - t.ms().rem_euclid(3_600_000))
+            .or_default() += 1;
+    }
+    let v = run_json(&["timeline", d, "--bin", "1h", "--format", "json"]);
+    let bins = v["bins"].as_array().unwrap();
+    assert_eq!(bins.len(), per.len());
+    for (b, (start, n)) in bins.iter().zip(&per) {
+        assert_eq!(ms_of(&b["start"]), *start);
+        assert_eq!(b["tuples"], *n);
+    }
+    let busiest = bins
+        .iter()
+        .max_by_key(|b| b["tuples"].as_u64().unwrap())
+        .unwrap();
+    let (start, n) = per.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert_eq!(
+        (
+            ms_of(&busiest["start"]),
+            busiest["tuples"].as_u64().unwrap()
+        ),
+        (*start, *n)
+    );
+    // 5-minute bins add up to the same total.
+    let v5 = run_json(&["timeline", d, "--bin", "5m", "--format", "json"]);
+    let total: u64 = v5["bins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["tuples"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, per.values().sum::<u64>());
+}
+
+#[test]
+fn ingress_graph_carries_every_inbound_tuple_and_ranks_fan_in() {
+    let tmp = gen_container(&[]);
+    let d = tmp.path().to_str().unwrap();
+    let raw = raw_tuples(tmp.path());
+    let inbound: Vec<&RawTuple> = raw.iter().filter(|t| t.f[6] == "I").collect();
+    let v = run_json(&[
+        "graph",
+        d,
+        "--direction",
+        "in",
+        "--top",
+        "100000",
+        "--format",
+        "json",
+    ]);
+    let total: u64 = v["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tuples"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, inbound.len() as u64);
+    assert_eq!(
+        v["edges_total"].as_u64().unwrap() as usize,
+        v["edges"].as_array().unwrap().len()
+    );
+    let mut fan: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for t in &inbound {
+        fan.entry(t.f[2].as_str())
+            .or_default()
+            .insert(t.f[1].as_str());
+    }
+    let most = fan.values().map(|s| s.len()).max().unwrap();
+    assert_eq!(
+        v["fan_in"][0]["neighbours"].as_u64().unwrap() as usize,
+        most
+    );
+    // Egress with prefix grouping: every node is a /24.
+    let v = run_json(&[
+        "graph",
+        d,
+        "--direction",
+        "egress",
+        "--group",
+        "prefix/24",
+        "--top",
+        "5",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(v["direction"], "egress");
+    assert!(v["edges"].as_array().unwrap().len() <= 5);
+    assert!(v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["name"].as_str().unwrap().ends_with("/24")));
+}
+
+#[test]
+fn labels_name_networks_in_top_and_graph() {
+    let tmp = gen_container(&[]);
+    let d = tmp.path().to_str().unwrap();
+    let labels = tmp.path().join("labels.csv");
+    std::fs::write(
+        &labels,
+        "cidr,name\n10.0.0.0/16,web-subnet\n10.0.0.0/8,corp\n10.255.0.0/24,bastion\n",
+    )
+    .unwrap();
+    let l = labels.to_str().unwrap();
+    let v = run_json(&[
+        "top", d, "--by", "dst", "--group", "label", "--labels", l, "-n", "50", "--format", "json",
+    ]);
+    let keys: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"web-subnet") && keys.contains(&"corp"),
+        "{keys:?}"
+    );
+    let raw = raw_tuples(tmp.path());
+    let web = raw.iter().filter(|t| t.f[2].starts_with("10.0.")).count() as u64;
+    let row = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "web-subnet")
+        .unwrap();
+    assert_eq!(row["tuples"], web);
+    let v = run_json(&[
+        "top", d, "--by", "src", "--labels", l, "-n", "200", "--format", "json",
+    ]);
+    let bastion = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"].as_str().unwrap().starts_with("10.255.0."))
+        .unwrap();
+    assert_eq!(bastion["label"], "bastion");
+    assert_eq!(bastion["scope"], "internal");
+    let dot = run_lines(&["graph", d, "--group", "label", "--labels", l]).join("\n");
+    assert!(dot.contains("label=\"web-subnet\""), "{dot}");
+}
+
+#[test]
+fn hostile_names_are_escaped_in_dot_and_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = r#"{"records":[{"time":"2026-01-05T10:01:00Z","category":"NetworkSecurityGroupFlowEvent","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/R/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/N","properties":{"Version":2,"flows":[{"rule":"=HYPERLINK(\"http://x\")\"];evil[","flows":[{"mac":"000D3A000001","flowTuples":["1767607200,8.8.8.8,10.0.0.4,40001,443,T,I,A,B,,,,"]}]}]}}]}"#;
+    std::fs::write(tmp.path().join("PT1H.json"), blob).unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let dot = run_lines(&["graph", d]).join("\n");
+    assert!(
+        dot.contains(r#"N/=HYPERLINK(\"http://x\")\"];evil["#),
+        "{dot}"
+    );
+    let csv = run_lines(&["flows", d]);
+    assert!(
+        csv[1].contains(r#""'=HYPERLINK(""http://x"")""];evil[""#),
+        "{}",
+        csv[1]
+    );
+}
