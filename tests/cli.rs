@@ -933,8 +933,8 @@ fn connections_conserve_tuples_and_bytes_and_sum_deltas() {
         .filter(|t| {
             t.f[1] == c["src"].as_str().unwrap()
                 && t.f[2] == c["dst"].as_str().unwrap()
-                && t.f[3] == c["sport"].to_string()
-                && t.f[4] == c["dport"].to_string()
+                && t.f[3].parse::<u64>().ok() == c["sport"].as_u64()
+                && t.f[4].parse::<u64>().ok() == c["dport"].as_u64()
                 && t.mac == c["mac"].as_str().unwrap()
                 && (s..=e).contains(&t.ms())
         })
