@@ -300,10 +300,16 @@ fn top_connections(
                     .cmp(&(b.start_ms, &b.mac, b.src, b.dst, b.sport, b.dport))
             })
     };
+    let keep = |mut v: Vec<Connection>| {
+        v.sort_by(order);
+        v.truncate(n);
+        v
+    };
     let ledger = stitch_connections(
         &d.blobs,
         &input.run,
         rayon::current_num_threads() * 2,
+        keep,
         |conns| {
             best.extend(conns);
             best.sort_by(order);
@@ -359,7 +365,7 @@ fn top_connections(
                         format!("{:.3}", c.duration_ms() as f64 / 1000.0),
                         format!("{}:{}", c.src, c.sport),
                         format!("{}:{}", c.dst, c.dport),
-                        c.protocol.clone(),
+                        c.protocol.to_string(),
                         c.direction.to_string(),
                         c.status.name().to_string(),
                         c.bytes().to_string(),
@@ -399,11 +405,17 @@ fn connections(input: &InputConfig, format: RowFormat) -> anyhow::Result<ExitCod
         if format == RowFormat::Csv {
             writeln!(out, "{}", CONNECTION_COLUMNS.join(","))?;
         }
+        let render = |conns: Vec<Connection>| {
+            let mut buf = Vec::new();
+            write_connections(&conns, format, &mut buf).map(|_| buf)
+        };
+        // One NIC group per thread at a time: a group's rows are held until written.
         let l = stitch_connections(
             &d.blobs,
             &input.run,
-            rayon::current_num_threads() * 2,
-            |conns| write_connections(&conns, format, &mut out),
+            rayon::current_num_threads(),
+            render,
+            |buf| out.write_all(&buf?),
         )?;
         out.flush()?;
         Ok::<_, std::io::Error>(l)

@@ -21,6 +21,11 @@ use crate::parse::{RuleTable, TableSink};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::Arc;
+
+fn display<S: serde::Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(p)
+}
 
 /// Denied retries of one 5-tuple closer than this are one attempt series. TCP SYN retries
 /// back off 1, 2, 4, 8, 16, 32 s (Linux `tcp_syn_retries` = 6: about 63 s in all); two
@@ -52,16 +57,17 @@ impl Status {
 pub struct Connection {
     pub start_ms: i64,
     pub end_ms: i64,
-    pub nsg: String,
-    pub rule: String,
+    pub nsg: Arc<str>,
+    pub rule: Arc<str>,
     /// NIC MAC, normalised.
-    pub mac: String,
+    pub mac: Arc<str>,
     pub family: &'static str,
     pub src: IpAddr,
     pub sport: u16,
     pub dst: IpAddr,
     pub dport: u16,
-    pub protocol: String,
+    #[serde(serialize_with = "display")]
+    pub protocol: Protocol,
     pub direction: &'static str,
     pub status: Status,
     /// Tuples stitched (for denied connections: attempts).
@@ -107,7 +113,7 @@ struct Open {
 /// Stitches one NIC's (or several NICs') tuples in time order.
 #[derive(Default)]
 pub struct Stitcher {
-    names: Vec<String>,
+    names: Vec<Arc<str>>,
     ids: FxHashMap<String, u32>,
     open: FxHashMap<Key, Open>,
     /// Connections closed so far, in closing order.
@@ -128,7 +134,7 @@ impl Stitcher {
         if let Some(i) = self.ids.get(s) {
             return *i;
         }
-        self.names.push(s.to_string());
+        self.names.push(Arc::from(s));
         let i = (self.names.len() - 1) as u32;
         self.ids.insert(s.to_string(), i);
         i
@@ -146,7 +152,7 @@ impl Stitcher {
             sport: k.sport,
             dst: k.dst,
             dport: k.dport,
-            protocol: k.protocol.to_string(),
+            protocol: k.protocol,
             direction: match k.direction {
                 Direction::Inbound => "in",
                 Direction::Outbound => "out",
@@ -364,7 +370,7 @@ mod tests {
             1021 + 52 + 8005 + 47
         );
         assert_eq!(c[0].duration_ms(), 400_000);
-        assert_eq!(c[0].mac, "000D3A000001");
+        assert_eq!(&*c[0].mac, "000D3A000001");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::connections::Connection;
 use super::csv_safe;
 use crate::discover::BlobMeta;
-use crate::model::{Decision, Direction, FlowState};
+use crate::model::{Decision, Direction, FlowState, Protocol};
 use crate::parse::{Ledger, RuleTable, TableSink};
 use crate::pipeline::{process_blob, RunOptions, Worker};
 use crate::text::fmt_ms;
@@ -75,24 +75,83 @@ pub const FLOW_COLUMNS: [&str; 22] = [
 
 struct RowSink<'p> {
     path: &'p str,
-    /// JSON lines go to `json`; CSV rows through `csv` (one writer per blob).
-    json: Option<Vec<u8>>,
-    csv: Option<csv::Writer<Vec<u8>>>,
+    format: RowFormat,
+    out: Vec<u8>,
     rows: u64,
+    clock: Clock,
 }
 
-impl RowSink<'_> {
-    fn into_bytes(self) -> Vec<u8> {
-        match (self.json, self.csv) {
-            (Some(j), _) => j,
-            (None, Some(w)) => w.into_inner().expect("flush to memory"),
-            (None, None) => Vec::new(),
+/// RFC 3339 formatting of millisecond timestamps, caching the date part (rows of one blob
+/// share a day), so exports do not spend their time in calendar arithmetic.
+#[derive(Default)]
+pub struct Clock {
+    day: Option<i64>,
+    date: String,
+}
+
+impl Clock {
+    /// `2026-01-05T13:00:00.000Z`, identical to [`fmt_ms`].
+    pub fn write(&mut self, out: &mut Vec<u8>, ms: i64) {
+        let day = ms.div_euclid(86_400_000);
+        if self.day != Some(day) {
+            let s = fmt_ms(day * 86_400_000);
+            self.date = s[..s.find('T').unwrap_or(s.len())].to_string();
+            self.day = Some(day);
+        }
+        let r = ms.rem_euclid(86_400_000);
+        let (h, m, sec, milli) = (r / 3_600_000, r / 60_000 % 60, r / 1000 % 60, r % 1000);
+        let _ = write!(out, "{}T{h:02}:{m:02}:{sec:02}.{milli:03}Z", self.date);
+    }
+}
+
+/// A CSV text cell: formula-neutralised (see [`csv_safe`]) and quoted when it holds a comma,
+/// quote or line break (RFC 4180).
+pub fn csv_text(out: &mut Vec<u8>, s: &str) {
+    let s = csv_safe(s);
+    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.push(b'"');
+        out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn csv_opt(out: &mut Vec<u8>, v: Option<u64>) {
+    if let Some(v) = v {
+        num(out, v);
+    }
+}
+
+/// An integer, then nothing else.
+#[inline]
+pub fn num<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// An address as `Display` writes it (IPv4 by hand: it is most of every row).
+#[inline]
+pub fn addr(out: &mut Vec<u8>, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            num(out, o[0]);
+            for x in &o[1..] {
+                out.push(b'.');
+                num(out, *x);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
         }
     }
 }
 
-fn opt(v: Option<u64>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
+/// A field separator then a value.
+macro_rules! sep {
+    ($o:expr) => {
+        $o.push(b',')
+    };
 }
 
 impl TableSink for RowSink<'_> {
@@ -100,74 +159,102 @@ impl TableSink for RowSink<'_> {
         let ctx = &table.ctx;
         let mac = ctx.mac_normalized();
         for (t, i) in table.tuples.iter().zip(table.indices) {
-            let row = FlowRow {
-                time: fmt_ms(t.time_ms),
-                time_ms: t.time_ms,
-                family: ctx.family.name(),
-                nsg: ctx.nsg,
-                rule: ctx.rule,
-                mac: &mac,
-                src: t.src,
-                sport: t.sport,
-                dst: t.dst,
-                dport: t.dport,
-                protocol: t.protocol.to_string(),
-                direction: match t.direction {
-                    Direction::Inbound => "in",
-                    Direction::Outbound => "out",
-                },
-                decision: match t.decision {
-                    Decision::Allow => "allow",
-                    Decision::Deny => "deny",
-                },
-                state: match t.state {
-                    None => "",
-                    Some(FlowState::Begin) => "B",
-                    Some(FlowState::Continuing) => "C",
-                    Some(FlowState::End) => "E",
-                    Some(FlowState::Denied) => "D",
-                },
-                encryption: t.encryption.map(|e| e.code()).unwrap_or(""),
-                packets_src_to_dst: t.packets_s2d,
-                bytes_src_to_dst: t.bytes_s2d,
-                packets_dst_to_src: t.packets_d2s,
-                bytes_dst_to_src: t.bytes_d2s,
-                path: self.path,
-                record: ctx.record_index,
-                tuple: *i,
-            };
             self.rows += 1;
-            if let Some(out) = &mut self.json {
-                serde_json::to_writer(&mut *out, &row).expect("rows serialize");
-                out.push(b'\n');
-            } else if let Some(w) = &mut self.csv {
-                {
-                    let cells: [std::borrow::Cow<'_, str>; 22] = [
-                        row.time.into(),
-                        row.time_ms.to_string().into(),
-                        row.family.into(),
-                        csv_safe(row.nsg),
-                        csv_safe(row.rule),
-                        csv_safe(row.mac),
-                        row.src.to_string().into(),
-                        row.sport.to_string().into(),
-                        row.dst.to_string().into(),
-                        row.dport.to_string().into(),
-                        row.protocol.into(),
-                        row.direction.into(),
-                        row.decision.into(),
-                        row.state.into(),
-                        row.encryption.into(),
-                        opt(row.packets_src_to_dst).into(),
-                        opt(row.bytes_src_to_dst).into(),
-                        opt(row.packets_dst_to_src).into(),
-                        opt(row.bytes_dst_to_src).into(),
-                        csv_safe(row.path),
-                        row.record.to_string().into(),
-                        row.tuple.to_string().into(),
-                    ];
-                    w.write_record(cells.iter().map(|c| c.as_bytes()))
-                        .expect("write to memory");
+            let direction = match t.direction {
+                Direction::Inbound => "in",
+                Direction::Outbound => "out",
+            };
+            let decision = match t.decision {
+                Decision::Allow => "allow",
+                Decision::Deny => "deny",
+            };
+            let state = match t.state {
+                None => "",
+                Some(FlowState::Begin) => "B",
+                Some(FlowState::Continuing) => "C",
+                Some(FlowState::End) => "E",
+                Some(FlowState::Denied) => "D",
+            };
+            let encryption = t.encryption.map(|e| e.code()).unwrap_or("");
+            let o = &mut self.out;
+            match self.format {
+                RowFormat::JsonLines => {
+                    let mut time = Vec::with_capacity(24);
+                    self.clock.write(&mut time, t.time_ms);
+                    let row = FlowRow {
+                        time: String::from_utf8(time).expect("ASCII"),
+                        time_ms: t.time_ms,
+                        family: ctx.family.name(),
+                        nsg: ctx.nsg,
+                        rule: ctx.rule,
+                        mac: &mac,
+                        src: t.src,
+                        sport: t.sport,
+                        dst: t.dst,
+                        dport: t.dport,
+                        protocol: t.protocol.to_string(),
+                        direction,
+                        decision,
+                        state,
+                        encryption,
+                        packets_src_to_dst: t.packets_s2d,
+                        bytes_src_to_dst: t.bytes_s2d,
+                        packets_dst_to_src: t.packets_d2s,
+                        bytes_dst_to_src: t.bytes_d2s,
+                        path: self.path,
+                        record: ctx.record_index,
+                        tuple: *i,
+                    };
+                    serde_json::to_writer(&mut *o, &row).expect("rows serialize");
+                    o.push(b'\n');
+                }
+                RowFormat::Csv => {
+                    self.clock.write(o, t.time_ms);
+                    sep!(o);
+                    num(o, t.time_ms);
+                    sep!(o);
+                    o.extend_from_slice(ctx.family.name().as_bytes());
+                    sep!(o);
+                    csv_text(o, ctx.nsg);
+                    sep!(o);
+                    csv_text(o, ctx.rule);
+                    sep!(o);
+                    csv_text(o, &mac);
+                    sep!(o);
+                    addr(o, &t.src);
+                    sep!(o);
+                    num(o, t.sport);
+                    sep!(o);
+                    addr(o, &t.dst);
+                    sep!(o);
+                    num(o, t.dport);
+                    sep!(o);
+                    match t.protocol {
+                        Protocol::Tcp => o.extend_from_slice(b"tcp"),
+                        Protocol::Udp => o.extend_from_slice(b"udp"),
+                        p => {
+                            let _ = write!(o, "{p}");
+                        }
+                    }
+                    for f in [direction, decision, state, encryption] {
+                        sep!(o);
+                        o.extend_from_slice(f.as_bytes());
+                    }
+                    sep!(o);
+                    csv_opt(o, t.packets_s2d);
+                    o.push(b',');
+                    csv_opt(o, t.bytes_s2d);
+                    o.push(b',');
+                    csv_opt(o, t.packets_d2s);
+                    o.push(b',');
+                    csv_opt(o, t.bytes_d2s);
+                    o.push(b',');
+                    csv_text(o, self.path);
+                    sep!(o);
+                    num(o, ctx.record_index);
+                    sep!(o);
+                    num(o, *i);
+                    o.push(b'\n');
                 }
             }
         }
@@ -195,17 +282,14 @@ pub fn export_flows(
                 let label = blob.path.display().to_string();
                 let mut sink = RowSink {
                     path: &label,
-                    json: (format == RowFormat::JsonLines).then(Vec::new),
-                    csv: (format == RowFormat::Csv).then(|| {
-                        csv::WriterBuilder::new()
-                            .has_headers(false)
-                            .from_writer(Vec::new())
-                    }),
+                    format,
+                    // Rows run about 4 bytes per input byte (the path is in every row).
+                    out: Vec::with_capacity((blob.size as usize).saturating_mul(4).min(1 << 30)),
                     rows: 0,
+                    clock: Clock::default(),
                 };
                 let l = process_blob(w, blob, opts, &mut sink);
-                let rows = sink.rows;
-                (sink.into_bytes(), rows, l)
+                (sink.out, sink.rows, l)
             })
             .collect();
         for (bytes, n, l) in parts {
@@ -271,36 +355,80 @@ pub fn write_connections(
             }
         }
         RowFormat::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(out);
+            let mut clock = Clock::default();
+            let mut o = Vec::with_capacity(conns.len() * 200);
             for c in conns {
-                w.write_record([
-                    fmt_ms(c.start_ms),
-                    fmt_ms(c.end_ms),
-                    c.duration_ms().to_string(),
-                    csv_safe(&c.nsg).into_owned(),
-                    csv_safe(&c.rule).into_owned(),
-                    csv_safe(&c.mac).into_owned(),
-                    c.family.to_string(),
-                    c.src.to_string(),
-                    c.sport.to_string(),
-                    c.dst.to_string(),
-                    c.dport.to_string(),
-                    c.protocol.clone(),
-                    c.direction.to_string(),
-                    c.status.name().to_string(),
-                    c.tuples.to_string(),
-                    c.packets_src_to_dst.to_string(),
-                    c.bytes_src_to_dst.to_string(),
-                    c.packets_dst_to_src.to_string(),
-                    c.bytes_dst_to_src.to_string(),
-                    c.start_ms.to_string(),
-                    c.end_ms.to_string(),
-                ])?;
+                clock.write(&mut o, c.start_ms);
+                o.push(b',');
+                clock.write(&mut o, c.end_ms);
+                sep!(o);
+                num(&mut o, c.duration_ms());
+                sep!(o);
+                csv_text(&mut o, &c.nsg);
+                o.push(b',');
+                csv_text(&mut o, &c.rule);
+                o.push(b',');
+                csv_text(&mut o, &c.mac);
+                sep!(o);
+                o.extend_from_slice(c.family.as_bytes());
+                sep!(o);
+                addr(&mut o, &c.src);
+                sep!(o);
+                num(&mut o, c.sport);
+                sep!(o);
+                addr(&mut o, &c.dst);
+                sep!(o);
+                num(&mut o, c.dport);
+                let _ = write!(o, ",{},{},{}", c.protocol, c.direction, c.status.name());
+                for v in [
+                    c.tuples,
+                    c.packets_src_to_dst,
+                    c.bytes_src_to_dst,
+                    c.packets_dst_to_src,
+                    c.bytes_dst_to_src,
+                ] {
+                    sep!(o);
+                    num(&mut o, v);
+                }
+                for v in [c.start_ms, c.end_ms] {
+                    sep!(o);
+                    num(&mut o, v);
+                }
+                o.push(b'\n');
             }
-            w.flush()?;
+            out.write_all(&o)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_formats_like_fmt_ms() {
+        let mut c = Clock::default();
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..10_000 {
+            let ms = rng.i64(0..4_102_444_800_000);
+            let mut o = Vec::new();
+            c.write(&mut o, ms);
+            assert_eq!(String::from_utf8(o).unwrap(), fmt_ms(ms));
+        }
+    }
+
+    #[test]
+    fn csv_text_quotes_and_neutralises() {
+        let cell = |s: &str| {
+            let mut o = Vec::new();
+            csv_text(&mut o, s);
+            String::from_utf8(o).unwrap()
+        };
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(cell("=1+1"), "'=1+1");
+        assert_eq!(cell("-x,y"), "\"'-x,y\"");
+    }
 }

@@ -34,19 +34,21 @@ pub fn nic_groups(blobs: &[BlobMeta]) -> Vec<Vec<&BlobMeta>> {
         .collect()
 }
 
-/// Stitch the connections of a set of NIC groups, in parallel across groups. Calls `out`
-/// with each group's connections in group order (deterministic), `batch` groups at a time,
-/// so memory holds at most one batch of connections.
-pub fn stitch_connections(
+/// Stitch the connections of a set of NIC groups, in parallel across groups. Each group's
+/// connections (sorted by start) go through `map` on the worker thread (render them, or keep
+/// the top few), and the results reach `out` in group order, `batch` groups at a time, so
+/// the output is deterministic and memory holds one batch.
+pub fn stitch_connections<T: Send>(
     blobs: &[BlobMeta],
     opts: &RunOptions,
     batch: usize,
-    mut out: impl FnMut(Vec<Connection>) -> std::io::Result<()>,
+    map: impl Fn(Vec<Connection>) -> T + Sync,
+    mut out: impl FnMut(T) -> std::io::Result<()>,
 ) -> std::io::Result<Ledger> {
     let groups = nic_groups(blobs);
     let mut ledger = Ledger::default();
     for chunk in groups.chunks(batch.max(1)) {
-        let results: Vec<(Vec<Connection>, Ledger)> = chunk
+        let results: Vec<(T, Ledger)> = chunk
             .par_iter()
             .map_init(Worker::default, |w, group| {
                 let mut st = Stitcher::default();
@@ -55,12 +57,12 @@ pub fn stitch_connections(
                     l.merge(process_blob(w, blob, opts, &mut st));
                 }
                 st.finish();
-                (st.take_sorted(), l)
+                (map(st.take_sorted()), l)
             })
             .collect();
-        for (conns, l) in results {
+        for (t, l) in results {
             ledger.merge(l);
-            out(conns)?;
+            out(t)?;
         }
     }
     Ok(ledger)
