@@ -202,8 +202,10 @@ struct Handler<'de, 'x, S: TableSink> {
     scratch: &'x mut Scratch,
     ledger: Ledger,
     record_index: usize,
-    /// Hashes of records seen (duplicate-record detection).
+    /// Outlines of records seen (duplicate-record detection).
     record_hashes: FxHashSet<u64>,
+    /// Whether every accepted tuple of the current record repeated an earlier one.
+    all_repeated: bool,
     /// Duplicate-tuple detection, exact.
     dups: dedup::DupTracker<'de>,
 }
@@ -222,10 +224,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         self.record_index += 1;
         self.ledger.records += 1;
 
-        let duplicate_record = !self.record_hashes.insert(record_hash(&rec));
-        if duplicate_record {
-            self.ledger.duplicate_records += 1;
-        }
+        // A record whose header and group outline match an earlier one, and all of whose
+        // tuples turn out to repeat earlier tuples (checked exactly), is a duplicate record.
+        let outline_seen = !self.record_hashes.insert(record_outline(&rec));
+        self.all_repeated = true;
 
         if let Some(props) = &rec.properties {
             let family = match props.version {
@@ -257,7 +259,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         flow_log_resource_id: "",
                         record_index: index,
                     };
-                    if family.is_some() && !(duplicate_record && self.opts.dedup) {
+                    if family.is_some() && !(outline_seen && self.opts.dedup) {
                         self.sink.table(&RuleTable {
                             ctx,
                             tuples: &[],
@@ -284,7 +286,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         record_index: index,
                     };
                     let scope = scope_hash(&[resource_id, &rf.rule, mac]);
-                    self.group(ctx, family, scope, &mf.flow_tuples, duplicate_record);
+                    self.group(ctx, family, scope, &mf.flow_tuples);
                 }
             }
         } else if let Some(fr) = &rec.flow_records {
@@ -314,7 +316,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         record_index: index,
                     };
                     let scope = scope_hash(&[&acl.acl_id, &g.rule, mac]);
-                    self.group(ctx, family, scope, &g.flow_tuples, duplicate_record);
+                    self.group(ctx, family, scope, &g.flow_tuples);
                 }
             }
         } else {
@@ -331,6 +333,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                     byte_offset: None,
                 });
             }
+            return;
+        }
+        if outline_seen && self.all_repeated {
+            self.ledger.duplicate_records += 1;
         }
     }
 
@@ -341,7 +347,6 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         family: Option<Family>,
         scope: u64,
         tuples: &[Text<'de>],
-        duplicate_record: bool,
     ) {
         let Some(family) = family else {
             for (i, t) in tuples.iter().enumerate() {
@@ -369,14 +374,14 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                 Ok(ft) => {
                     self.ledger.tuples += 1;
                     self.ledger.tuples_accepted += 1;
-                    // Every tuple of a duplicate record repeats one of the earlier record.
-                    let fresh = !duplicate_record
-                        && match t {
-                            Cow::Borrowed(s) => seen.first_sighting(s, ft.time_ms),
-                            // Escaped tuples never occur in real logs; they are not deduplicated.
-                            Cow::Owned(_) => true,
-                        };
-                    if !fresh {
+                    let fresh = match t {
+                        Cow::Borrowed(s) => seen.first_sighting(s, ft.time_ms),
+                        // Escaped tuples never occur in real logs; they are not deduplicated.
+                        Cow::Owned(_) => true,
+                    };
+                    if fresh {
+                        self.all_repeated = false;
+                    } else {
                         self.ledger.duplicate_tuples += 1;
                     }
                     if !fresh && self.opts.dedup {
@@ -401,7 +406,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
             }
         }
         let ctx = GroupContext { family, ..ctx };
-        if !(duplicate_record && self.opts.dedup) {
+        if !(self.opts.dedup && buf.is_empty() && !tuples.is_empty()) {
             self.sink.table(&RuleTable {
                 ctx,
                 tuples: &buf,
@@ -424,8 +429,15 @@ fn cut(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-/// A hash over everything nsgflow reads of a record: equal hashes = duplicate record.
-fn record_hash(rec: &RawRecord<'_>) -> u64 {
+/// A cheap outline of a record: its header fields and, per group, the rule, MAC, tuple
+/// count and first and last tuple. Equal outlines only nominate a duplicate; the tuples are
+/// compared exactly by the duplicate tracker.
+fn record_outline(rec: &RawRecord<'_>) -> u64 {
+    fn ends(h: &mut FxHasher, t: &[Text<'_>]) {
+        t.len().hash(h);
+        t.first().hash(h);
+        t.last().hash(h);
+    }
     let mut h = FxHasher::default();
     rec.time.hash(&mut h);
     rec.resource_id.hash(&mut h);
@@ -438,7 +450,7 @@ fn record_hash(rec: &RawRecord<'_>) -> u64 {
             rf.rule.hash(&mut h);
             for mf in &rf.flows {
                 mf.mac.hash(&mut h);
-                mf.flow_tuples.hash(&mut h);
+                ends(&mut h, &mf.flow_tuples);
             }
         }
     }
@@ -448,7 +460,7 @@ fn record_hash(rec: &RawRecord<'_>) -> u64 {
             a.acl_id.hash(&mut h);
             for g in &a.flow_groups {
                 g.rule.hash(&mut h);
-                g.flow_tuples.hash(&mut h);
+                ends(&mut h, &g.flow_tuples);
             }
         }
     }
@@ -674,6 +686,7 @@ pub fn parse_blob<S: TableSink>(
         ledger,
         record_index: 0,
         record_hashes: FxHashSet::default(),
+        all_repeated: true,
         dups: dedup::DupTracker::default(),
     };
     // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
