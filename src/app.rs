@@ -32,6 +32,14 @@ const MAX_STDERR_PROBLEMS: usize = 20;
 
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     match config {
+        Config::Report {
+            input,
+            book,
+            out,
+            stamp,
+            quiet,
+            filters,
+        } => report(&input, &book, &out, stamp, quiet, filters),
         Config::Summary { input, format } => summary(&input, format),
         Config::Top {
             input,
@@ -474,5 +482,52 @@ fn timeline(input: &InputConfig, bin_ms: i64, format: TableFormat) -> anyhow::Re
         render_rows(&header, cells, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], format)?
     };
     emit(&out)?;
+    Ok(finish(&ledger, &d, input))
+}
+
+fn report(
+    input: &InputConfig,
+    book: &AddressBook,
+    out: &std::path::Path,
+    stamp: bool,
+    quiet: bool,
+    filters: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let d = start(input)?;
+    let bar = if quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(d.blobs.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} blobs [{elapsed_precise}] {wide_bar} {eta}")
+                .expect("valid template"),
+        );
+        b
+    };
+    let (agg, ledger) = crate::report::build::aggregate(&d.blobs, &input.run, &|| bar.inc(1));
+    bar.finish_and_clear();
+    let cx = crate::report::build::ReportContext {
+        inputs: input.inputs.iter().map(|p| p.display().to_string()).collect(),
+        filters,
+        generated_at: stamp.then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            fmt_ms(now)
+        }),
+        book,
+    };
+    let r = crate::report::build::assemble(&agg, &ledger, &d, &cx);
+    let written = crate::report::render::write_all(&r, out)?;
+    if !quiet {
+        eprintln!(
+            "wrote {} files to {} (open {})",
+            written.len(),
+            out.display(),
+            out.join("index.html").display()
+        );
+    }
     Ok(finish(&ledger, &d, input))
 }

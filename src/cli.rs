@@ -37,6 +37,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The main job: read the input once and write index.html, report.json, report.md, CSV
+    /// tables and SVG charts into a folder.
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
     /// The ledger (what was read, rejected, skipped) and counters per NSG rule.
     #[command(after_help = EXIT_CODES)]
     Summary(SummaryArgs),
@@ -235,6 +239,23 @@ pub struct TopArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub addr: AddrArgs,
+    /// Folder to write the report into (created if missing; files in it are replaced).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+    /// Write the run time into the report (off by default, so reports reproduce byte for byte).
+    #[arg(long)]
+    pub stamp: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct FlowsArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -369,6 +390,15 @@ pub enum Config {
         input: InputConfig,
         format: Format,
     },
+    Report {
+        input: InputConfig,
+        book: AddressBook,
+        out: PathBuf,
+        stamp: bool,
+        quiet: bool,
+        /// The filters as given, one `--flag value` each (for the report header).
+        filters: Vec<String>,
+    },
     Top {
         input: InputConfig,
         book: AddressBook,
@@ -433,6 +463,34 @@ fn rows_format(f: RowsFormat) -> RowFormat {
 }
 
 impl InputArgs {
+    /// The filters as the user gave them, one `--flag value` per entry.
+    pub fn describe_filters(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut add = |flag: &str, vals: Vec<String>| {
+            for x in vals {
+                v.push(format!("--{flag} {x}"));
+            }
+        };
+        add("since", self.since.iter().cloned().collect());
+        add("until", self.until.iter().cloned().collect());
+        add("nsg", self.nsg.clone());
+        add("subscription", self.subscription.clone());
+        add("family", self.family.iter().map(|f| format!("{f:?}").to_lowercase()).collect());
+        add("src", self.src.clone());
+        add("dst", self.dst.clone());
+        add("port", self.port.iter().map(|p| p.to_string()).collect());
+        add("sport", self.sport.iter().map(|p| p.to_string()).collect());
+        add("proto", self.proto.clone());
+        add("decision", self.decision.iter().map(|d| format!("{d:?}").to_lowercase()).collect());
+        add("direction", self.direction.iter().map(|d| format!("{d:?}").to_lowercase()).collect());
+        add("rule", self.rule.clone());
+        add("state", self.state.clone());
+        if self.dedup {
+            v.push("--dedup".to_string());
+        }
+        v
+    }
+
     pub fn to_config(&self) -> Result<InputConfig, String> {
         let since_ms = self.since.as_deref().map(parse_time_bound).transpose()?;
         let until_ms = self.until.as_deref().map(parse_time_bound).transpose()?;
@@ -570,6 +628,14 @@ impl Cli {
                     format: a.format,
                 })
             }
+            Command::Report(a) => Ok(Config::Report {
+                input: a.input.to_config()?,
+                book: a.addr.to_book()?,
+                out: a.out.clone(),
+                stamp: a.stamp,
+                quiet: a.quiet,
+                filters: a.input.describe_filters(),
+            }),
             Command::Flows(a) => Ok(Config::Flows {
                 input: a.input.to_config()?,
                 format: rows_format(a.format),

@@ -1,0 +1,457 @@
+//! Building a [`Report`]: the one-pass aggregate and its assembly into the model.
+
+use super::*;
+use crate::addr::AddressBook;
+use crate::aggregate::Summary;
+use crate::analyze::connections::{Connection, Stitcher};
+use crate::analyze::nic_groups;
+use crate::discover::{Discovered, LogKind};
+use crate::model::{Decision, Direction, Protocol};
+use crate::parse::{Ledger, RuleTable, TableSink};
+use crate::pipeline::{process_blob, RunOptions, Worker};
+use crate::text::fmt_ms;
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// Rows per top list.
+pub const TOP_N: usize = 15;
+const HOUR_MS: i64 = 3_600_000;
+/// Missing hours listed per NIC (the count is always given).
+const MISSING_LISTED: usize = 48;
+
+#[derive(Clone, Copy, Default)]
+struct Stat {
+    tuples: u64,
+    denied: u64,
+    bytes: u64,
+}
+
+impl Stat {
+    #[inline]
+    fn add(&mut self, deny: bool, bytes: u64) {
+        self.tuples += 1;
+        self.denied += deny as u64;
+        self.bytes += bytes;
+    }
+    fn merge(&mut self, o: &Stat) {
+        self.tuples += o.tuples;
+        self.denied += o.denied;
+        self.bytes += o.bytes;
+    }
+}
+
+#[derive(Default)]
+struct DirAgg {
+    src: FxHashMap<IpAddr, Stat>,
+    dst: FxHashMap<IpAddr, Stat>,
+    pair: FxHashMap<(IpAddr, IpAddr), Stat>,
+    port: FxHashMap<(Protocol, u16), Stat>,
+}
+
+fn merge_map<K: std::hash::Hash + Eq>(a: &mut FxHashMap<K, Stat>, b: FxHashMap<K, Stat>) {
+    for (k, v) in b {
+        a.entry(k).or_default().merge(&v);
+    }
+}
+
+impl DirAgg {
+    fn merge(&mut self, o: DirAgg) {
+        merge_map(&mut self.src, o.src);
+        merge_map(&mut self.dst, o.dst);
+        merge_map(&mut self.pair, o.pair);
+        merge_map(&mut self.port, o.port);
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Hour {
+    allowed: u64,
+    denied: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Connections kept for the report: counts and the top few.
+#[derive(Default)]
+struct ConnAgg {
+    by_status: BTreeMap<&'static str, u64>,
+    top_bytes: Vec<Connection>,
+    top_duration: Vec<Connection>,
+}
+
+/// A total order on connections, for deterministic ties.
+#[allow(clippy::type_complexity)]
+fn conn_key(c: &Connection) -> (i64, &str, IpAddr, IpAddr, u16, u16, Protocol, &str, i64, &str, &str, &str) {
+    (c.start_ms, &c.mac, c.src, c.dst, c.sport, c.dport, c.protocol, c.direction, c.end_ms, &c.nsg, &c.rule, c.family)
+}
+
+fn conn_order_bytes(a: &Connection, b: &Connection) -> std::cmp::Ordering {
+    b.bytes()
+        .cmp(&a.bytes())
+        .then_with(|| conn_key(a).cmp(&conn_key(b)))
+}
+
+fn conn_order_duration(a: &Connection, b: &Connection) -> std::cmp::Ordering {
+    b.duration_ms()
+        .cmp(&a.duration_ms())
+        .then_with(|| conn_key(a).cmp(&conn_key(b)))
+}
+
+/// Keep the `n` best of `v` by `cmp` (unsorted beyond that; [`ConnAgg::finish`] sorts).
+fn keep_top(v: &mut Vec<Connection>, n: usize, cmp: fn(&Connection, &Connection) -> std::cmp::Ordering) {
+    if v.len() > n {
+        v.select_nth_unstable_by(n - 1, cmp);
+        v.truncate(n);
+    }
+}
+
+impl ConnAgg {
+    fn add(&mut self, conns: Vec<Connection>) {
+        for c in &conns {
+            *self.by_status.entry(c.status.name()).or_default() += 1;
+        }
+        self.top_bytes.extend(conns.iter().cloned());
+        keep_top(&mut self.top_bytes, TOP_N, conn_order_bytes);
+        self.top_duration.extend(conns);
+        keep_top(&mut self.top_duration, TOP_N, conn_order_duration);
+    }
+    fn merge(&mut self, o: ConnAgg) {
+        for (k, v) in o.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        self.top_bytes.extend(o.top_bytes);
+        keep_top(&mut self.top_bytes, TOP_N, conn_order_bytes);
+        self.top_duration.extend(o.top_duration);
+        keep_top(&mut self.top_duration, TOP_N, conn_order_duration);
+    }
+    fn sorted(&self) -> (Vec<Connection>, Vec<Connection>) {
+        let mut b = self.top_bytes.clone();
+        b.sort_by(conn_order_bytes);
+        let mut d = self.top_duration.clone();
+        d.sort_by(conn_order_duration);
+        (b, d)
+    }
+}
+
+/// Everything one pass folds; merges across NIC groups.
+#[derive(Default)]
+pub struct ReportAgg {
+    summary: Summary,
+    dir: [DirAgg; 2],
+    hours: FxHashMap<i64, Hour>,
+    conns: ConnAgg,
+}
+
+impl TableSink for ReportAgg {
+    fn table(&mut self, table: &RuleTable<'_>) {
+        self.summary.table(table);
+        for t in table.tuples {
+            let deny = t.decision == Decision::Deny;
+            let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
+            let inbound = t.direction == Direction::Inbound;
+            let d = &mut self.dir[inbound as usize];
+            d.src.entry(t.src).or_default().add(deny, bytes);
+            d.dst.entry(t.dst).or_default().add(deny, bytes);
+            d.pair.entry((t.src, t.dst)).or_default().add(deny, bytes);
+            d.port.entry((t.protocol, t.dport)).or_default().add(deny, bytes);
+            let h = self.hours.entry(t.time_ms - t.time_ms.rem_euclid(HOUR_MS)).or_default();
+            if deny {
+                h.denied += 1;
+            } else {
+                h.allowed += 1;
+            }
+            if inbound {
+                h.bytes_in += bytes;
+            } else {
+                h.bytes_out += bytes;
+            }
+        }
+    }
+}
+
+impl ReportAgg {
+    fn merge(&mut self, o: ReportAgg) {
+        self.summary.merge(o.summary);
+        let [a, b] = o.dir;
+        self.dir[0].merge(a);
+        self.dir[1].merge(b);
+        for (k, v) in o.hours {
+            let h = self.hours.entry(k).or_default();
+            h.allowed += v.allowed;
+            h.denied += v.denied;
+            h.bytes_in += v.bytes_in;
+            h.bytes_out += v.bytes_out;
+        }
+        self.conns.merge(o.conns);
+    }
+}
+
+/// Both sinks see every table.
+struct Tee<'a> {
+    agg: &'a mut ReportAgg,
+    stitch: &'a mut Stitcher,
+}
+
+impl TableSink for Tee<'_> {
+    fn table(&mut self, t: &RuleTable<'_>) {
+        self.agg.table(t);
+        self.stitch.table(t);
+    }
+}
+
+/// One pass over the blobs: NIC groups in parallel, each read in time order. `tick` is
+/// called once per blob read (for a progress bar).
+pub fn aggregate(blobs: &[crate::discover::BlobMeta], opts: &RunOptions, tick: &(dyn Fn() + Sync)) -> (ReportAgg, Ledger) {
+    let groups = nic_groups(blobs);
+    groups
+        .par_iter()
+        .with_max_len(1)
+        .map_init(Worker::default, |w, group| {
+            let mut agg = ReportAgg::default();
+            let mut stitch = Stitcher::default();
+            let mut ledger = Ledger::default();
+            for blob in group {
+                let mut tee = Tee {
+                    agg: &mut agg,
+                    stitch: &mut stitch,
+                };
+                ledger.merge(process_blob(w, blob, opts, &mut tee));
+                // Keep memory to the open connections: fold the closed ones now.
+                let done = std::mem::take(&mut stitch.done);
+                agg.conns.add(done);
+                tick();
+            }
+            stitch.finish();
+            agg.conns.add(stitch.take_sorted());
+            (agg, ledger)
+        })
+        .reduce(
+            || (ReportAgg::default(), Ledger::default()),
+            |(mut a, mut la), (b, lb)| {
+                a.merge(b);
+                la.merge(lb);
+                (a, la)
+            },
+        )
+}
+
+fn talker(book: &AddressBook, ip: &IpAddr, s: &Stat) -> Talker {
+    Talker {
+        key: ip.to_string(),
+        src: None,
+        dst: None,
+        scope: book.scope_name(ip).to_string(),
+        label: book.label(ip).map(|(l, _)| l.to_string()),
+        tuples: s.tuples,
+        allowed: s.tuples - s.denied,
+        denied: s.denied,
+        bytes: s.bytes,
+    }
+}
+
+/// Busiest first (tuples, then bytes), ties by key: deterministic.
+fn top<K: Ord + Copy>(m: &FxHashMap<K, Stat>, n: usize) -> Vec<(K, Stat)> {
+    let mut v: Vec<(K, Stat)> = m.iter().map(|(k, s)| (*k, *s)).collect();
+    v.sort_by(|a, b| b.1.tuples.cmp(&a.1.tuples).then(b.1.bytes.cmp(&a.1.bytes)).then(a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
+fn port_rows(m: &FxHashMap<(Protocol, u16), Stat>, n: usize) -> Vec<PortRow> {
+    top(m, n)
+        .into_iter()
+        .map(|((p, port), s)| PortRow {
+            port: format!("{port}/{p}"),
+            tuples: s.tuples,
+            allowed: s.tuples - s.denied,
+            denied: s.denied,
+            bytes: s.bytes,
+        })
+        .collect()
+}
+
+fn talkers(book: &AddressBook, d: &DirAgg) -> Talkers {
+    Talkers {
+        sources: top(&d.src, TOP_N).iter().map(|(ip, s)| talker(book, ip, s)).collect(),
+        destinations: top(&d.dst, TOP_N).iter().map(|(ip, s)| talker(book, ip, s)).collect(),
+        pairs: top(&d.pair, TOP_N)
+            .iter()
+            .map(|((a, b), s)| {
+                let la = book.label(a).map(|(l, _)| l);
+                let lb = book.label(b).map(|(l, _)| l);
+                Talker {
+                    key: format!("{a} -> {b}"),
+                    src: Some(a.to_string()),
+                    dst: Some(b.to_string()),
+                    scope: format!("{} -> {}", book.scope_name(a), book.scope_name(b)),
+                    label: (la.is_some() || lb.is_some())
+                        .then(|| format!("{} -> {}", la.unwrap_or("-"), lb.unwrap_or("-"))),
+                    tuples: s.tuples,
+                    allowed: s.tuples - s.denied,
+                    denied: s.denied,
+                    bytes: s.bytes,
+                }
+            })
+            .collect(),
+        ports: port_rows(&d.port, TOP_N),
+    }
+}
+
+fn conn_row(c: &Connection) -> ConnectionRow {
+    ConnectionRow {
+        start: fmt_ms(c.start_ms),
+        duration_ms: c.duration_ms(),
+        src: format!("{}:{}", c.src, c.sport),
+        dst: format!("{}:{}", c.dst, c.dport),
+        service: format!("{}/{}", c.dport, c.protocol),
+        direction: c.direction,
+        status: c.status.name(),
+        bytes: c.bytes(),
+        packets: c.packets_src_to_dst + c.packets_dst_to_src,
+        rule: format!("{}/{}", c.nsg, c.rule),
+    }
+}
+
+fn coverage(agg: &ReportAgg, d: &Discovered) -> Coverage {
+    let s = &agg.summary;
+    let hours: Vec<i64> = d.blobs.iter().filter_map(|b| b.hour_ms).collect();
+    let (lo, hi) = (hours.iter().min().copied(), hours.iter().max().copied());
+    let span: Vec<i64> = match (lo, hi) {
+        (Some(lo), Some(hi)) => (0..).map(|i| lo + i * HOUR_MS).take_while(|h| *h <= hi).collect(),
+        _ => Vec::new(),
+    };
+    let mut nics: BTreeMap<&str, (BTreeSet<i64>, BTreeSet<&'static str>)> = BTreeMap::new();
+    for b in &d.blobs {
+        if let Some(mac) = &b.mac {
+            let e = nics.entry(mac.as_str()).or_default();
+            if let Some(h) = b.hour_ms {
+                e.0.insert(h);
+            }
+            if let Some(k) = b.kind {
+                e.1.insert(match k {
+                    LogKind::Nsg => "nsg",
+                    LogKind::Vnet => "vnet",
+                });
+            }
+        }
+    }
+    let mut families = BTreeMap::new();
+    for (f, c) in s.family_counters() {
+        if c.tuples > 0 {
+            families.insert(f.name(), c.tuples);
+        }
+    }
+    let mut nsgs: Vec<String> = s.rules.keys().cloned().collect();
+    nsgs.sort();
+    Coverage {
+        first: s.first_ms.map(fmt_ms),
+        last: s.last_ms.map(fmt_ms),
+        families,
+        nsgs,
+        hours_spanned: span.len(),
+        nics: nics
+            .into_iter()
+            .map(|(mac, (present, kinds))| {
+                let missing: Vec<i64> = span.iter().copied().filter(|h| !present.contains(h)).collect();
+                NicCoverage {
+                    mac: mac.to_string(),
+                    kinds: kinds.into_iter().collect(),
+                    hours_present: present.len(),
+                    hours_missing_count: missing.len(),
+                    hours_missing: missing.iter().take(MISSING_LISTED).map(|h| fmt_ms(*h)).collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Context the model records besides the data.
+pub struct ReportContext<'a> {
+    pub inputs: Vec<String>,
+    pub filters: Vec<String>,
+    pub generated_at: Option<String>,
+    pub book: &'a AddressBook,
+}
+
+/// Assemble the model from the pass's aggregate and ledger.
+pub fn assemble(agg: &ReportAgg, ledger: &Ledger, d: &Discovered, cx: &ReportContext<'_>) -> Report {
+    let s = &agg.summary;
+    let mut hourly = Vec::new();
+    if let (Some(lo), Some(hi)) = (agg.hours.keys().min(), agg.hours.keys().max()) {
+        let mut h = *lo;
+        while h <= *hi {
+            let v = agg.hours.get(&h).copied().unwrap_or_default();
+            hourly.push(HourRow {
+                start: fmt_ms(h),
+                allowed: v.allowed,
+                denied: v.denied,
+                bytes_in: v.bytes_in,
+                bytes_out: v.bytes_out,
+            });
+            h += HOUR_MS;
+        }
+    }
+    let mut all_ports = FxHashMap::default();
+    for dir in &agg.dir {
+        for (k, v) in &dir.port {
+            all_ports.entry(*k).or_insert_with(Stat::default).merge(v);
+        }
+    }
+    // The summary's warnings (double logging) are worded once, in `summary`.
+    let warnings = crate::summary::SummaryReport::new(s, d).warnings;
+    Report {
+        schema_version: SCHEMA_VERSION,
+        generator: format!("nsgflow {}", env!("CARGO_PKG_VERSION")),
+        generated_at: cx.generated_at.clone(),
+        inputs: cx.inputs.clone(),
+        filters: cx.filters.clone(),
+        ledger: LedgerSection {
+            blobs: ledger.blobs,
+            blobs_failed: ledger.blobs_failed,
+            blobs_partial: ledger.blobs_partial,
+            bytes: ledger.bytes,
+            records: ledger.records,
+            records_unrecognized: ledger.records_unrecognized,
+            tuples: ledger.tuples,
+            tuples_accepted: ledger.tuples_accepted,
+            tuples_rejected: ledger.tuples_rejected,
+            tuples_filtered: ledger.tuples_filtered,
+            duplicate_records: ledger.duplicate_records,
+            duplicate_tuples: ledger.duplicate_tuples,
+            tuples_deduplicated: ledger.tuples_deduplicated,
+            rejected_by_reason: ledger.rejected_map(),
+            reject_examples: ledger.examples.clone(),
+            problems: ledger.problems.clone(),
+            skipped_paths: d.skipped.iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect(),
+        },
+        coverage: coverage(agg, d),
+        totals: s.totals,
+        rules: s
+            .sorted_rules()
+            .into_iter()
+            .map(|(nsg, rule, st)| RuleRow {
+                nsg: nsg.to_string(),
+                rule: rule.to_string(),
+                counters: st.counters,
+                first: st.first_ms.map(fmt_ms),
+                last: st.last_ms.map(fmt_ms),
+            })
+            .collect(),
+        ingress: talkers(cx.book, &agg.dir[1]),
+        egress: talkers(cx.book, &agg.dir[0]),
+        hourly,
+        ports: port_rows(&all_ports, 20),
+        connections: {
+            let (by_bytes, by_duration) = agg.conns.sorted();
+            ConnectionsSection {
+                total: agg.conns.by_status.values().sum(),
+                by_status: agg.conns.by_status.clone(),
+                top_by_bytes: by_bytes.iter().map(conn_row).collect(),
+                top_by_duration: by_duration.iter().map(conn_row).collect(),
+            }
+        },
+        warnings,
+    }
+}

@@ -1,0 +1,355 @@
+//! SVG charts drawn with plotters' SVG backend (default features off: no system fonts; text
+//! is laid out with plotters' built-in estimate and rendered by the viewer). Each chart reads
+//! the [`Report`] model only. Labels from logs are stripped of control characters (invalid
+//! in XML) and cut to a readable length; plotters escapes `<`, `>`, `&` and quotes.
+
+use super::{Report, Talker};
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+
+/// One chart: file name (under `charts/`), title, SVG text.
+#[derive(Clone, Debug)]
+pub struct Chart {
+    pub file: &'static str,
+    pub title: &'static str,
+    pub svg: String,
+}
+
+const W: u32 = 860;
+const H: u32 = 340;
+const FONT: &str = "sans-serif";
+const GREEN: RGBColor = RGBColor(22, 163, 74);
+const RED: RGBColor = RGBColor(220, 38, 38);
+const BLUE: RGBColor = RGBColor(37, 99, 235);
+const ORANGE: RGBColor = RGBColor(234, 88, 12);
+const GREY: RGBColor = RGBColor(100, 116, 139);
+
+/// A label from a log, safe for SVG text and short enough for an axis.
+pub fn chart_label(s: &str, max: usize) -> String {
+    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    if clean.chars().count() <= max {
+        clean
+    } else {
+        let cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+fn err<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+fn hour_label(start: &str) -> String {
+    // 2026-01-05T13:00:00.000Z -> 01-05 13h
+    match (start.get(5..10), start.get(11..13)) {
+        (Some(d), Some(h)) => format!("{d} {h}h"),
+        _ => start.to_string(),
+    }
+}
+
+fn empty_chart(title: &str) -> Res<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, 80)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        root.draw(&Text::new(
+            format!("{title}: no data"),
+            (20, 40),
+            (FONT, 16).into_font().color(&GREY),
+        ))
+        .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Allowed and denied tuples per hour, stacked bars.
+fn decisions_per_hour(r: &Report) -> Res<String> {
+    let title = "Allowed and denied tuples per hour";
+    if r.hourly.is_empty() {
+        return empty_chart(title);
+    }
+    let n = r.hourly.len();
+    let max = r.hourly.iter().map(|h| h.allowed + h.denied).max().unwrap_or(1).max(1);
+    let labels: Vec<String> = r.hourly.iter().map(|h| hour_label(&h.start)).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0..n, 0..max + max / 10 + 1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n.min(12))
+            .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
+            .y_desc("tuples")
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(r.hourly.iter().enumerate().map(|(i, h)| {
+                Rectangle::new([(i, 0), (i + 1, h.allowed)], GREEN.mix(0.85).filled())
+            }))
+            .map_err(err)?
+            .label("allowed")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], GREEN.filled()));
+        chart
+            .draw_series(r.hourly.iter().enumerate().map(|(i, h)| {
+                Rectangle::new([(i, h.allowed), (i + 1, h.allowed + h.denied)], RED.mix(0.85).filled())
+            }))
+            .map_err(err)?
+            .label("denied")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], RED.filled()));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(GREY)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Bytes of inbound and outbound tuples per hour, two lines.
+fn bytes_per_hour(r: &Report) -> Res<String> {
+    let title = "Bytes per hour, inbound and outbound tuples";
+    if r.hourly.is_empty() {
+        return empty_chart(title);
+    }
+    let n = r.hourly.len();
+    let max = r.hourly.iter().map(|h| h.bytes_in.max(h.bytes_out)).max().unwrap_or(1).max(1);
+    let labels: Vec<String> = r.hourly.iter().map(|h| hour_label(&h.start)).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0..n.max(2) - 1, 0..max + max / 10 + 1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_labels(n.min(12))
+            .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
+            .y_label_formatter(&|v| human_bytes(*v))
+            .y_desc("bytes")
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_in)), BLUE.stroke_width(2)))
+            .map_err(err)?
+            .label("inbound")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLUE.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_out)), ORANGE.stroke_width(2)))
+            .map_err(err)?
+            .label("outbound")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], ORANGE.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(GREY)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// `1.5 GB`-style, decimal units.
+pub fn human_bytes(v: u64) -> String {
+    const U: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut x = v as f64;
+    let mut i = 0;
+    while x >= 1000.0 && i < U.len() - 1 {
+        x /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v} B")
+    } else {
+        format!("{x:.1} {}", U[i])
+    }
+}
+
+/// Horizontal bars: (label, allowed, denied), top to bottom.
+fn hbars(title: &str, rows: &[(String, u64, u64)]) -> Res<String> {
+    if rows.is_empty() {
+        return empty_chart(title);
+    }
+    let n = rows.len();
+    let max = rows.iter().map(|r| r.1 + r.2).max().unwrap_or(1).max(1);
+    let h = (70 + 22 * n as u32).max(160);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(300)
+            .build_cartesian_2d(0..max + max / 10 + 1, 0..n)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|i| {
+                // Row 0 at the top.
+                n.checked_sub(i + 1).and_then(|k| rows.get(k)).map(|r| r.0.clone()).unwrap_or_default()
+            })
+            .x_desc("tuples")
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(rows.iter().enumerate().flat_map(|(k, r)| {
+                let y = n - 1 - k;
+                [
+                    Rectangle::new([(0, y), (r.1, y + 1)], GREEN.mix(0.85).filled()),
+                    Rectangle::new([(r.1, y), (r.1 + r.2, y + 1)], RED.mix(0.85).filled()),
+                ]
+            }))
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+fn rule_hits(r: &Report) -> Res<String> {
+    let mut rules: Vec<&super::RuleRow> = r.rules.iter().filter(|x| x.counters.tuples > 0).collect();
+    rules.sort_by(|a, b| b.counters.tuples.cmp(&a.counters.tuples).then((&a.nsg, &a.rule).cmp(&(&b.nsg, &b.rule))));
+    let rows: Vec<(String, u64, u64)> = rules
+        .iter()
+        .take(15)
+        .map(|x| (chart_label(&format!("{}/{}", x.nsg, x.rule), 44), x.counters.allowed, x.counters.denied))
+        .collect();
+    hbars("Hits per rule (green allowed, red denied)", &rows)
+}
+
+fn ports(r: &Report) -> Res<String> {
+    let rows: Vec<(String, u64, u64)> = r.ports.iter().take(15).map(|p| (p.port.clone(), p.allowed, p.denied)).collect();
+    hbars("Destination ports (green allowed, red denied)", &rows)
+}
+
+/// Sources on the left, destinations on the right, one line per pair, width by tuples, red
+/// when most of the pair's tuples were denied.
+fn flow_picture(title: &str, pairs: &[Talker]) -> Res<String> {
+    if pairs.is_empty() {
+        return empty_chart(title);
+    }
+    let mut left: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut right: BTreeMap<&str, u64> = BTreeMap::new();
+    for p in pairs {
+        *left.entry(p.src.as_deref().unwrap_or("")).or_default() += p.tuples;
+        *right.entry(p.dst.as_deref().unwrap_or("")).or_default() += p.tuples;
+    }
+    let order = |m: BTreeMap<&str, u64>| {
+        let mut v: Vec<(&str, u64)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.into_iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>()
+    };
+    let (ls, rs) = (order(left), order(right));
+    let rows = ls.len().max(rs.len()) as i32;
+    let h = (60 + 26 * rows).max(160) as u32;
+    let y_of = |i: usize, count: usize| -> i32 {
+        let span = h as i32 - 70;
+        50 + ((i as i32 * 2 + 1) * span) / (2 * count.max(1) as i32)
+    };
+    let (x_left, x_right) = (230, W as i32 - 230);
+    let max = pairs.iter().map(|p| p.tuples).max().unwrap_or(1).max(1) as f64;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        root.draw(&Text::new(title.to_string(), (12, 12), (FONT, 18).into_font())).map_err(err)?;
+        for p in pairs {
+            let li = ls.iter().position(|x| Some(x.as_str()) == p.src.as_deref()).unwrap_or(0);
+            let ri = rs.iter().position(|x| Some(x.as_str()) == p.dst.as_deref()).unwrap_or(0);
+            let colour = if p.denied * 2 > p.tuples { RED } else { BLUE };
+            let width = 1 + (7.0 * p.tuples as f64 / max).round() as u32;
+            root.draw(&PathElement::new(
+                vec![(x_left, y_of(li, ls.len())), (x_right, y_of(ri, rs.len()))],
+                colour.mix(0.55).stroke_width(width),
+            ))
+            .map_err(err)?;
+        }
+        for (i, s) in ls.iter().enumerate() {
+            let y = y_of(i, ls.len());
+            root.draw(&Circle::new((x_left, y), 4, BLUE.filled())).map_err(err)?;
+            root.draw(&Text::new(chart_label(s, 28), (12, y - 7), (FONT, 13).into_font())).map_err(err)?;
+        }
+        for (i, s) in rs.iter().enumerate() {
+            let y = y_of(i, rs.len());
+            root.draw(&Circle::new((x_right, y), 4, BLUE.filled())).map_err(err)?;
+            root.draw(&Text::new(chart_label(s, 28), (x_right + 12, y - 7), (FONT, 13).into_font()))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Every chart of the report, in the order the HTML shows them.
+pub fn charts(r: &Report) -> Res<Vec<Chart>> {
+    Ok(vec![
+        Chart {
+            file: "decisions_per_hour.svg",
+            title: "Allowed and denied tuples per hour",
+            svg: decisions_per_hour(r)?,
+        },
+        Chart {
+            file: "bytes_per_hour.svg",
+            title: "Bytes per hour",
+            svg: bytes_per_hour(r)?,
+        },
+        Chart {
+            file: "rule_hits.svg",
+            title: "Hits per rule",
+            svg: rule_hits(r)?,
+        },
+        Chart {
+            file: "dest_ports.svg",
+            title: "Destination ports",
+            svg: ports(r)?,
+        },
+        Chart {
+            file: "ingress_flows.svg",
+            title: "Ingress: top source → destination pairs",
+            svg: flow_picture("Ingress: top pairs (sources left, NICs right)", &r.ingress.pairs)?,
+        },
+        Chart {
+            file: "egress_flows.svg",
+            title: "Egress: top source → destination pairs",
+            svg: flow_picture("Egress: top pairs (NICs left, destinations right)", &r.egress.pairs)?,
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_lose_control_characters_and_get_cut() {
+        assert_eq!(chart_label("a\u{1b}[2Jb", 10), "a[2Jb");
+        assert_eq!(chart_label("abcdefghij", 5), "abcd…");
+    }
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500_000), "1.5 MB");
+    }
+}

@@ -1,0 +1,205 @@
+//! `report`: the main job. One pass over the input builds a [`Report`] — the ledger and
+//! coverage, the per-rule table, top talkers for ingress and egress, hourly series, the
+//! destination-port distribution, connections — and small renderers write it as JSON,
+//! Markdown, HTML with inline SVG charts, and CSV tables. Renderers and charts read the model
+//! and never recompute, so every number in every file is the same number.
+//!
+//! The pass groups blobs by NIC (as `connections` does) so one thread reads a NIC's blobs in
+//! time order and can stitch connections while the other aggregates fold; NIC groups run in
+//! parallel and their aggregates merge.
+
+pub mod build;
+pub mod charts;
+pub mod render;
+
+use crate::aggregate::Counters;
+use crate::parse::{BlobProblem, RejectExample};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Version of the `report.json` layout; bumped when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole report (`report.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Layout version of this document ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// nsgflow version that wrote it.
+    pub generator: String,
+    /// When it was written (RFC 3339), only with `--stamp`, so reports reproduce byte for byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_at: Option<String>,
+    /// Inputs as given on the command line.
+    pub inputs: Vec<String>,
+    /// Filters applied, one human-readable line each (empty: none).
+    pub filters: Vec<String>,
+    pub ledger: LedgerSection,
+    pub coverage: Coverage,
+    /// Counters over every counted tuple.
+    pub totals: Counters,
+    /// Per NSG and rule, sorted by NSG then rule.
+    pub rules: Vec<RuleRow>,
+    /// Inbound traffic (to the NICs).
+    pub ingress: Talkers,
+    /// Outbound traffic (from the NICs).
+    pub egress: Talkers,
+    /// One row per hour between the first and last tuple (empty hours as zeros).
+    pub hourly: Vec<HourRow>,
+    /// Destination ports over both directions, busiest first.
+    pub ports: Vec<PortRow>,
+    pub connections: ConnectionsSection,
+    /// Things the reader should know (double logging, …).
+    pub warnings: Vec<String>,
+}
+
+/// What was read and what was not.
+#[derive(Clone, Debug, Serialize)]
+pub struct LedgerSection {
+    pub blobs: u64,
+    pub blobs_failed: u64,
+    pub blobs_partial: u64,
+    pub bytes: u64,
+    pub records: u64,
+    pub records_unrecognized: u64,
+    /// Tuples seen = accepted + rejected.
+    pub tuples: u64,
+    pub tuples_accepted: u64,
+    pub tuples_rejected: u64,
+    /// Accepted tuples outside the filters.
+    pub tuples_filtered: u64,
+    pub duplicate_records: u64,
+    pub duplicate_tuples: u64,
+    pub tuples_deduplicated: u64,
+    /// Rejected tuples per reason (every reason listed).
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// First examples per reason, with file, record and tuple index.
+    pub reject_examples: Vec<RejectExample>,
+    /// Failed, partial and warned blobs.
+    pub problems: Vec<BlobProblem>,
+    /// Input paths that could not be walked.
+    pub skipped_paths: Vec<String>,
+}
+
+/// Which logs cover what.
+#[derive(Clone, Debug, Serialize)]
+pub struct Coverage {
+    /// First and last tuple time (RFC 3339), `null` when none was counted.
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// Counted tuples per family (`nsg_v1`, `nsg_v2`, `vnet`).
+    pub families: BTreeMap<&'static str, u64>,
+    /// NSG (or ACL) names seen in records, sorted.
+    pub nsgs: Vec<String>,
+    /// Hours between the first and last blob hour (the span each NIC is checked against).
+    pub hours_spanned: usize,
+    /// Per NIC (MAC from the blob path), sorted by MAC.
+    pub nics: Vec<NicCoverage>,
+}
+
+/// One NIC's blob hours.
+#[derive(Clone, Debug, Serialize)]
+pub struct NicCoverage {
+    pub mac: String,
+    /// `nsg`, `vnet` or both.
+    pub kinds: Vec<&'static str>,
+    pub hours_present: usize,
+    /// Hours of the span with no blob for this NIC (RFC 3339 hour starts; at most 48 listed).
+    pub hours_missing: Vec<String>,
+    pub hours_missing_count: usize,
+}
+
+/// One rule's row.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleRow {
+    pub nsg: String,
+    pub rule: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub first: Option<String>,
+    pub last: Option<String>,
+}
+
+/// Top talkers of one direction.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Talkers {
+    pub sources: Vec<Talker>,
+    pub destinations: Vec<Talker>,
+    /// Source → destination pairs (the flow picture's edges).
+    pub pairs: Vec<Talker>,
+    pub ports: Vec<PortRow>,
+}
+
+/// One ranked endpoint or pair.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Talker {
+    /// An address, or `source -> destination` for pairs.
+    pub key: String,
+    /// For pairs: the source and destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// `internal` or `external` (pairs: `internal -> external`, …).
+    pub scope: String,
+    /// `--labels` name(s), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub tuples: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub bytes: u64,
+}
+
+/// One destination port.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PortRow {
+    /// `443/tcp`.
+    pub port: String,
+    pub tuples: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub bytes: u64,
+}
+
+/// One hour.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HourRow {
+    /// Hour start, RFC 3339.
+    pub start: String,
+    pub allowed: u64,
+    pub denied: u64,
+    /// Bytes (both ways) of inbound tuples.
+    pub bytes_in: u64,
+    /// Bytes (both ways) of outbound tuples.
+    pub bytes_out: u64,
+}
+
+/// Stitched connections.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct ConnectionsSection {
+    pub total: u64,
+    /// Per status (`completed`, `open`, `denied`, `stateless`).
+    pub by_status: BTreeMap<&'static str, u64>,
+    /// Largest by bytes.
+    pub top_by_bytes: Vec<ConnectionRow>,
+    /// Longest.
+    pub top_by_duration: Vec<ConnectionRow>,
+}
+
+/// One connection in the report.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ConnectionRow {
+    pub start: String,
+    pub duration_ms: i64,
+    pub src: String,
+    pub dst: String,
+    /// `443/tcp`.
+    pub service: String,
+    pub direction: &'static str,
+    pub status: &'static str,
+    pub bytes: u64,
+    pub packets: u64,
+    /// `nsg/rule`.
+    pub rule: String,
+}

@@ -1,0 +1,383 @@
+//! Renderers: one small function per format, each reading the [`Report`] model (and the
+//! charts drawn from it). Every string from a log is escaped for its format: HTML by the
+//! template engine (askama autoescapes `.html` templates), Markdown by [`md`], CSV by
+//! `csv_text` (quoting, and neutralising cells a spreadsheet would run as formulas).
+
+use super::charts::{charts, Chart};
+use super::{ConnectionRow, PortRow, Report, Talker, Talkers};
+use crate::analyze::export::csv_text;
+use askama::Template;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A file of the report: name relative to the output folder, and content.
+pub struct OutFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// `report.json`: the model, pretty-printed.
+pub fn json(r: &Report) -> String {
+    let mut s = serde_json::to_string_pretty(r).expect("report serializes");
+    s.push('\n');
+    s
+}
+
+pub struct TalkerTable<'a> {
+    pub title: &'static str,
+    pub rows: &'a [Talker],
+}
+
+pub struct DirSection<'a> {
+    pub name: &'static str,
+    pub chart: Option<&'a Chart>,
+    pub tables: Vec<TalkerTable<'a>>,
+    pub ports: &'a [PortRow],
+}
+
+pub struct ConnTable<'a> {
+    pub title: &'static str,
+    pub rows: &'a [ConnectionRow],
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct Html<'a> {
+    r: &'a Report,
+    charts: &'a [Chart],
+    sections: Vec<DirSection<'a>>,
+    conn_tables: Vec<ConnTable<'a>>,
+    rejected: Vec<(&'static str, u64)>,
+}
+
+fn dir_section<'a>(name: &'static str, t: &'a Talkers, chart: Option<&'a Chart>) -> DirSection<'a> {
+    DirSection {
+        name,
+        chart,
+        tables: vec![
+            TalkerTable {
+                title: "Top sources",
+                rows: &t.sources,
+            },
+            TalkerTable {
+                title: "Top destinations",
+                rows: &t.destinations,
+            },
+            TalkerTable {
+                title: "Top pairs",
+                rows: &t.pairs,
+            },
+        ],
+        ports: &t.ports,
+    }
+}
+
+/// `index.html`: self-contained (inline CSS and SVG, no scripts, a strict CSP).
+pub fn html(r: &Report, charts: &[Chart]) -> Result<String, String> {
+    let page = Html {
+        r,
+        charts,
+        sections: vec![
+            dir_section("Ingress (inbound to the NICs)", &r.ingress, charts.get(4)),
+            dir_section("Egress (outbound from the NICs)", &r.egress, charts.get(5)),
+        ],
+        conn_tables: vec![
+            ConnTable {
+                title: "Largest by bytes",
+                rows: &r.connections.top_by_bytes,
+            },
+            ConnTable {
+                title: "Longest",
+                rows: &r.connections.top_by_duration,
+            },
+        ],
+        rejected: r
+            .ledger
+            .rejected_by_reason
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (*k, *n))
+            .collect(),
+    };
+    page.render().map_err(|e| e.to_string())
+}
+
+/// Escape text for a Markdown table cell: no markup, no links, no raw HTML, one line.
+pub fn md(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '|' | '!' | '~' => {
+                o.push('\\');
+                o.push(c);
+            }
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '&' => o.push_str("&amp;"),
+            c if c.is_control() => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn md_table(o: &mut String, header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let _ = writeln!(o, "| {} |", header.join(" | "));
+    let _ = writeln!(o, "|{}", header.iter().map(|_| "---|").collect::<String>());
+    for r in rows {
+        let _ = writeln!(o, "| {} |", r.join(" | "));
+    }
+    o.push('\n');
+}
+
+fn talker_rows(t: &[Talker]) -> impl Iterator<Item = Vec<String>> + '_ {
+    t.iter().map(|x| {
+        vec![
+            md(&x.key),
+            md(&x.scope),
+            x.label.as_deref().map(md).unwrap_or_default(),
+            x.tuples.to_string(),
+            x.allowed.to_string(),
+            x.denied.to_string(),
+            x.bytes.to_string(),
+        ]
+    })
+}
+
+/// `report.md`: the same content for tickets and wikis.
+pub fn markdown(r: &Report) -> String {
+    let mut o = String::new();
+    let l = &r.ledger;
+    let _ = writeln!(o, "# nsgflow report\n");
+    let _ = writeln!(o, "{}. Inputs: {}.", md(&r.generator), r.inputs.iter().map(|i| format!("`{}`", i.replace('`', "'"))).collect::<Vec<_>>().join(", "));
+    if let Some(at) = &r.generated_at {
+        let _ = writeln!(o, "Written {at}.");
+    }
+    if !r.filters.is_empty() {
+        let _ = writeln!(o, "Filters: {}.", r.filters.iter().map(|f| md(f)).collect::<Vec<_>>().join("; "));
+    }
+    let _ = writeln!(o, "\n## Ledger and coverage\n");
+    md_table(
+        &mut o,
+        &["blobs", "failed", "partial", "records", "tuples", "accepted", "rejected", "outside filters", "duplicates", "counted"],
+        std::iter::once(vec![
+            l.blobs.to_string(),
+            l.blobs_failed.to_string(),
+            l.blobs_partial.to_string(),
+            l.records.to_string(),
+            l.tuples.to_string(),
+            l.tuples_accepted.to_string(),
+            l.tuples_rejected.to_string(),
+            l.tuples_filtered.to_string(),
+            l.duplicate_tuples.to_string(),
+            r.totals.tuples.to_string(),
+        ]),
+    );
+    let _ = writeln!(
+        o,
+        "Time covered: {} to {}. Families: {}.\n",
+        r.coverage.first.as_deref().unwrap_or("-"),
+        r.coverage.last.as_deref().unwrap_or("-"),
+        r.coverage.families.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    for w in &r.warnings {
+        let _ = writeln!(o, "> **Warning:** {}\n", md(w));
+    }
+    md_table(
+        &mut o,
+        &["NIC", "logs", "hours present", "hours missing"],
+        r.coverage.nics.iter().map(|n| {
+            vec![md(&n.mac), n.kinds.join(", "), n.hours_present.to_string(), format!("{} of {}", n.hours_missing_count, r.coverage.hours_spanned)]
+        }),
+    );
+    if l.tuples_rejected > 0 || !l.problems.is_empty() {
+        let _ = writeln!(o, "### What was skipped\n");
+        md_table(
+            &mut o,
+            &["reason", "tuples"],
+            l.rejected_by_reason.iter().filter(|(_, n)| **n > 0).map(|(k, n)| vec![k.to_string(), n.to_string()]),
+        );
+        md_table(
+            &mut o,
+            &["where", "what"],
+            l.reject_examples
+                .iter()
+                .map(|e| vec![md(&e.location()), md(&e.message)])
+                .chain(l.problems.iter().map(|p| vec![md(&p.path), md(&p.message)])),
+        );
+    }
+    let _ = writeln!(o, "## Rules\n");
+    md_table(
+        &mut o,
+        &["NSG", "rule", "hits", "allowed", "denied", "in", "out", "bytes", "first seen", "last seen"],
+        r.rules.iter().map(|x| {
+            let c = &x.counters;
+            vec![
+                md(&x.nsg),
+                md(&x.rule),
+                c.tuples.to_string(),
+                c.allowed.to_string(),
+                c.denied.to_string(),
+                c.inbound.to_string(),
+                c.outbound.to_string(),
+                (c.bytes_src_to_dst + c.bytes_dst_to_src).to_string(),
+                x.first.clone().unwrap_or_else(|| "-".into()),
+                x.last.clone().unwrap_or_else(|| "-".into()),
+            ]
+        }),
+    );
+    for (name, t) in [("Ingress (inbound to the NICs)", &r.ingress), ("Egress (outbound from the NICs)", &r.egress)] {
+        let _ = writeln!(o, "## {name}\n");
+        for (title, rows) in [("Top sources", &t.sources), ("Top destinations", &t.destinations), ("Top pairs", &t.pairs)] {
+            let _ = writeln!(o, "### {title}\n");
+            md_table(&mut o, &["endpoint", "scope", "label", "tuples", "allowed", "denied", "bytes"], talker_rows(rows));
+        }
+        let _ = writeln!(o, "### Top destination ports\n");
+        md_table(
+            &mut o,
+            &["port", "tuples", "allowed", "denied", "bytes"],
+            t.ports.iter().map(|p| vec![p.port.clone(), p.tuples.to_string(), p.allowed.to_string(), p.denied.to_string(), p.bytes.to_string()]),
+        );
+    }
+    let _ = writeln!(o, "## Connections\n");
+    let _ = writeln!(
+        o,
+        "{} connections: {}.\n",
+        r.connections.total,
+        r.connections.by_status.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    for (title, rows) in [("Largest by bytes", &r.connections.top_by_bytes), ("Longest", &r.connections.top_by_duration)] {
+        let _ = writeln!(o, "### {title}\n");
+        md_table(
+            &mut o,
+            &["start", "duration s", "source", "destination", "dir", "status", "bytes", "rule"],
+            rows.iter().map(|c| {
+                vec![
+                    c.start.clone(),
+                    (c.duration_ms / 1000).to_string(),
+                    md(&c.src),
+                    md(&c.dst),
+                    c.direction.to_string(),
+                    c.status.to_string(),
+                    c.bytes.to_string(),
+                    md(&c.rule),
+                ]
+            }),
+        );
+    }
+    let _ = writeln!(o, "Charts: {}.", ["decisions_per_hour", "bytes_per_hour", "rule_hits", "dest_ports", "ingress_flows", "egress_flows"].iter().map(|c| format!("[{c}](charts/{c}.svg)")).collect::<Vec<_>>().join(", "));
+    o
+}
+
+fn csv_rows(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Vec<u8> {
+    let mut o = Vec::new();
+    let _ = writeln!(o, "{}", header.join(","));
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            csv_text(&mut o, c);
+        }
+        o.push(b'\n');
+    }
+    o
+}
+
+/// The CSV tables: rules, top talkers, ports, connections, rejects.
+pub fn csv_tables(r: &Report) -> Vec<OutFile> {
+    let rules = csv_rows(
+        &["nsg", "rule", "tuples", "allowed", "denied", "inbound", "outbound", "packets_src_to_dst", "bytes_src_to_dst", "packets_dst_to_src", "bytes_dst_to_src", "first", "last"],
+        r.rules.iter().map(|x| {
+            let c = &x.counters;
+            vec![
+                x.nsg.clone(),
+                x.rule.clone(),
+                c.tuples.to_string(),
+                c.allowed.to_string(),
+                c.denied.to_string(),
+                c.inbound.to_string(),
+                c.outbound.to_string(),
+                c.packets_src_to_dst.to_string(),
+                c.bytes_src_to_dst.to_string(),
+                c.packets_dst_to_src.to_string(),
+                c.bytes_dst_to_src.to_string(),
+                x.first.clone().unwrap_or_default(),
+                x.last.clone().unwrap_or_default(),
+            ]
+        }),
+    );
+    let mut talkers = Vec::new();
+    for (dir, t) in [("ingress", &r.ingress), ("egress", &r.egress)] {
+        for (kind, rows) in [("source", &t.sources), ("destination", &t.destinations), ("pair", &t.pairs)] {
+            for (i, x) in rows.iter().enumerate() {
+                talkers.push(vec![
+                    dir.to_string(),
+                    kind.to_string(),
+                    (i + 1).to_string(),
+                    x.key.clone(),
+                    x.scope.clone(),
+                    x.label.clone().unwrap_or_default(),
+                    x.tuples.to_string(),
+                    x.allowed.to_string(),
+                    x.denied.to_string(),
+                    x.bytes.to_string(),
+                ]);
+            }
+        }
+    }
+    let talkers = csv_rows(&["direction", "kind", "rank", "key", "scope", "label", "tuples", "allowed", "denied", "bytes"], talkers.into_iter());
+    let ports = csv_rows(
+        &["port", "tuples", "allowed", "denied", "bytes"],
+        r.ports.iter().map(|p| vec![p.port.clone(), p.tuples.to_string(), p.allowed.to_string(), p.denied.to_string(), p.bytes.to_string()]),
+    );
+    let mut conns: Vec<Vec<String>> = r.connections.by_status.iter().map(|(k, v)| vec!["status".into(), k.to_string(), v.to_string(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new()]).collect();
+    for (list, rows) in [("top_by_bytes", &r.connections.top_by_bytes), ("top_by_duration", &r.connections.top_by_duration)] {
+        for c in rows.iter() {
+            conns.push(vec![list.into(), c.status.to_string(), c.bytes.to_string(), c.start.clone(), c.duration_ms.to_string(), c.src.clone(), c.dst.clone(), c.direction.to_string(), c.rule.clone()]);
+        }
+    }
+    let conns = csv_rows(&["list", "status", "count_or_bytes", "start", "duration_ms", "src", "dst", "direction", "rule"], conns.into_iter());
+    let mut rejects: Vec<Vec<String>> = r.ledger.rejected_by_reason.iter().map(|(k, n)| vec![k.to_string(), n.to_string(), String::new(), String::new()]).collect();
+    for e in &r.ledger.reject_examples {
+        rejects.push(vec![e.reason.name().to_string(), String::new(), e.location(), e.message.clone()]);
+    }
+    let rejects = csv_rows(&["reason", "tuples", "example_location", "example_message"], rejects.into_iter());
+    vec![
+        OutFile { name: "rules.csv".into(), bytes: rules },
+        OutFile { name: "top_talkers.csv".into(), bytes: talkers },
+        OutFile { name: "ports.csv".into(), bytes: ports },
+        OutFile { name: "connections.csv".into(), bytes: conns },
+        OutFile { name: "rejects.csv".into(), bytes: rejects },
+    ]
+}
+
+/// Every file of the report.
+pub fn all_files(r: &Report) -> Result<Vec<OutFile>, String> {
+    let charts = charts(r)?;
+    let mut files = vec![
+        OutFile { name: "index.html".into(), bytes: html(r, &charts)?.into_bytes() },
+        OutFile { name: "report.json".into(), bytes: json(r).into_bytes() },
+        OutFile { name: "report.md".into(), bytes: markdown(r).into_bytes() },
+    ];
+    files.extend(csv_tables(r));
+    for c in charts {
+        files.push(OutFile { name: format!("charts/{}", c.file), bytes: c.svg.into_bytes() });
+    }
+    Ok(files)
+}
+
+/// Write the report into `dir` (created if missing). Returns the paths written.
+pub fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    let files = all_files(r).map_err(|e| anyhow::anyhow!("drawing the report: {e}"))?;
+    std::fs::create_dir_all(dir.join("charts")).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    for f in files {
+        let p = dir.join(&f.name);
+        std::fs::write(&p, &f.bytes).with_context(|| format!("writing {}", p.display()))?;
+        written.push(p);
+    }
+    Ok(written)
+}
