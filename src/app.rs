@@ -500,15 +500,21 @@ fn report(
     } else {
         let b = indicatif::ProgressBar::new(d.blobs.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} blobs [{elapsed_precise}] {wide_bar} {eta}")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} blobs [{elapsed_precise}] {wide_bar} {eta}",
+            )
+            .expect("valid template"),
         );
         b
     };
     let (agg, ledger) = crate::report::build::aggregate(&d.blobs, &input.run, &|| bar.inc(1));
     bar.finish_and_clear();
     let cx = crate::report::build::ReportContext {
-        inputs: input.inputs.iter().map(|p| p.display().to_string()).collect(),
+        inputs: input
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         filters,
         generated_at: stamp.then(|| {
             let now = std::time::SystemTime::now()

@@ -475,14 +475,32 @@ impl InputArgs {
         add("until", self.until.iter().cloned().collect());
         add("nsg", self.nsg.clone());
         add("subscription", self.subscription.clone());
-        add("family", self.family.iter().map(|f| format!("{f:?}").to_lowercase()).collect());
+        add(
+            "family",
+            self.family
+                .iter()
+                .map(|f| format!("{f:?}").to_lowercase())
+                .collect(),
+        );
         add("src", self.src.clone());
         add("dst", self.dst.clone());
         add("port", self.port.iter().map(|p| p.to_string()).collect());
         add("sport", self.sport.iter().map(|p| p.to_string()).collect());
         add("proto", self.proto.clone());
-        add("decision", self.decision.iter().map(|d| format!("{d:?}").to_lowercase()).collect());
-        add("direction", self.direction.iter().map(|d| format!("{d:?}").to_lowercase()).collect());
+        add(
+            "decision",
+            self.decision
+                .iter()
+                .map(|d| format!("{d:?}").to_lowercase())
+                .collect(),
+        );
+        add(
+            "direction",
+            self.direction
+                .iter()
+                .map(|d| format!("{d:?}").to_lowercase())
+                .collect(),
+        );
         add("rule", self.rule.clone());
         add("state", self.state.clone());
         if self.dedup {

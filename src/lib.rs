@@ -17,7 +17,7 @@ pub mod gen;
 pub mod graph;
 pub mod model;
 pub mod parse;
-pub mod report;
 pub mod pipeline;
+pub mod report;
 pub mod summary;
 pub mod text;

@@ -27,6 +27,15 @@ fn display<S: serde::Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> 
     s.collect_str(p)
 }
 
+/// An allowed connection with no tuple for this long is closed as `open` (no E logged):
+/// flow logs write a C tuple about every 5 minutes while a flow lives (FORMATS.md), so three
+/// missed intervals mean it is gone. Keeps memory to the connections really in flight.
+pub const IDLE_CLOSE_MS: i64 = 15 * 60_000;
+
+/// How often (in log time) idle connections are swept: a sweep walks every open connection,
+/// so it runs every few minutes of data, not on every table.
+const SWEEP_EVERY_MS: i64 = 10 * 60_000;
+
 /// Denied retries of one 5-tuple closer than this are one attempt series. TCP SYN retries
 /// back off 1, 2, 4, 8, 16, 32 s (Linux `tcp_syn_retries` = 6: about 63 s in all); two
 /// minutes covers that with room for clock granularity.
@@ -87,7 +96,7 @@ impl Connection {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {
     mac: u32,
     src: IpAddr,
@@ -96,6 +105,36 @@ struct Key {
     dport: u16,
     protocol: Protocol,
     direction: Direction,
+}
+
+/// Three word writes instead of the derived field-by-field hash (the stitcher does a map
+/// operation per tuple); equality stays exact.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        fn ip(a: &IpAddr) -> u64 {
+            match a {
+                IpAddr::V4(v) => u32::from(*v) as u64,
+                IpAddr::V6(v) => {
+                    let x = u128::from(*v);
+                    (x as u64) ^ ((x >> 64) as u64).rotate_left(29) ^ (1 << 63)
+                }
+            }
+        }
+        let proto = match self.protocol {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Number(n) => 0x100 | n as u64,
+            Protocol::Letter(l) => 0x200 | l as u64,
+        };
+        h.write_u64(ip(&self.src) << 32 ^ ip(&self.dst));
+        h.write_u64(
+            (self.sport as u64) << 48
+                | (self.dport as u64) << 32
+                | proto << 20
+                | (self.direction as u64) << 19
+                | (self.mac as u64 & 0x7FFFF),
+        );
+    }
 }
 
 struct Open {
@@ -110,15 +149,165 @@ struct Open {
     c: [u64; 4],
 }
 
+/// Connections summarised instead of kept: counts per status and the top few by bytes and
+/// by duration. Used by `report`, which needs no full list.
+pub struct ConnSummary {
+    pub by_status: [u64; 4],
+    pub top_bytes: TopConns,
+    pub top_duration: TopConns,
+}
+
+impl Default for ConnSummary {
+    fn default() -> Self {
+        ConnSummary {
+            by_status: [0; 4],
+            top_bytes: TopConns::new(order_by_bytes),
+            top_duration: TopConns::new(order_by_duration),
+        }
+    }
+}
+
+impl ConnSummary {
+    pub fn merge(&mut self, o: ConnSummary) {
+        for (a, b) in self.by_status.iter_mut().zip(o.by_status) {
+            *a += b;
+        }
+        self.top_bytes.merge(o.top_bytes);
+        self.top_duration.merge(o.top_duration);
+    }
+}
+
+/// How many top connections [`TopConns`] keeps.
+pub const TOP_CONNECTIONS: usize = 15;
+
+/// An order of connections (best first).
+pub type ConnOrder = fn(&Connection, &Connection) -> std::cmp::Ordering;
+
+/// A total order on connections, for deterministic ties.
+#[allow(clippy::type_complexity)]
+fn conn_key(
+    c: &Connection,
+) -> (
+    i64,
+    &str,
+    IpAddr,
+    IpAddr,
+    u16,
+    u16,
+    Protocol,
+    &str,
+    i64,
+    &str,
+    &str,
+    &str,
+) {
+    (
+        c.start_ms,
+        &c.mac,
+        c.src,
+        c.dst,
+        c.sport,
+        c.dport,
+        c.protocol,
+        c.direction,
+        c.end_ms,
+        &c.nsg,
+        &c.rule,
+        c.family,
+    )
+}
+
+/// Most bytes first, ties by [`conn_key`].
+pub fn order_by_bytes(a: &Connection, b: &Connection) -> std::cmp::Ordering {
+    b.bytes()
+        .cmp(&a.bytes())
+        .then_with(|| conn_key(a).cmp(&conn_key(b)))
+}
+
+/// Longest first, ties by [`conn_key`].
+pub fn order_by_duration(a: &Connection, b: &Connection) -> std::cmp::Ordering {
+    b.duration_ms()
+        .cmp(&a.duration_ms())
+        .then_with(|| conn_key(a).cmp(&conn_key(b)))
+}
+
+/// The best [`TOP_CONNECTIONS`] connections under an order, kept without sorting every
+/// arrival: a connection is copied only when it can beat the current N-th best.
+pub struct TopConns {
+    order: ConnOrder,
+    v: Vec<Connection>,
+    /// The N-th best so far, once there are N.
+    bar: Option<Connection>,
+}
+
+impl TopConns {
+    pub fn new(order: ConnOrder) -> TopConns {
+        TopConns {
+            order,
+            v: Vec::new(),
+            bar: None,
+        }
+    }
+
+    /// The current N-th best, if there are N.
+    pub fn bar(&self) -> Option<&Connection> {
+        self.bar.as_ref()
+    }
+
+    pub fn offer(&mut self, c: &Connection) {
+        if let Some(bar) = &self.bar {
+            if !(self.order)(c, bar).is_lt() {
+                return;
+            }
+        }
+        self.v.push(c.clone());
+        if self.v.len() >= 4 * TOP_CONNECTIONS
+            || (self.bar.is_none() && self.v.len() >= TOP_CONNECTIONS)
+        {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let order = self.order;
+        if self.v.len() > TOP_CONNECTIONS {
+            self.v.select_nth_unstable_by(TOP_CONNECTIONS - 1, order);
+            self.v.truncate(TOP_CONNECTIONS);
+        }
+        if self.v.len() == TOP_CONNECTIONS {
+            self.bar = self.v.iter().max_by(|a, b| order(a, b)).cloned();
+        }
+    }
+
+    pub fn merge(&mut self, o: TopConns) {
+        for c in &o.v {
+            self.offer(c);
+        }
+    }
+
+    /// Best first.
+    pub fn sorted(&self) -> Vec<Connection> {
+        let mut v = self.v.clone();
+        v.sort_by(self.order);
+        v.truncate(TOP_CONNECTIONS);
+        v
+    }
+}
+
 /// Stitches one NIC's (or several NICs') tuples in time order.
 #[derive(Default)]
 pub struct Stitcher {
     names: Vec<Arc<str>>,
     ids: FxHashMap<String, u32>,
     open: FxHashMap<Key, Open>,
-    /// Connections closed so far, in closing order.
+    /// Connections closed so far, in closing order (unless summarising).
     pub done: Vec<Connection>,
+    /// When set, closed connections are summarised here instead of kept in `done`.
+    pub summary: Option<ConnSummary>,
     sorted: Vec<FlowTuple>,
+    /// Latest tuple time seen, and when idle connections were last swept.
+    now_ms: i64,
+    swept_ms: i64,
 }
 
 fn rank(t: &FlowTuple) -> u8 {
@@ -141,7 +330,31 @@ impl Stitcher {
     }
 
     fn close(&mut self, k: Key, o: Open, status: Status) {
-        self.done.push(Connection {
+        if let Some(sum) = &mut self.summary {
+            sum.by_status[status as usize] += 1;
+            // Build the connection only if it can enter a top list.
+            let bytes = o.c[1] + o.c[3];
+            let dur = o.end_ms - o.start_ms;
+            let may_b = sum.top_bytes.bar().is_none_or(|b| bytes >= b.bytes());
+            let may_d = sum
+                .top_duration
+                .bar()
+                .is_none_or(|b| dur >= b.duration_ms());
+            if !(may_b || may_d) {
+                return;
+            }
+            let c = self.build(k, o, status);
+            let sum = self.summary.as_mut().expect("summary mode");
+            sum.top_bytes.offer(&c);
+            sum.top_duration.offer(&c);
+            return;
+        }
+        let c = self.build(k, o, status);
+        self.done.push(c);
+    }
+
+    fn build(&self, k: Key, o: Open, status: Status) -> Connection {
+        Connection {
             start_ms: o.start_ms,
             end_ms: o.end_ms,
             nsg: self.names[o.nsg as usize].clone(),
@@ -163,7 +376,7 @@ impl Stitcher {
             bytes_src_to_dst: o.c[1],
             packets_dst_to_src: o.c[2],
             bytes_dst_to_src: o.c[3],
-        });
+        }
     }
 
     fn status_at_end(o: &Open) -> Status {
@@ -174,6 +387,31 @@ impl Stitcher {
         } else {
             Status::Stateless
         }
+    }
+
+    /// Close connections that can no longer continue: denied ones past the retry window and
+    /// allowed ones idle for [`IDLE_CLOSE_MS`]. Their status is what `finish` would give.
+    fn sweep(&mut self) {
+        let now = self.now_ms;
+        let expired: Vec<Key> = self
+            .open
+            .iter()
+            .filter(|(_, o)| {
+                let idle = now - o.end_ms;
+                (o.denied && idle > RETRY_WINDOW_MS) || idle > IDLE_CLOSE_MS
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut closing: Vec<(Key, Open)> = expired
+            .into_iter()
+            .filter_map(|k| self.open.remove(&k).map(|o| (k, o)))
+            .collect();
+        closing.sort_by_key(|(k, o)| (o.start_ms, k.src, k.dst, k.sport, k.dport));
+        for (k, o) in closing {
+            let st = Self::status_at_end(&o);
+            self.close(k, o, st);
+        }
+        self.swept_ms = now;
     }
 
     /// Close everything still open (end of the NIC's data).
@@ -229,7 +467,30 @@ impl TableSink for Stitcher {
         let mut sorted = std::mem::take(&mut self.sorted);
         sorted.clear();
         sorted.extend_from_slice(table.tuples);
-        sorted.sort_by_key(|t| (t.time_ms, rank(t)));
+        // Tables are time-ordered already; only tuples sharing a timestamp need E before C
+        // before B, so sort those runs (short) rather than the table.
+        if !sorted.is_sorted_by_key(|t| t.time_ms) {
+            sorted.sort_by_key(|t| t.time_ms);
+        }
+        let mut i = 0;
+        while i < sorted.len() {
+            let mut j = i + 1;
+            while j < sorted.len() && sorted[j].time_ms == sorted[i].time_ms {
+                j += 1;
+            }
+            if j - i > 1 && !sorted[i..j].is_sorted_by_key(rank) {
+                // A stable three-way partition (E, C, B/D) of the run: no comparison sort.
+                let run: Vec<FlowTuple> = sorted[i..j].to_vec();
+                let mut at = i;
+                for r in 0..3 {
+                    for t in run.iter().filter(|t| rank(t) == r) {
+                        sorted[at] = *t;
+                        at += 1;
+                    }
+                }
+            }
+            i = j;
+        }
         for t in &sorted {
             let k = Key {
                 mac,
@@ -306,7 +567,13 @@ impl TableSink for Stitcher {
                 Some(FlowState::Denied) => unreachable!("VNet D is a deny decision"),
             }
         }
+        if let Some(last) = sorted.last() {
+            self.now_ms = self.now_ms.max(last.time_ms);
+        }
         self.sorted = sorted;
+        if self.now_ms - self.swept_ms > SWEEP_EVERY_MS {
+            self.sweep();
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::addr::AddressBook;
 use crate::aggregate::Summary;
-use crate::analyze::connections::{Connection, Stitcher};
+use crate::analyze::connections::{ConnSummary, Connection, Status, Stitcher};
 use crate::analyze::nic_groups;
 use crate::discover::{Discovered, LogKind};
 use crate::model::{Decision, Direction, Protocol};
@@ -42,10 +42,11 @@ impl Stat {
     }
 }
 
+/// One direction's traffic by (source, destination) pair and by destination port; the
+/// per-source and per-destination totals are folded from the pairs at the end (one map
+/// update per tuple instead of three).
 #[derive(Default)]
 struct DirAgg {
-    src: FxHashMap<IpAddr, Stat>,
-    dst: FxHashMap<IpAddr, Stat>,
     pair: FxHashMap<(IpAddr, IpAddr), Stat>,
     port: FxHashMap<(Protocol, u16), Stat>,
 }
@@ -58,10 +59,19 @@ fn merge_map<K: std::hash::Hash + Eq>(a: &mut FxHashMap<K, Stat>, b: FxHashMap<K
 
 impl DirAgg {
     fn merge(&mut self, o: DirAgg) {
-        merge_map(&mut self.src, o.src);
-        merge_map(&mut self.dst, o.dst);
         merge_map(&mut self.pair, o.pair);
         merge_map(&mut self.port, o.port);
+    }
+
+    /// Per-source and per-destination totals.
+    fn ends(&self) -> (FxHashMap<IpAddr, Stat>, FxHashMap<IpAddr, Stat>) {
+        let mut src: FxHashMap<IpAddr, Stat> = FxHashMap::default();
+        let mut dst: FxHashMap<IpAddr, Stat> = FxHashMap::default();
+        for ((a, b), st) in &self.pair {
+            src.entry(*a).or_default().merge(st);
+            dst.entry(*b).or_default().merge(st);
+        }
+        (src, dst)
     }
 }
 
@@ -73,75 +83,13 @@ struct Hour {
     bytes_out: u64,
 }
 
-/// Connections kept for the report: counts and the top few.
-#[derive(Default)]
-struct ConnAgg {
-    by_status: BTreeMap<&'static str, u64>,
-    top_bytes: Vec<Connection>,
-    top_duration: Vec<Connection>,
-}
-
-/// A total order on connections, for deterministic ties.
-#[allow(clippy::type_complexity)]
-fn conn_key(c: &Connection) -> (i64, &str, IpAddr, IpAddr, u16, u16, Protocol, &str, i64, &str, &str, &str) {
-    (c.start_ms, &c.mac, c.src, c.dst, c.sport, c.dport, c.protocol, c.direction, c.end_ms, &c.nsg, &c.rule, c.family)
-}
-
-fn conn_order_bytes(a: &Connection, b: &Connection) -> std::cmp::Ordering {
-    b.bytes()
-        .cmp(&a.bytes())
-        .then_with(|| conn_key(a).cmp(&conn_key(b)))
-}
-
-fn conn_order_duration(a: &Connection, b: &Connection) -> std::cmp::Ordering {
-    b.duration_ms()
-        .cmp(&a.duration_ms())
-        .then_with(|| conn_key(a).cmp(&conn_key(b)))
-}
-
-/// Keep the `n` best of `v` by `cmp` (unsorted beyond that; [`ConnAgg::finish`] sorts).
-fn keep_top(v: &mut Vec<Connection>, n: usize, cmp: fn(&Connection, &Connection) -> std::cmp::Ordering) {
-    if v.len() > n {
-        v.select_nth_unstable_by(n - 1, cmp);
-        v.truncate(n);
-    }
-}
-
-impl ConnAgg {
-    fn add(&mut self, conns: Vec<Connection>) {
-        for c in &conns {
-            *self.by_status.entry(c.status.name()).or_default() += 1;
-        }
-        self.top_bytes.extend(conns.iter().cloned());
-        keep_top(&mut self.top_bytes, TOP_N, conn_order_bytes);
-        self.top_duration.extend(conns);
-        keep_top(&mut self.top_duration, TOP_N, conn_order_duration);
-    }
-    fn merge(&mut self, o: ConnAgg) {
-        for (k, v) in o.by_status {
-            *self.by_status.entry(k).or_default() += v;
-        }
-        self.top_bytes.extend(o.top_bytes);
-        keep_top(&mut self.top_bytes, TOP_N, conn_order_bytes);
-        self.top_duration.extend(o.top_duration);
-        keep_top(&mut self.top_duration, TOP_N, conn_order_duration);
-    }
-    fn sorted(&self) -> (Vec<Connection>, Vec<Connection>) {
-        let mut b = self.top_bytes.clone();
-        b.sort_by(conn_order_bytes);
-        let mut d = self.top_duration.clone();
-        d.sort_by(conn_order_duration);
-        (b, d)
-    }
-}
-
 /// Everything one pass folds; merges across NIC groups.
 #[derive(Default)]
 pub struct ReportAgg {
     summary: Summary,
     dir: [DirAgg; 2],
     hours: FxHashMap<i64, Hour>,
-    conns: ConnAgg,
+    conns: ConnSummary,
 }
 
 impl TableSink for ReportAgg {
@@ -152,11 +100,15 @@ impl TableSink for ReportAgg {
             let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
             let inbound = t.direction == Direction::Inbound;
             let d = &mut self.dir[inbound as usize];
-            d.src.entry(t.src).or_default().add(deny, bytes);
-            d.dst.entry(t.dst).or_default().add(deny, bytes);
             d.pair.entry((t.src, t.dst)).or_default().add(deny, bytes);
-            d.port.entry((t.protocol, t.dport)).or_default().add(deny, bytes);
-            let h = self.hours.entry(t.time_ms - t.time_ms.rem_euclid(HOUR_MS)).or_default();
+            d.port
+                .entry((t.protocol, t.dport))
+                .or_default()
+                .add(deny, bytes);
+            let h = self
+                .hours
+                .entry(t.time_ms - t.time_ms.rem_euclid(HOUR_MS))
+                .or_default();
             if deny {
                 h.denied += 1;
             } else {
@@ -203,7 +155,11 @@ impl TableSink for Tee<'_> {
 
 /// One pass over the blobs: NIC groups in parallel, each read in time order. `tick` is
 /// called once per blob read (for a progress bar).
-pub fn aggregate(blobs: &[crate::discover::BlobMeta], opts: &RunOptions, tick: &(dyn Fn() + Sync)) -> (ReportAgg, Ledger) {
+pub fn aggregate(
+    blobs: &[crate::discover::BlobMeta],
+    opts: &RunOptions,
+    tick: &(dyn Fn() + Sync),
+) -> (ReportAgg, Ledger) {
     let groups = nic_groups(blobs);
     groups
         .par_iter()
@@ -211,6 +167,7 @@ pub fn aggregate(blobs: &[crate::discover::BlobMeta], opts: &RunOptions, tick: &
         .map_init(Worker::default, |w, group| {
             let mut agg = ReportAgg::default();
             let mut stitch = Stitcher::default();
+            stitch.summary = Some(ConnSummary::default());
             let mut ledger = Ledger::default();
             for blob in group {
                 let mut tee = Tee {
@@ -218,13 +175,10 @@ pub fn aggregate(blobs: &[crate::discover::BlobMeta], opts: &RunOptions, tick: &
                     stitch: &mut stitch,
                 };
                 ledger.merge(process_blob(w, blob, opts, &mut tee));
-                // Keep memory to the open connections: fold the closed ones now.
-                let done = std::mem::take(&mut stitch.done);
-                agg.conns.add(done);
                 tick();
             }
             stitch.finish();
-            agg.conns.add(stitch.take_sorted());
+            agg.conns = stitch.summary.take().expect("summary mode");
             (agg, ledger)
         })
         .reduce(
@@ -254,7 +208,12 @@ fn talker(book: &AddressBook, ip: &IpAddr, s: &Stat) -> Talker {
 /// Busiest first (tuples, then bytes), ties by key: deterministic.
 fn top<K: Ord + Copy>(m: &FxHashMap<K, Stat>, n: usize) -> Vec<(K, Stat)> {
     let mut v: Vec<(K, Stat)> = m.iter().map(|(k, s)| (*k, *s)).collect();
-    v.sort_by(|a, b| b.1.tuples.cmp(&a.1.tuples).then(b.1.bytes.cmp(&a.1.bytes)).then(a.0.cmp(&b.0)));
+    v.sort_by(|a, b| {
+        b.1.tuples
+            .cmp(&a.1.tuples)
+            .then(b.1.bytes.cmp(&a.1.bytes))
+            .then(a.0.cmp(&b.0))
+    });
     v.truncate(n);
     v
 }
@@ -273,9 +232,16 @@ fn port_rows(m: &FxHashMap<(Protocol, u16), Stat>, n: usize) -> Vec<PortRow> {
 }
 
 fn talkers(book: &AddressBook, d: &DirAgg) -> Talkers {
+    let (src, dst) = d.ends();
     Talkers {
-        sources: top(&d.src, TOP_N).iter().map(|(ip, s)| talker(book, ip, s)).collect(),
-        destinations: top(&d.dst, TOP_N).iter().map(|(ip, s)| talker(book, ip, s)).collect(),
+        sources: top(&src, TOP_N)
+            .iter()
+            .map(|(ip, s)| talker(book, ip, s))
+            .collect(),
+        destinations: top(&dst, TOP_N)
+            .iter()
+            .map(|(ip, s)| talker(book, ip, s))
+            .collect(),
         pairs: top(&d.pair, TOP_N)
             .iter()
             .map(|((a, b), s)| {
@@ -319,7 +285,10 @@ fn coverage(agg: &ReportAgg, d: &Discovered) -> Coverage {
     let hours: Vec<i64> = d.blobs.iter().filter_map(|b| b.hour_ms).collect();
     let (lo, hi) = (hours.iter().min().copied(), hours.iter().max().copied());
     let span: Vec<i64> = match (lo, hi) {
-        (Some(lo), Some(hi)) => (0..).map(|i| lo + i * HOUR_MS).take_while(|h| *h <= hi).collect(),
+        (Some(lo), Some(hi)) => (0..)
+            .map(|i| lo + i * HOUR_MS)
+            .take_while(|h| *h <= hi)
+            .collect(),
         _ => Vec::new(),
     };
     let mut nics: BTreeMap<&str, (BTreeSet<i64>, BTreeSet<&'static str>)> = BTreeMap::new();
@@ -354,13 +323,21 @@ fn coverage(agg: &ReportAgg, d: &Discovered) -> Coverage {
         nics: nics
             .into_iter()
             .map(|(mac, (present, kinds))| {
-                let missing: Vec<i64> = span.iter().copied().filter(|h| !present.contains(h)).collect();
+                let missing: Vec<i64> = span
+                    .iter()
+                    .copied()
+                    .filter(|h| !present.contains(h))
+                    .collect();
                 NicCoverage {
                     mac: mac.to_string(),
                     kinds: kinds.into_iter().collect(),
                     hours_present: present.len(),
                     hours_missing_count: missing.len(),
-                    hours_missing: missing.iter().take(MISSING_LISTED).map(|h| fmt_ms(*h)).collect(),
+                    hours_missing: missing
+                        .iter()
+                        .take(MISSING_LISTED)
+                        .map(|h| fmt_ms(*h))
+                        .collect(),
                 }
             })
             .collect(),
@@ -376,7 +353,12 @@ pub struct ReportContext<'a> {
 }
 
 /// Assemble the model from the pass's aggregate and ledger.
-pub fn assemble(agg: &ReportAgg, ledger: &Ledger, d: &Discovered, cx: &ReportContext<'_>) -> Report {
+pub fn assemble(
+    agg: &ReportAgg,
+    ledger: &Ledger,
+    d: &Discovered,
+    cx: &ReportContext<'_>,
+) -> Report {
     let s = &agg.summary;
     let mut hourly = Vec::new();
     if let (Some(lo), Some(hi)) = (agg.hours.keys().min(), agg.hours.keys().max()) {
@@ -424,7 +406,11 @@ pub fn assemble(agg: &ReportAgg, ledger: &Ledger, d: &Discovered, cx: &ReportCon
             rejected_by_reason: ledger.rejected_map(),
             reject_examples: ledger.examples.clone(),
             problems: ledger.problems.clone(),
-            skipped_paths: d.skipped.iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect(),
+            skipped_paths: d
+                .skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.path.display(), s.reason))
+                .collect(),
         },
         coverage: coverage(agg, d),
         totals: s.totals,
@@ -444,12 +430,22 @@ pub fn assemble(agg: &ReportAgg, ledger: &Ledger, d: &Discovered, cx: &ReportCon
         hourly,
         ports: port_rows(&all_ports, 20),
         connections: {
-            let (by_bytes, by_duration) = agg.conns.sorted();
+            let c = &agg.conns;
+            let by_status: BTreeMap<&'static str, u64> = [
+                Status::Completed,
+                Status::Open,
+                Status::Denied,
+                Status::Stateless,
+            ]
+            .iter()
+            .map(|s| (s.name(), c.by_status[*s as usize]))
+            .filter(|(_, n)| *n > 0)
+            .collect();
             ConnectionsSection {
-                total: agg.conns.by_status.values().sum(),
-                by_status: agg.conns.by_status.clone(),
-                top_by_bytes: by_bytes.iter().map(conn_row).collect(),
-                top_by_duration: by_duration.iter().map(conn_row).collect(),
+                total: c.by_status.iter().sum(),
+                by_status,
+                top_by_bytes: c.top_bytes.sorted().iter().map(conn_row).collect(),
+                top_by_duration: c.top_duration.sorted().iter().map(conn_row).collect(),
             }
         },
         warnings,

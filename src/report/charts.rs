@@ -72,7 +72,13 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
         return empty_chart(title);
     }
     let n = r.hourly.len();
-    let max = r.hourly.iter().map(|h| h.allowed + h.denied).max().unwrap_or(1).max(1);
+    let max = r
+        .hourly
+        .iter()
+        .map(|h| h.allowed + h.denied)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let labels: Vec<String> = r.hourly.iter().map(|h| hour_label(&h.start)).collect();
     let mut svg = String::new();
     {
@@ -102,7 +108,10 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], GREEN.filled()));
         chart
             .draw_series(r.hourly.iter().enumerate().map(|(i, h)| {
-                Rectangle::new([(i, h.allowed), (i + 1, h.allowed + h.denied)], RED.mix(0.85).filled())
+                Rectangle::new(
+                    [(i, h.allowed), (i + 1, h.allowed + h.denied)],
+                    RED.mix(0.85).filled(),
+                )
             }))
             .map_err(err)?
             .label("denied")
@@ -125,7 +134,13 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
         return empty_chart(title);
     }
     let n = r.hourly.len();
-    let max = r.hourly.iter().map(|h| h.bytes_in.max(h.bytes_out)).max().unwrap_or(1).max(1);
+    let max = r
+        .hourly
+        .iter()
+        .map(|h| h.bytes_in.max(h.bytes_out))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let labels: Vec<String> = r.hourly.iter().map(|h| hour_label(&h.start)).collect();
     let mut svg = String::new();
     {
@@ -147,12 +162,18 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .draw()
             .map_err(err)?;
         chart
-            .draw_series(LineSeries::new(r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_in)), BLUE.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_in)),
+                BLUE.stroke_width(2),
+            ))
             .map_err(err)?
             .label("inbound")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLUE.stroke_width(2)));
         chart
-            .draw_series(LineSeries::new(r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_out)), ORANGE.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_out)),
+                ORANGE.stroke_width(2),
+            ))
             .map_err(err)?
             .label("outbound")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], ORANGE.stroke_width(2)));
@@ -208,7 +229,10 @@ fn hbars(title: &str, rows: &[(String, u64, u64)]) -> Res<String> {
             .y_labels(n)
             .y_label_formatter(&|i| {
                 // Row 0 at the top.
-                n.checked_sub(i + 1).and_then(|k| rows.get(k)).map(|r| r.0.clone()).unwrap_or_default()
+                n.checked_sub(i + 1)
+                    .and_then(|k| rows.get(k))
+                    .map(|r| r.0.clone())
+                    .unwrap_or_default()
             })
             .x_desc("tuples")
             .draw()
@@ -228,18 +252,35 @@ fn hbars(title: &str, rows: &[(String, u64, u64)]) -> Res<String> {
 }
 
 fn rule_hits(r: &Report) -> Res<String> {
-    let mut rules: Vec<&super::RuleRow> = r.rules.iter().filter(|x| x.counters.tuples > 0).collect();
-    rules.sort_by(|a, b| b.counters.tuples.cmp(&a.counters.tuples).then((&a.nsg, &a.rule).cmp(&(&b.nsg, &b.rule))));
+    let mut rules: Vec<&super::RuleRow> =
+        r.rules.iter().filter(|x| x.counters.tuples > 0).collect();
+    rules.sort_by(|a, b| {
+        b.counters
+            .tuples
+            .cmp(&a.counters.tuples)
+            .then((&a.nsg, &a.rule).cmp(&(&b.nsg, &b.rule)))
+    });
     let rows: Vec<(String, u64, u64)> = rules
         .iter()
         .take(15)
-        .map(|x| (chart_label(&format!("{}/{}", x.nsg, x.rule), 44), x.counters.allowed, x.counters.denied))
+        .map(|x| {
+            (
+                chart_label(&format!("{}/{}", x.nsg, x.rule), 44),
+                x.counters.allowed,
+                x.counters.denied,
+            )
+        })
         .collect();
     hbars("Hits per rule (green allowed, red denied)", &rows)
 }
 
 fn ports(r: &Report) -> Res<String> {
-    let rows: Vec<(String, u64, u64)> = r.ports.iter().take(15).map(|p| (p.port.clone(), p.allowed, p.denied)).collect();
+    let rows: Vec<(String, u64, u64)> = r
+        .ports
+        .iter()
+        .take(15)
+        .map(|p| (p.port.clone(), p.allowed, p.denied))
+        .collect();
     hbars("Destination ports (green allowed, red denied)", &rows)
 }
 
@@ -258,7 +299,9 @@ fn flow_picture(title: &str, pairs: &[Talker]) -> Res<String> {
     let order = |m: BTreeMap<&str, u64>| {
         let mut v: Vec<(&str, u64)> = m.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        v.into_iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>()
+        v.into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect::<Vec<_>>()
     };
     let (ls, rs) = (order(left), order(right));
     let rows = ls.len().max(rs.len()) as i32;
@@ -273,10 +316,21 @@ fn flow_picture(title: &str, pairs: &[Talker]) -> Res<String> {
     {
         let root = SVGBackend::with_string(&mut svg, (W, h)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        root.draw(&Text::new(title.to_string(), (12, 12), (FONT, 18).into_font())).map_err(err)?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (12, 12),
+            (FONT, 18).into_font(),
+        ))
+        .map_err(err)?;
         for p in pairs {
-            let li = ls.iter().position(|x| Some(x.as_str()) == p.src.as_deref()).unwrap_or(0);
-            let ri = rs.iter().position(|x| Some(x.as_str()) == p.dst.as_deref()).unwrap_or(0);
+            let li = ls
+                .iter()
+                .position(|x| Some(x.as_str()) == p.src.as_deref())
+                .unwrap_or(0);
+            let ri = rs
+                .iter()
+                .position(|x| Some(x.as_str()) == p.dst.as_deref())
+                .unwrap_or(0);
             let colour = if p.denied * 2 > p.tuples { RED } else { BLUE };
             let width = 1 + (7.0 * p.tuples as f64 / max).round() as u32;
             root.draw(&PathElement::new(
@@ -287,14 +341,25 @@ fn flow_picture(title: &str, pairs: &[Talker]) -> Res<String> {
         }
         for (i, s) in ls.iter().enumerate() {
             let y = y_of(i, ls.len());
-            root.draw(&Circle::new((x_left, y), 4, BLUE.filled())).map_err(err)?;
-            root.draw(&Text::new(chart_label(s, 28), (12, y - 7), (FONT, 13).into_font())).map_err(err)?;
+            root.draw(&Circle::new((x_left, y), 4, BLUE.filled()))
+                .map_err(err)?;
+            root.draw(&Text::new(
+                chart_label(s, 28),
+                (12, y - 7),
+                (FONT, 13).into_font(),
+            ))
+            .map_err(err)?;
         }
         for (i, s) in rs.iter().enumerate() {
             let y = y_of(i, rs.len());
-            root.draw(&Circle::new((x_right, y), 4, BLUE.filled())).map_err(err)?;
-            root.draw(&Text::new(chart_label(s, 28), (x_right + 12, y - 7), (FONT, 13).into_font()))
+            root.draw(&Circle::new((x_right, y), 4, BLUE.filled()))
                 .map_err(err)?;
+            root.draw(&Text::new(
+                chart_label(s, 28),
+                (x_right + 12, y - 7),
+                (FONT, 13).into_font(),
+            ))
+            .map_err(err)?;
         }
         root.present().map_err(err)?;
     }
@@ -327,12 +392,18 @@ pub fn charts(r: &Report) -> Res<Vec<Chart>> {
         Chart {
             file: "ingress_flows.svg",
             title: "Ingress: top source → destination pairs",
-            svg: flow_picture("Ingress: top pairs (sources left, NICs right)", &r.ingress.pairs)?,
+            svg: flow_picture(
+                "Ingress: top pairs (sources left, NICs right)",
+                &r.ingress.pairs,
+            )?,
         },
         Chart {
             file: "egress_flows.svg",
             title: "Egress: top source → destination pairs",
-            svg: flow_picture("Egress: top pairs (NICs left, destinations right)", &r.egress.pairs)?,
+            svg: flow_picture(
+                "Egress: top pairs (NICs left, destinations right)",
+                &r.egress.pairs,
+            )?,
         },
     ])
 }

@@ -150,17 +150,45 @@ pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let l = &r.ledger;
     let _ = writeln!(o, "# nsgflow report\n");
-    let _ = writeln!(o, "{}. Inputs: {}.", md(&r.generator), r.inputs.iter().map(|i| format!("`{}`", i.replace('`', "'"))).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(
+        o,
+        "{}. Inputs: {}.",
+        md(&r.generator),
+        r.inputs
+            .iter()
+            .map(|i| format!("`{}`", i.replace('`', "'")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let Some(at) = &r.generated_at {
         let _ = writeln!(o, "Written {at}.");
     }
     if !r.filters.is_empty() {
-        let _ = writeln!(o, "Filters: {}.", r.filters.iter().map(|f| md(f)).collect::<Vec<_>>().join("; "));
+        let _ = writeln!(
+            o,
+            "Filters: {}.",
+            r.filters
+                .iter()
+                .map(|f| md(f))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
     }
     let _ = writeln!(o, "\n## Ledger and coverage\n");
     md_table(
         &mut o,
-        &["blobs", "failed", "partial", "records", "tuples", "accepted", "rejected", "outside filters", "duplicates", "counted"],
+        &[
+            "blobs",
+            "failed",
+            "partial",
+            "records",
+            "tuples",
+            "accepted",
+            "rejected",
+            "outside filters",
+            "duplicates",
+            "counted",
+        ],
         std::iter::once(vec![
             l.blobs.to_string(),
             l.blobs_failed.to_string(),
@@ -179,7 +207,12 @@ pub fn markdown(r: &Report) -> String {
         "Time covered: {} to {}. Families: {}.\n",
         r.coverage.first.as_deref().unwrap_or("-"),
         r.coverage.last.as_deref().unwrap_or("-"),
-        r.coverage.families.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        r.coverage
+            .families
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for w in &r.warnings {
         let _ = writeln!(o, "> **Warning:** {}\n", md(w));
@@ -188,7 +221,12 @@ pub fn markdown(r: &Report) -> String {
         &mut o,
         &["NIC", "logs", "hours present", "hours missing"],
         r.coverage.nics.iter().map(|n| {
-            vec![md(&n.mac), n.kinds.join(", "), n.hours_present.to_string(), format!("{} of {}", n.hours_missing_count, r.coverage.hours_spanned)]
+            vec![
+                md(&n.mac),
+                n.kinds.join(", "),
+                n.hours_present.to_string(),
+                format!("{} of {}", n.hours_missing_count, r.coverage.hours_spanned),
+            ]
         }),
     );
     if l.tuples_rejected > 0 || !l.problems.is_empty() {
@@ -196,7 +234,10 @@ pub fn markdown(r: &Report) -> String {
         md_table(
             &mut o,
             &["reason", "tuples"],
-            l.rejected_by_reason.iter().filter(|(_, n)| **n > 0).map(|(k, n)| vec![k.to_string(), n.to_string()]),
+            l.rejected_by_reason
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| vec![k.to_string(), n.to_string()]),
         );
         md_table(
             &mut o,
@@ -210,7 +251,18 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "## Rules\n");
     md_table(
         &mut o,
-        &["NSG", "rule", "hits", "allowed", "denied", "in", "out", "bytes", "first seen", "last seen"],
+        &[
+            "NSG",
+            "rule",
+            "hits",
+            "allowed",
+            "denied",
+            "in",
+            "out",
+            "bytes",
+            "first seen",
+            "last seen",
+        ],
         r.rules.iter().map(|x| {
             let c = &x.counters;
             vec![
@@ -227,17 +279,38 @@ pub fn markdown(r: &Report) -> String {
             ]
         }),
     );
-    for (name, t) in [("Ingress (inbound to the NICs)", &r.ingress), ("Egress (outbound from the NICs)", &r.egress)] {
+    for (name, t) in [
+        ("Ingress (inbound to the NICs)", &r.ingress),
+        ("Egress (outbound from the NICs)", &r.egress),
+    ] {
         let _ = writeln!(o, "## {name}\n");
-        for (title, rows) in [("Top sources", &t.sources), ("Top destinations", &t.destinations), ("Top pairs", &t.pairs)] {
+        for (title, rows) in [
+            ("Top sources", &t.sources),
+            ("Top destinations", &t.destinations),
+            ("Top pairs", &t.pairs),
+        ] {
             let _ = writeln!(o, "### {title}\n");
-            md_table(&mut o, &["endpoint", "scope", "label", "tuples", "allowed", "denied", "bytes"], talker_rows(rows));
+            md_table(
+                &mut o,
+                &[
+                    "endpoint", "scope", "label", "tuples", "allowed", "denied", "bytes",
+                ],
+                talker_rows(rows),
+            );
         }
         let _ = writeln!(o, "### Top destination ports\n");
         md_table(
             &mut o,
             &["port", "tuples", "allowed", "denied", "bytes"],
-            t.ports.iter().map(|p| vec![p.port.clone(), p.tuples.to_string(), p.allowed.to_string(), p.denied.to_string(), p.bytes.to_string()]),
+            t.ports.iter().map(|p| {
+                vec![
+                    p.port.clone(),
+                    p.tuples.to_string(),
+                    p.allowed.to_string(),
+                    p.denied.to_string(),
+                    p.bytes.to_string(),
+                ]
+            }),
         );
     }
     let _ = writeln!(o, "## Connections\n");
@@ -245,13 +318,30 @@ pub fn markdown(r: &Report) -> String {
         o,
         "{} connections: {}.\n",
         r.connections.total,
-        r.connections.by_status.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        r.connections
+            .by_status
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    for (title, rows) in [("Largest by bytes", &r.connections.top_by_bytes), ("Longest", &r.connections.top_by_duration)] {
+    for (title, rows) in [
+        ("Largest by bytes", &r.connections.top_by_bytes),
+        ("Longest", &r.connections.top_by_duration),
+    ] {
         let _ = writeln!(o, "### {title}\n");
         md_table(
             &mut o,
-            &["start", "duration s", "source", "destination", "dir", "status", "bytes", "rule"],
+            &[
+                "start",
+                "duration s",
+                "source",
+                "destination",
+                "dir",
+                "status",
+                "bytes",
+                "rule",
+            ],
             rows.iter().map(|c| {
                 vec![
                     c.start.clone(),
@@ -266,7 +356,22 @@ pub fn markdown(r: &Report) -> String {
             }),
         );
     }
-    let _ = writeln!(o, "Charts: {}.", ["decisions_per_hour", "bytes_per_hour", "rule_hits", "dest_ports", "ingress_flows", "egress_flows"].iter().map(|c| format!("[{c}](charts/{c}.svg)")).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(
+        o,
+        "Charts: {}.",
+        [
+            "decisions_per_hour",
+            "bytes_per_hour",
+            "rule_hits",
+            "dest_ports",
+            "ingress_flows",
+            "egress_flows"
+        ]
+        .iter()
+        .map(|c| format!("[{c}](charts/{c}.svg)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    );
     o
 }
 
@@ -288,7 +393,21 @@ fn csv_rows(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Vec<u8>
 /// The CSV tables: rules, top talkers, ports, connections, rejects.
 pub fn csv_tables(r: &Report) -> Vec<OutFile> {
     let rules = csv_rows(
-        &["nsg", "rule", "tuples", "allowed", "denied", "inbound", "outbound", "packets_src_to_dst", "bytes_src_to_dst", "packets_dst_to_src", "bytes_dst_to_src", "first", "last"],
+        &[
+            "nsg",
+            "rule",
+            "tuples",
+            "allowed",
+            "denied",
+            "inbound",
+            "outbound",
+            "packets_src_to_dst",
+            "bytes_src_to_dst",
+            "packets_dst_to_src",
+            "bytes_dst_to_src",
+            "first",
+            "last",
+        ],
         r.rules.iter().map(|x| {
             let c = &x.counters;
             vec![
@@ -310,7 +429,11 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
     );
     let mut talkers = Vec::new();
     for (dir, t) in [("ingress", &r.ingress), ("egress", &r.egress)] {
-        for (kind, rows) in [("source", &t.sources), ("destination", &t.destinations), ("pair", &t.pairs)] {
+        for (kind, rows) in [
+            ("source", &t.sources),
+            ("destination", &t.destinations),
+            ("pair", &t.pairs),
+        ] {
             for (i, x) in rows.iter().enumerate() {
                 talkers.push(vec![
                     dir.to_string(),
@@ -327,29 +450,122 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
             }
         }
     }
-    let talkers = csv_rows(&["direction", "kind", "rank", "key", "scope", "label", "tuples", "allowed", "denied", "bytes"], talkers.into_iter());
+    let talkers = csv_rows(
+        &[
+            "direction",
+            "kind",
+            "rank",
+            "key",
+            "scope",
+            "label",
+            "tuples",
+            "allowed",
+            "denied",
+            "bytes",
+        ],
+        talkers.into_iter(),
+    );
     let ports = csv_rows(
         &["port", "tuples", "allowed", "denied", "bytes"],
-        r.ports.iter().map(|p| vec![p.port.clone(), p.tuples.to_string(), p.allowed.to_string(), p.denied.to_string(), p.bytes.to_string()]),
+        r.ports.iter().map(|p| {
+            vec![
+                p.port.clone(),
+                p.tuples.to_string(),
+                p.allowed.to_string(),
+                p.denied.to_string(),
+                p.bytes.to_string(),
+            ]
+        }),
     );
-    let mut conns: Vec<Vec<String>> = r.connections.by_status.iter().map(|(k, v)| vec!["status".into(), k.to_string(), v.to_string(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new()]).collect();
-    for (list, rows) in [("top_by_bytes", &r.connections.top_by_bytes), ("top_by_duration", &r.connections.top_by_duration)] {
+    let mut conns: Vec<Vec<String>> = r
+        .connections
+        .by_status
+        .iter()
+        .map(|(k, v)| {
+            vec![
+                "status".into(),
+                k.to_string(),
+                v.to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]
+        })
+        .collect();
+    for (list, rows) in [
+        ("top_by_bytes", &r.connections.top_by_bytes),
+        ("top_by_duration", &r.connections.top_by_duration),
+    ] {
         for c in rows.iter() {
-            conns.push(vec![list.into(), c.status.to_string(), c.bytes.to_string(), c.start.clone(), c.duration_ms.to_string(), c.src.clone(), c.dst.clone(), c.direction.to_string(), c.rule.clone()]);
+            conns.push(vec![
+                list.into(),
+                c.status.to_string(),
+                c.bytes.to_string(),
+                c.start.clone(),
+                c.duration_ms.to_string(),
+                c.src.clone(),
+                c.dst.clone(),
+                c.direction.to_string(),
+                c.rule.clone(),
+            ]);
         }
     }
-    let conns = csv_rows(&["list", "status", "count_or_bytes", "start", "duration_ms", "src", "dst", "direction", "rule"], conns.into_iter());
-    let mut rejects: Vec<Vec<String>> = r.ledger.rejected_by_reason.iter().map(|(k, n)| vec![k.to_string(), n.to_string(), String::new(), String::new()]).collect();
+    let conns = csv_rows(
+        &[
+            "list",
+            "status",
+            "count_or_bytes",
+            "start",
+            "duration_ms",
+            "src",
+            "dst",
+            "direction",
+            "rule",
+        ],
+        conns.into_iter(),
+    );
+    let mut rejects: Vec<Vec<String>> = r
+        .ledger
+        .rejected_by_reason
+        .iter()
+        .map(|(k, n)| vec![k.to_string(), n.to_string(), String::new(), String::new()])
+        .collect();
     for e in &r.ledger.reject_examples {
-        rejects.push(vec![e.reason.name().to_string(), String::new(), e.location(), e.message.clone()]);
+        rejects.push(vec![
+            e.reason.name().to_string(),
+            String::new(),
+            e.location(),
+            e.message.clone(),
+        ]);
     }
-    let rejects = csv_rows(&["reason", "tuples", "example_location", "example_message"], rejects.into_iter());
+    let rejects = csv_rows(
+        &["reason", "tuples", "example_location", "example_message"],
+        rejects.into_iter(),
+    );
     vec![
-        OutFile { name: "rules.csv".into(), bytes: rules },
-        OutFile { name: "top_talkers.csv".into(), bytes: talkers },
-        OutFile { name: "ports.csv".into(), bytes: ports },
-        OutFile { name: "connections.csv".into(), bytes: conns },
-        OutFile { name: "rejects.csv".into(), bytes: rejects },
+        OutFile {
+            name: "rules.csv".into(),
+            bytes: rules,
+        },
+        OutFile {
+            name: "top_talkers.csv".into(),
+            bytes: talkers,
+        },
+        OutFile {
+            name: "ports.csv".into(),
+            bytes: ports,
+        },
+        OutFile {
+            name: "connections.csv".into(),
+            bytes: conns,
+        },
+        OutFile {
+            name: "rejects.csv".into(),
+            bytes: rejects,
+        },
     ]
 }
 
@@ -357,13 +573,25 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
 pub fn all_files(r: &Report) -> Result<Vec<OutFile>, String> {
     let charts = charts(r)?;
     let mut files = vec![
-        OutFile { name: "index.html".into(), bytes: html(r, &charts)?.into_bytes() },
-        OutFile { name: "report.json".into(), bytes: json(r).into_bytes() },
-        OutFile { name: "report.md".into(), bytes: markdown(r).into_bytes() },
+        OutFile {
+            name: "index.html".into(),
+            bytes: html(r, &charts)?.into_bytes(),
+        },
+        OutFile {
+            name: "report.json".into(),
+            bytes: json(r).into_bytes(),
+        },
+        OutFile {
+            name: "report.md".into(),
+            bytes: markdown(r).into_bytes(),
+        },
     ];
     files.extend(csv_tables(r));
     for c in charts {
-        files.push(OutFile { name: format!("charts/{}", c.file), bytes: c.svg.into_bytes() });
+        files.push(OutFile {
+            name: format!("charts/{}", c.file),
+            bytes: c.svg.into_bytes(),
+        });
     }
     Ok(files)
 }
@@ -372,7 +600,8 @@ pub fn all_files(r: &Report) -> Result<Vec<OutFile>, String> {
 pub fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     use anyhow::Context;
     let files = all_files(r).map_err(|e| anyhow::anyhow!("drawing the report: {e}"))?;
-    std::fs::create_dir_all(dir.join("charts")).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("charts"))
+        .with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
     for f in files {
         let p = dir.join(&f.name);
