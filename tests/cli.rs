@@ -1117,3 +1117,228 @@ fn hostile_names_are_escaped_in_dot_and_csv() {
         csv[1]
     );
 }
+
+// ------------------------------------------------------------------------ report ----
+
+fn report_into(args: &[&str]) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let o = nsgflow()
+        .arg("report")
+        .args(args)
+        .args(["-o", out.path().to_str().unwrap(), "--quiet"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn report_writes_every_file_and_agrees_with_summary_and_connections() {
+    let out = report_into(&["fixtures/container"]);
+    let d = out.path();
+    for f in [
+        "index.html",
+        "report.json",
+        "report.md",
+        "rules.csv",
+        "top_talkers.csv",
+        "ports.csv",
+        "connections.csv",
+        "rejects.csv",
+        "charts/decisions_per_hour.svg",
+        "charts/bytes_per_hour.svg",
+        "charts/rule_hits.svg",
+        "charts/dest_ports.svg",
+        "charts/ingress_flows.svg",
+        "charts/egress_flows.svg",
+    ] {
+        assert!(d.join(f).is_file(), "{f}");
+    }
+    let r: Value = serde_json::from_str(&read(d, "report.json")).unwrap();
+    assert_eq!(r["schema_version"], 1);
+    let (_, s) = summary_json(&[root().join("fixtures/container").to_str().unwrap()]);
+    assert_eq!(r["totals"], s["totals"]);
+    assert_eq!(r["ledger"]["tuples"], s["ledger"]["tuples"]);
+    assert_eq!(r["ledger"]["records"], s["ledger"]["records"]);
+    assert_eq!(r["rules"].as_array().unwrap().len(), s["rules"].as_array().unwrap().len());
+    for (a, b) in r["rules"].as_array().unwrap().iter().zip(s["rules"].as_array().unwrap()) {
+        assert_eq!((&a["nsg"], &a["rule"], &a["tuples"], &a["bytes_src_to_dst"]), (&b["nsg"], &b["rule"], &b["tuples"], &b["bytes_src_to_dst"]));
+    }
+    let hourly: u64 = r["hourly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["allowed"].as_u64().unwrap() + h["denied"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hourly, s["totals"]["tuples"].as_u64().unwrap());
+    let conns = run_lines(&["connections", root().join("fixtures/container").to_str().unwrap(), "--format", "jsonl"]);
+    assert_eq!(r["connections"]["total"].as_u64().unwrap() as usize, conns.len());
+    let biggest = conns
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|c| c["bytes_src_to_dst"].as_u64().unwrap() + c["bytes_dst_to_src"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(r["connections"]["top_by_bytes"][0]["bytes"], biggest);
+    // Ingress sources are ranked over inbound tuples.
+    let inbound: u64 = r["ingress"]["pairs"].as_array().unwrap().iter().map(|p| p["tuples"].as_u64().unwrap()).sum();
+    assert!(inbound <= s["totals"]["inbound"].as_u64().unwrap());
+    assert_eq!(r["coverage"]["nics"].as_array().unwrap().len(), 6);
+    assert_eq!(r["coverage"]["hours_spanned"], 3);
+    let html = read(d, "index.html");
+    assert!(html.contains("Content-Security-Policy") && html.contains("<svg"));
+    // Self-contained: nothing to fetch (the only URL is the SVG namespace).
+    assert!(!html.contains("<script"));
+    for fetch in ["src=\"http", "href=\"http", "url(", "@import", "<link"] {
+        assert!(!html.contains(fetch), "{fetch}");
+    }
+}
+
+#[test]
+fn report_is_byte_identical_across_runs_and_thread_counts() {
+    let a = report_into(&["fixtures", "-j", "1"]);
+    let b = report_into(&["fixtures", "-j", "2"]);
+    for f in ["report.json", "index.html", "report.md", "rules.csv", "charts/rule_hits.svg"] {
+        assert_eq!(read(a.path(), f), read(b.path(), f), "{f}");
+    }
+    assert!(!read(a.path(), "report.json").contains("generated_at"));
+    let c = report_into(&["fixtures/container", "--stamp"]);
+    assert!(read(c.path(), "report.json").contains("generated_at"));
+}
+
+fn hostile_container() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let rule = r#"<script>alert(1)</script>"#;
+    let nsg = r#""><img src=x onerror=alert(2)>"#;
+    let rec = serde_json::json!({"records": [{
+        "time": "2026-01-05T10:01:00Z",
+        "category": "NetworkSecurityGroupFlowEvent",
+        "resourceId": format!("/SUBSCRIPTIONS/S/RESOURCEGROUPS/javascript:alert(3)/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/{nsg}"),
+        "properties": {"Version": 2, "flows": [
+            {"rule": rule, "flows": [{"mac": "000D3A000001", "flowTuples": [
+                "1767607200,8.8.8.8,10.0.0.4,40001,443,T,I,A,B,,,,",
+                "1767607230,8.8.8.8,10.0.0.4,40001,443,T,I,A,E,3,300,2,200"]}]},
+            {"rule": "=HYPERLINK(\"http://evil\",\"x\")", "flows": [{"mac": "000D3A000001", "flowTuples": [
+                "1767607200,10.0.0.4,9.9.9.9,40002,53,U,O,A,B,,,,"]}]},
+            {"rule": "[click](javascript:alert(4))", "flows": [{"mac": "000D3A000001", "flowTuples": [
+                "1767607201,10.0.0.4,9.9.9.9,40003,53,U,O,D,B,,,,"]}]}
+        ]}}]});
+    std::fs::write(tmp.path().join("PT1H.json"), rec.to_string()).unwrap();
+    tmp
+}
+
+#[test]
+fn hostile_names_appear_only_escaped_in_the_report() {
+    let input = hostile_container();
+    let out = report_into(&[input.path().to_str().unwrap()]);
+    let d = out.path();
+    let html = read(d, "index.html");
+    assert!(!html.contains("<script>"), "raw script tag in HTML");
+    assert!(!html.contains("<img"), "raw img tag in HTML");
+    // askama writes numeric character references.
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{html}");
+    assert!(html.contains("&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"), "{html}");
+    for f in ["charts/rule_hits.svg", "charts/ingress_flows.svg"] {
+        let svg = read(d, f);
+        assert!(!svg.contains("<script") && !svg.contains("<img"), "{f}");
+    }
+    let md = read(d, "report.md");
+    assert!(!md.contains("<script>") && !md.contains("<img"));
+    assert!(md.contains(r"\[click\]\(javascript:alert\(4\)\)"), "no live link in Markdown");
+    // Everything else still reads the names as written.
+    let r: Value = serde_json::from_str(&read(d, "report.json")).unwrap();
+    assert!(r["rules"].as_array().unwrap().iter().any(|x| x["rule"] == "<script>alert(1)</script>"));
+}
+
+#[test]
+fn csv_cells_that_look_like_formulas_are_neutralised() {
+    let input = hostile_container();
+    let out = report_into(&[input.path().to_str().unwrap()]);
+    let rules = read(out.path(), "rules.csv");
+    assert!(rules.contains(r#""'=HYPERLINK(""http://evil"",""x"")""#), "{rules}");
+    assert!(!rules.lines().any(|l| l.starts_with('=') || l.contains(",=")), "{rules}");
+}
+
+#[test]
+fn report_snapshots_of_each_renderer() {
+    use nsgflow::discover::{discover, DiscoverOptions};
+    use nsgflow::report::build::{aggregate, assemble, ReportContext};
+    use nsgflow::report::render;
+    // A fixed model: two malformed fixtures (rejects, duplicates, examples with paths).
+    let inputs = [
+        PathBuf::from("fixtures/malformed/bad-tuples.json"),
+        PathBuf::from("fixtures/malformed/duplicates.json"),
+    ];
+    // cargo runs integration tests in the package root, so these relative paths resolve
+    // and appear in the snapshots as written.
+    let d = discover(&inputs, &DiscoverOptions::default());
+    let (agg, ledger) = aggregate(&d.blobs, &Default::default(), &|| {});
+    let book = nsgflow::addr::AddressBook::default();
+    let cx = ReportContext {
+        inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
+        filters: vec![],
+        generated_at: None,
+        book: &book,
+    };
+    let r = assemble(&agg, &ledger, &d, &cx);
+    let files = render::all_files(&r).unwrap();
+    let get = |n: &str| String::from_utf8(files.iter().find(|f| f.name == n).unwrap().bytes.clone()).unwrap();
+    insta::assert_snapshot!("report_json", get("report.json"));
+    insta::assert_snapshot!("report_md", get("report.md"));
+    insta::assert_snapshot!("index_html", get("index.html"));
+    insta::assert_snapshot!("rules_csv", get("rules.csv"));
+    insta::assert_snapshot!("top_talkers_csv", get("top_talkers.csv"));
+    insta::assert_snapshot!("rejects_csv", get("rejects.csv"));
+    insta::assert_snapshot!("chart_decisions_svg", get("charts/decisions_per_hour.svg"));
+    insta::assert_snapshot!("chart_ingress_svg", get("charts/ingress_flows.svg"));
+}
+
+/// Renders `index.html` in headless Chromium (Debian's `chromium`, installed by `.ci/run`)
+/// and checks that it renders with no console error (a CSP violation is one). Skipped with a
+/// reason when Chromium is absent outside CI; in CI its absence is a failure.
+#[test]
+fn index_html_renders_in_headless_chromium_without_console_errors() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
+    let Some(chromium) = chromium else {
+        assert!(std::env::var_os("CI").is_none(), "CI must install chromium (.ci/run)");
+        eprintln!("skipping: no chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let out = report_into(&["fixtures"]);
+    let profile = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", out.path().join("index.html").display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(dom.contains("nsgflow report") && dom.contains("<svg"), "did not render: {log}");
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Refused to") || l.contains("Uncaught"))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
