@@ -1169,9 +1169,20 @@ fn report_writes_every_file_and_agrees_with_summary_and_connections() {
     assert_eq!(r["totals"], s["totals"]);
     assert_eq!(r["ledger"]["tuples"], s["ledger"]["tuples"]);
     assert_eq!(r["ledger"]["records"], s["ledger"]["records"]);
-    assert_eq!(r["rules"].as_array().unwrap().len(), s["rules"].as_array().unwrap().len());
-    for (a, b) in r["rules"].as_array().unwrap().iter().zip(s["rules"].as_array().unwrap()) {
-        assert_eq!((&a["nsg"], &a["rule"], &a["tuples"], &a["bytes_src_to_dst"]), (&b["nsg"], &b["rule"], &b["tuples"], &b["bytes_src_to_dst"]));
+    assert_eq!(
+        r["rules"].as_array().unwrap().len(),
+        s["rules"].as_array().unwrap().len()
+    );
+    for (a, b) in r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(s["rules"].as_array().unwrap())
+    {
+        assert_eq!(
+            (&a["nsg"], &a["rule"], &a["tuples"], &a["bytes_src_to_dst"]),
+            (&b["nsg"], &b["rule"], &b["tuples"], &b["bytes_src_to_dst"])
+        );
     }
     let hourly: u64 = r["hourly"]
         .as_array()
@@ -1180,8 +1191,16 @@ fn report_writes_every_file_and_agrees_with_summary_and_connections() {
         .map(|h| h["allowed"].as_u64().unwrap() + h["denied"].as_u64().unwrap())
         .sum();
     assert_eq!(hourly, s["totals"]["tuples"].as_u64().unwrap());
-    let conns = run_lines(&["connections", root().join("fixtures/container").to_str().unwrap(), "--format", "jsonl"]);
-    assert_eq!(r["connections"]["total"].as_u64().unwrap() as usize, conns.len());
+    let conns = run_lines(&[
+        "connections",
+        root().join("fixtures/container").to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(
+        r["connections"]["total"].as_u64().unwrap() as usize,
+        conns.len()
+    );
     let biggest = conns
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -1190,7 +1209,12 @@ fn report_writes_every_file_and_agrees_with_summary_and_connections() {
         .unwrap();
     assert_eq!(r["connections"]["top_by_bytes"][0]["bytes"], biggest);
     // Ingress sources are ranked over inbound tuples.
-    let inbound: u64 = r["ingress"]["pairs"].as_array().unwrap().iter().map(|p| p["tuples"].as_u64().unwrap()).sum();
+    let inbound: u64 = r["ingress"]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tuples"].as_u64().unwrap())
+        .sum();
     assert!(inbound <= s["totals"]["inbound"].as_u64().unwrap());
     assert_eq!(r["coverage"]["nics"].as_array().unwrap().len(), 6);
     assert_eq!(r["coverage"]["hours_spanned"], 3);
@@ -1207,7 +1231,13 @@ fn report_writes_every_file_and_agrees_with_summary_and_connections() {
 fn report_is_byte_identical_across_runs_and_thread_counts() {
     let a = report_into(&["fixtures", "-j", "1"]);
     let b = report_into(&["fixtures", "-j", "2"]);
-    for f in ["report.json", "index.html", "report.md", "rules.csv", "charts/rule_hits.svg"] {
+    for f in [
+        "report.json",
+        "index.html",
+        "report.md",
+        "rules.csv",
+        "charts/rule_hits.svg",
+    ] {
         assert_eq!(read(a.path(), f), read(b.path(), f), "{f}");
     }
     assert!(!read(a.path(), "report.json").contains("generated_at"));
@@ -1220,18 +1250,18 @@ fn hostile_container() -> tempfile::TempDir {
     let rule = r#"<script>alert(1)</script>"#;
     let nsg = r#""><img src=x onerror=alert(2)>"#;
     let rec = serde_json::json!({"records": [{
-        "time": "2026-01-05T10:01:00Z",
-        "category": "NetworkSecurityGroupFlowEvent",
-        "resourceId": format!("/SUBSCRIPTIONS/S/RESOURCEGROUPS/javascript:alert(3)/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/{nsg}"),
-        "properties": {"Version": 2, "flows": [
-            {"rule": rule, "flows": [{"mac": "000D3A000001", "flowTuples": [
-                "1767607200,8.8.8.8,10.0.0.4,40001,443,T,I,A,B,,,,",
-                "1767607230,8.8.8.8,10.0.0.4,40001,443,T,I,A,E,3,300,2,200"]}]},
-            {"rule": "=HYPERLINK(\"http://evil\",\"x\")", "flows": [{"mac": "000D3A000001", "flowTuples": [
-                "1767607200,10.0.0.4,9.9.9.9,40002,53,U,O,A,B,,,,"]}]},
-            {"rule": "[click](javascript:alert(4))", "flows": [{"mac": "000D3A000001", "flowTuples": [
-                "1767607201,10.0.0.4,9.9.9.9,40003,53,U,O,D,B,,,,"]}]}
-        ]}}]});
+    "time": "2026-01-05T10:01:00Z",
+    "category": "NetworkSecurityGroupFlowEvent",
+    "resourceId": format!("/SUBSCRIPTIONS/S/RESOURCEGROUPS/javascript:alert(3)/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/{nsg}"),
+    "properties": {"Version": 2, "flows": [
+        {"rule": rule, "flows": [{"mac": "000D3A000001", "flowTuples": [
+            "1767607200,8.8.8.8,10.0.0.4,40001,443,T,I,A,B,,,,",
+            "1767607230,8.8.8.8,10.0.0.4,40001,443,T,I,A,E,3,300,2,200"]}]},
+        {"rule": "=HYPERLINK(\"http://evil\",\"x\")", "flows": [{"mac": "000D3A000001", "flowTuples": [
+            "1767607200,10.0.0.4,9.9.9.9,40002,53,U,O,A,B,,,,"]}]},
+        {"rule": "[click](javascript:alert(4))", "flows": [{"mac": "000D3A000001", "flowTuples": [
+            "1767607201,10.0.0.4,9.9.9.9,40003,53,U,O,D,B,,,,"]}]}
+    ]}}]});
     std::fs::write(tmp.path().join("PT1H.json"), rec.to_string()).unwrap();
     tmp
 }
@@ -1245,18 +1275,31 @@ fn hostile_names_appear_only_escaped_in_the_report() {
     assert!(!html.contains("<script>"), "raw script tag in HTML");
     assert!(!html.contains("<img"), "raw img tag in HTML");
     // askama writes numeric character references.
-    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{html}");
-    assert!(html.contains("&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"), "{html}");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"),
+        "{html}"
+    );
     for f in ["charts/rule_hits.svg", "charts/ingress_flows.svg"] {
         let svg = read(d, f);
         assert!(!svg.contains("<script") && !svg.contains("<img"), "{f}");
     }
     let md = read(d, "report.md");
     assert!(!md.contains("<script>") && !md.contains("<img"));
-    assert!(md.contains(r"\[click\]\(javascript:alert\(4\)\)"), "no live link in Markdown");
+    assert!(
+        md.contains(r"\[click\]\(javascript:alert\(4\)\)"),
+        "no live link in Markdown"
+    );
     // Everything else still reads the names as written.
     let r: Value = serde_json::from_str(&read(d, "report.json")).unwrap();
-    assert!(r["rules"].as_array().unwrap().iter().any(|x| x["rule"] == "<script>alert(1)</script>"));
+    assert!(r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["rule"] == "<script>alert(1)</script>"));
 }
 
 #[test]
@@ -1264,8 +1307,16 @@ fn csv_cells_that_look_like_formulas_are_neutralised() {
     let input = hostile_container();
     let out = report_into(&[input.path().to_str().unwrap()]);
     let rules = read(out.path(), "rules.csv");
-    assert!(rules.contains(r#""'=HYPERLINK(""http://evil"",""x"")""#), "{rules}");
-    assert!(!rules.lines().any(|l| l.starts_with('=') || l.contains(",=")), "{rules}");
+    assert!(
+        rules.contains(r#""'=HYPERLINK(""http://evil"",""x"")""#),
+        "{rules}"
+    );
+    assert!(
+        !rules
+            .lines()
+            .any(|l| l.starts_with('=') || l.contains(",=")),
+        "{rules}"
+    );
 }
 
 #[test]
@@ -1291,7 +1342,9 @@ fn report_snapshots_of_each_renderer() {
     };
     let r = assemble(&agg, &ledger, &d, &cx);
     let files = render::all_files(&r).unwrap();
-    let get = |n: &str| String::from_utf8(files.iter().find(|f| f.name == n).unwrap().bytes.clone()).unwrap();
+    let get = |n: &str| {
+        String::from_utf8(files.iter().find(|f| f.name == n).unwrap().bytes.clone()).unwrap()
+    };
     insta::assert_snapshot!("report_json", get("report.json"));
     insta::assert_snapshot!("report_md", get("report.md"));
     insta::assert_snapshot!("index_html", get("index.html"));
@@ -1307,9 +1360,14 @@ fn report_snapshots_of_each_renderer() {
 /// reason when Chromium is absent outside CI; in CI its absence is a failure.
 #[test]
 fn index_html_renders_in_headless_chromium_without_console_errors() {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
     let Some(chromium) = chromium else {
-        assert!(std::env::var_os("CI").is_none(), "CI must install chromium (.ci/run)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (.ci/run)"
+        );
         eprintln!("skipping: no chromium on this machine (apt-get install chromium)");
         return;
     };
@@ -1330,12 +1388,18 @@ fn index_html_renders_in_headless_chromium_without_console_errors() {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
-        .arg(format!("file://{}", out.path().join("index.html").display()))
+        .arg(format!(
+            "file://{}",
+            out.path().join("index.html").display()
+        ))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&o.stdout);
     let log = String::from_utf8_lossy(&o.stderr);
-    assert!(dom.contains("nsgflow report") && dom.contains("<svg"), "did not render: {log}");
+    assert!(
+        dom.contains("nsgflow report") && dom.contains("<svg"),
+        "did not render: {log}"
+    );
     let errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("CONSOLE") || l.contains("Refused to") || l.contains("Uncaught"))
