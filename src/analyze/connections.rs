@@ -416,6 +416,8 @@ impl Stitcher {
 
     /// Close everything still open (end of the NIC's data).
     pub fn finish(&mut self) {
+        self.now_ms = 0;
+        self.swept_ms = 0;
         let mut rest: Vec<(Key, Open)> = self.open.drain().collect();
         rest.sort_by_key(|(k, o)| (o.start_ms, k.src, k.dst, k.sport, k.dport));
         for (k, o) in rest {
@@ -538,6 +540,16 @@ impl TableSink for Stitcher {
                 add(&mut o, t);
                 self.open.insert(k, o);
                 continue;
+            }
+            // An allowed tuple never joins a denied series or a connection idle past
+            // IDLE_CLOSE_MS: the same rule the sweep applies, so results do not depend on
+            // when a sweep ran.
+            if let Some(o) = self.open.get(&k) {
+                if o.denied || t.time_ms - o.end_ms > IDLE_CLOSE_MS {
+                    let old = self.open.remove(&k).expect("present");
+                    let st = Self::status_at_end(&old);
+                    self.close(k, old, st);
+                }
             }
             match t.state {
                 // NSG v1: no state; each allowed tuple stands alone.

@@ -45,10 +45,28 @@ impl Stat {
 /// One direction's traffic by (source, destination) pair and by destination port; the
 /// per-source and per-destination totals are folded from the pairs at the end (one map
 /// update per tuple instead of three).
+/// IPv4 pairs, the common case, are packed into one `u64` key (32-byte map entries
+/// instead of 64); any pair with an IPv6 end goes to `pair6`.
 #[derive(Default)]
 struct DirAgg {
-    pair: FxHashMap<(IpAddr, IpAddr), Stat>,
+    pair4: FxHashMap<u64, Stat>,
+    pair6: FxHashMap<(IpAddr, IpAddr), Stat>,
     port: FxHashMap<(Protocol, u16), Stat>,
+}
+
+#[inline]
+fn pack4(a: &IpAddr, b: &IpAddr) -> Option<u64> {
+    match (a, b) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => Some((u32::from(*x) as u64) << 32 | u32::from(*y) as u64),
+        _ => None,
+    }
+}
+
+fn unpack4(k: u64) -> (IpAddr, IpAddr) {
+    (
+        IpAddr::V4(std::net::Ipv4Addr::from((k >> 32) as u32)),
+        IpAddr::V4(std::net::Ipv4Addr::from(k as u32)),
+    )
 }
 
 fn merge_map<K: std::hash::Hash + Eq>(a: &mut FxHashMap<K, Stat>, b: FxHashMap<K, Stat>) {
@@ -59,19 +77,41 @@ fn merge_map<K: std::hash::Hash + Eq>(a: &mut FxHashMap<K, Stat>, b: FxHashMap<K
 
 impl DirAgg {
     fn merge(&mut self, o: DirAgg) {
-        merge_map(&mut self.pair, o.pair);
+        merge_map(&mut self.pair4, o.pair4);
+        merge_map(&mut self.pair6, o.pair6);
         merge_map(&mut self.port, o.port);
+    }
+
+    #[inline]
+    fn add_pair(&mut self, a: &IpAddr, b: &IpAddr, deny: bool, bytes: u64) {
+        match pack4(a, b) {
+            Some(k) => self.pair4.entry(k).or_default().add(deny, bytes),
+            None => self.pair6.entry((*a, *b)).or_default().add(deny, bytes),
+        }
     }
 
     /// Per-source and per-destination totals.
     fn ends(&self) -> (FxHashMap<IpAddr, Stat>, FxHashMap<IpAddr, Stat>) {
         let mut src: FxHashMap<IpAddr, Stat> = FxHashMap::default();
         let mut dst: FxHashMap<IpAddr, Stat> = FxHashMap::default();
-        for ((a, b), st) in &self.pair {
-            src.entry(*a).or_default().merge(st);
-            dst.entry(*b).or_default().merge(st);
+        let pairs4 = self.pair4.iter().map(|(k, st)| (unpack4(*k), st));
+        for ((a, b), st) in pairs4.chain(self.pair6.iter().map(|(k, st)| (*k, st))) {
+            src.entry(a).or_default().merge(st);
+            dst.entry(b).or_default().merge(st);
         }
         (src, dst)
+    }
+
+    /// The busiest pairs (both maps), in [`top`] order.
+    fn top_pairs(&self, n: usize) -> Vec<((IpAddr, IpAddr), Stat)> {
+        let mut v: Vec<((IpAddr, IpAddr), Stat)> = top(&self.pair4, n)
+            .into_iter()
+            .map(|(k, st)| (unpack4(k), st))
+            .collect();
+        v.extend(top(&self.pair6, n));
+        v.sort_by(busiest_first);
+        v.truncate(n);
+        v
     }
 }
 
@@ -100,7 +140,7 @@ impl TableSink for ReportAgg {
             let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
             let inbound = t.direction == Direction::Inbound;
             let d = &mut self.dir[inbound as usize];
-            d.pair.entry((t.src, t.dst)).or_default().add(deny, bytes);
+            d.add_pair(&t.src, &t.dst, deny, bytes);
             d.port
                 .entry((t.protocol, t.dport))
                 .or_default()
@@ -161,34 +201,46 @@ pub fn aggregate(
     tick: &(dyn Fn() + Sync),
 ) -> (ReportAgg, Ledger) {
     let groups = nic_groups(blobs);
-    groups
+    // One accumulator per rayon split: groups fold straight into it (a thread holds one
+    // aggregate, not one per NIC); the stitcher is finished after each group, so no
+    // connection state crosses NICs.
+    let new_acc = || {
+        let mut st = Stitcher::default();
+        st.summary = Some(ConnSummary::default());
+        (
+            ReportAgg::default(),
+            st,
+            Ledger::default(),
+            Worker::default(),
+        )
+    };
+    let (mut agg, mut stitch, ledger, _) = groups
         .par_iter()
-        .with_max_len(1)
-        .map_init(Worker::default, |w, group| {
-            let mut agg = ReportAgg::default();
-            let mut stitch = Stitcher::default();
-            stitch.summary = Some(ConnSummary::default());
-            let mut ledger = Ledger::default();
-            for blob in group {
-                let mut tee = Tee {
-                    agg: &mut agg,
-                    stitch: &mut stitch,
-                };
-                ledger.merge(process_blob(w, blob, opts, &mut tee));
-                tick();
-            }
-            stitch.finish();
-            agg.conns = stitch.summary.take().expect("summary mode");
-            (agg, ledger)
-        })
-        .reduce(
-            || (ReportAgg::default(), Ledger::default()),
-            |(mut a, mut la), (b, lb)| {
-                a.merge(b);
-                la.merge(lb);
-                (a, la)
+        .fold(
+            new_acc,
+            |(mut agg, mut stitch, mut ledger, mut w), group| {
+                for blob in group {
+                    let mut tee = Tee {
+                        agg: &mut agg,
+                        stitch: &mut stitch,
+                    };
+                    ledger.merge(process_blob(&mut w, blob, opts, &mut tee));
+                    tick();
+                }
+                stitch.finish();
+                (agg, stitch, ledger, w)
             },
         )
+        .reduce(new_acc, |(mut a, mut sa, mut la, w), (b, sb, lb, _)| {
+            a.merge(b);
+            if let (Some(x), Some(y)) = (sa.summary.as_mut(), sb.summary) {
+                x.merge(y);
+            }
+            la.merge(lb);
+            (a, sa, la, w)
+        });
+    agg.conns = stitch.summary.take().expect("summary mode");
+    (agg, ledger)
 }
 
 fn talker(book: &AddressBook, ip: &IpAddr, s: &Stat) -> Talker {
@@ -208,14 +260,19 @@ fn talker(book: &AddressBook, ip: &IpAddr, s: &Stat) -> Talker {
 /// Busiest first (tuples, then bytes), ties by key: deterministic.
 fn top<K: Ord + Copy>(m: &FxHashMap<K, Stat>, n: usize) -> Vec<(K, Stat)> {
     let mut v: Vec<(K, Stat)> = m.iter().map(|(k, s)| (*k, *s)).collect();
-    v.sort_by(|a, b| {
-        b.1.tuples
-            .cmp(&a.1.tuples)
-            .then(b.1.bytes.cmp(&a.1.bytes))
-            .then(a.0.cmp(&b.0))
-    });
-    v.truncate(n);
+    if n > 0 && v.len() > n {
+        v.select_nth_unstable_by(n - 1, busiest_first);
+        v.truncate(n);
+    }
+    v.sort_by(busiest_first);
     v
+}
+
+fn busiest_first<K: Ord>(a: &(K, Stat), b: &(K, Stat)) -> std::cmp::Ordering {
+    b.1.tuples
+        .cmp(&a.1.tuples)
+        .then(b.1.bytes.cmp(&a.1.bytes))
+        .then(a.0.cmp(&b.0))
 }
 
 fn port_rows(m: &FxHashMap<(Protocol, u16), Stat>, n: usize) -> Vec<PortRow> {
@@ -242,7 +299,8 @@ fn talkers(book: &AddressBook, d: &DirAgg) -> Talkers {
             .iter()
             .map(|(ip, s)| talker(book, ip, s))
             .collect(),
-        pairs: top(&d.pair, TOP_N)
+        pairs: d
+            .top_pairs(TOP_N)
             .iter()
             .map(|((a, b), s)| {
                 let la = book.label(a).map(|(l, _)| l);
