@@ -402,12 +402,9 @@ impl Stitcher {
             })
             .map(|(k, _)| *k)
             .collect();
-        let mut closing: Vec<(Key, Open)> = expired
-            .into_iter()
-            .filter_map(|k| self.open.remove(&k).map(|o| (k, o)))
-            .collect();
-        closing.sort_by_key(|(k, o)| (o.start_ms, k.src, k.dst, k.sport, k.dport));
-        for (k, o) in closing {
+        // Closing order does not matter: summaries are order-free and `take_sorted` sorts.
+        for k in expired {
+            let o = self.open.remove(&k).expect("present");
             let st = Self::status_at_end(&o);
             self.close(k, o, st);
         }
@@ -418,8 +415,7 @@ impl Stitcher {
     pub fn finish(&mut self) {
         self.now_ms = 0;
         self.swept_ms = 0;
-        let mut rest: Vec<(Key, Open)> = self.open.drain().collect();
-        rest.sort_by_key(|(k, o)| (o.start_ms, k.src, k.dst, k.sport, k.dport));
+        let rest: Vec<(Key, Open)> = self.open.drain().collect();
         for (k, o) in rest {
             let st = Self::status_at_end(&o);
             self.close(k, o, st);
@@ -466,34 +462,42 @@ impl TableSink for Stitcher {
         let mac = self.id(&ctx.mac_normalized());
         let nsg = self.id(ctx.nsg);
         let rule = self.id(ctx.rule);
+        // Tables are time-ordered already; only tuples sharing a timestamp need E before C
+        // before B. Use the table as it is when it is in that order (the usual case), else a
+        // reordered copy: sorted by time, each same-time run partitioned by rank.
+        let in_order = table
+            .tuples
+            .windows(2)
+            .all(|w| (w[0].time_ms, rank(&w[0])) <= (w[1].time_ms, rank(&w[1])));
         let mut sorted = std::mem::take(&mut self.sorted);
         sorted.clear();
-        sorted.extend_from_slice(table.tuples);
-        // Tables are time-ordered already; only tuples sharing a timestamp need E before C
-        // before B, so sort those runs (short) rather than the table.
-        if !sorted.is_sorted_by_key(|t| t.time_ms) {
-            sorted.sort_by_key(|t| t.time_ms);
-        }
-        let mut i = 0;
-        while i < sorted.len() {
-            let mut j = i + 1;
-            while j < sorted.len() && sorted[j].time_ms == sorted[i].time_ms {
-                j += 1;
+        if !in_order {
+            sorted.extend_from_slice(table.tuples);
+            if !sorted.is_sorted_by_key(|t| t.time_ms) {
+                sorted.sort_by_key(|t| t.time_ms);
             }
-            if j - i > 1 && !sorted[i..j].is_sorted_by_key(rank) {
-                // A stable three-way partition (E, C, B/D) of the run: no comparison sort.
-                let run: Vec<FlowTuple> = sorted[i..j].to_vec();
-                let mut at = i;
-                for r in 0..3 {
-                    for t in run.iter().filter(|t| rank(t) == r) {
-                        sorted[at] = *t;
-                        at += 1;
+            let mut i = 0;
+            while i < sorted.len() {
+                let mut j = i + 1;
+                while j < sorted.len() && sorted[j].time_ms == sorted[i].time_ms {
+                    j += 1;
+                }
+                if j - i > 1 && !sorted[i..j].is_sorted_by_key(rank) {
+                    // A stable three-way partition (E, C, B/D) of the run: no comparison sort.
+                    let run: Vec<FlowTuple> = sorted[i..j].to_vec();
+                    let mut at = i;
+                    for r in 0..3 {
+                        for t in run.iter().filter(|t| rank(t) == r) {
+                            sorted[at] = *t;
+                            at += 1;
+                        }
                     }
                 }
+                i = j;
             }
-            i = j;
         }
-        for t in &sorted {
+        let ordered: &[FlowTuple] = if in_order { table.tuples } else { &sorted };
+        for t in ordered {
             let k = Key {
                 mac,
                 src: t.src,
@@ -543,14 +547,8 @@ impl TableSink for Stitcher {
             }
             // An allowed tuple never joins a denied series or a connection idle past
             // IDLE_CLOSE_MS: the same rule the sweep applies, so results do not depend on
-            // when a sweep ran.
-            if let Some(o) = self.open.get(&k) {
-                if o.denied || t.time_ms - o.end_ms > IDLE_CLOSE_MS {
-                    let old = self.open.remove(&k).expect("present");
-                    let st = Self::status_at_end(&old);
-                    self.close(k, old, st);
-                }
-            }
+            // when a sweep ran. One map operation per tuple in the common cases.
+            let stale = |o: &Open| o.denied || t.time_ms - o.end_ms > IDLE_CLOSE_MS;
             match t.state {
                 // NSG v1: no state; each allowed tuple stands alone.
                 None => {
@@ -559,27 +557,62 @@ impl TableSink for Stitcher {
                     self.close(k, o, Status::Stateless);
                 }
                 Some(FlowState::Begin) => {
-                    if let Some(old) = self.open.remove(&k) {
+                    let mut o = fresh(t);
+                    add(&mut o, t);
+                    let replaced = match self.open.entry(k) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => {
+                            Some(std::mem::replace(e.get_mut(), o))
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(o);
+                            None
+                        }
+                    };
+                    if let Some(old) = replaced {
                         let st = Self::status_at_end(&old);
                         self.close(k, old, st);
                     }
-                    let mut o = fresh(t);
-                    add(&mut o, t);
-                    self.open.insert(k, o);
                 }
                 Some(FlowState::Continuing) => {
-                    let o = self.open.entry(k).or_insert_with(|| fresh(t));
-                    add(o, t);
+                    let mut closed = None;
+                    match self.open.entry(k) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => {
+                            if stale(e.get()) {
+                                let mut o = fresh(t);
+                                add(&mut o, t);
+                                closed = Some(std::mem::replace(e.get_mut(), o));
+                            } else {
+                                add(e.get_mut(), t);
+                            }
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let mut o = fresh(t);
+                            add(&mut o, t);
+                            v.insert(o);
+                        }
+                    }
+                    if let Some(old) = closed {
+                        let st = Self::status_at_end(&old);
+                        self.close(k, old, st);
+                    }
                 }
                 Some(FlowState::End) => {
-                    let mut o = self.open.remove(&k).unwrap_or_else(|| fresh(t));
+                    let mut o = match self.open.remove(&k) {
+                        Some(o) if !stale(&o) => o,
+                        Some(old) => {
+                            let st = Self::status_at_end(&old);
+                            self.close(k, old, st);
+                            fresh(t)
+                        }
+                        None => fresh(t),
+                    };
                     add(&mut o, t);
                     self.close(k, o, Status::Completed);
                 }
                 Some(FlowState::Denied) => unreachable!("VNet D is a deny decision"),
             }
         }
-        if let Some(last) = sorted.last() {
+        if let Some(last) = ordered.last() {
             self.now_ms = self.now_ms.max(last.time_ms);
         }
         self.sorted = sorted;

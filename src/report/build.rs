@@ -123,6 +123,15 @@ struct Hour {
     bytes_out: u64,
 }
 
+impl Hour {
+    fn add(&mut self, o: &Hour) {
+        self.allowed += o.allowed;
+        self.denied += o.denied;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
+
 /// Everything one pass folds; merges across NIC groups.
 #[derive(Default)]
 pub struct ReportAgg {
@@ -135,6 +144,9 @@ pub struct ReportAgg {
 impl TableSink for ReportAgg {
     fn table(&mut self, table: &RuleTable<'_>) {
         self.summary.table(table);
+        // Tables rarely cross an hour: accumulate the hour locally, flush when it changes.
+        let mut cur_hour = i64::MIN;
+        let mut cur = Hour::default();
         for t in table.tuples {
             let deny = t.decision == Decision::Deny;
             let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
@@ -145,20 +157,27 @@ impl TableSink for ReportAgg {
                 .entry((t.protocol, t.dport))
                 .or_default()
                 .add(deny, bytes);
-            let h = self
-                .hours
-                .entry(t.time_ms - t.time_ms.rem_euclid(HOUR_MS))
-                .or_default();
+            let hour = t.time_ms - t.time_ms.rem_euclid(HOUR_MS);
+            if hour != cur_hour {
+                if cur_hour != i64::MIN {
+                    self.hours.entry(cur_hour).or_default().add(&cur);
+                }
+                cur = Hour::default();
+                cur_hour = hour;
+            }
             if deny {
-                h.denied += 1;
+                cur.denied += 1;
             } else {
-                h.allowed += 1;
+                cur.allowed += 1;
             }
             if inbound {
-                h.bytes_in += bytes;
+                cur.bytes_in += bytes;
             } else {
-                h.bytes_out += bytes;
+                cur.bytes_out += bytes;
             }
+        }
+        if cur_hour != i64::MIN {
+            self.hours.entry(cur_hour).or_default().add(&cur);
         }
     }
 }
@@ -170,11 +189,7 @@ impl ReportAgg {
         self.dir[0].merge(a);
         self.dir[1].merge(b);
         for (k, v) in o.hours {
-            let h = self.hours.entry(k).or_default();
-            h.allowed += v.allowed;
-            h.denied += v.denied;
-            h.bytes_in += v.bytes_in;
-            h.bytes_out += v.bytes_out;
+            self.hours.entry(k).or_default().add(&v);
         }
         self.conns.merge(o.conns);
     }
