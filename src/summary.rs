@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// The ledger as reported.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct LedgerReport {
     /// Blobs read (or attempted).
     pub blobs: u64,
@@ -54,7 +54,7 @@ pub struct LedgerReport {
     pub reject_examples: Vec<RejectExample>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct SkippedReport {
     pub path: String,
     pub reason: String,
@@ -68,7 +68,7 @@ pub struct TimeReport {
 }
 
 /// One NSG rule's row.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RuleRow {
     /// NSG name as written (last segment of `resourceId`, or of `aclID` for VNet logs).
     pub nsg: String,
@@ -118,6 +118,54 @@ pub fn double_logging(d: &Discovered) -> Vec<(String, i64)> {
         .collect()
 }
 
+impl LedgerReport {
+    /// The ledger of a run, with what discovery skipped or filtered.
+    pub fn new(l: &crate::parse::Ledger, d: &Discovered) -> LedgerReport {
+        LedgerReport {
+            blobs: l.blobs,
+            blobs_failed: l.blobs_failed,
+            blobs_partial: l.blobs_partial,
+            bytes: l.bytes,
+            records: l.records,
+            records_unrecognized: l.records_unrecognized,
+            tuples: l.tuples,
+            tuples_accepted: l.tuples_accepted,
+            tuples_rejected: l.tuples_rejected,
+            tuples_filtered: l.tuples_filtered,
+            rejected_by_reason: l.rejected_map(),
+            duplicate_records: l.duplicate_records,
+            duplicate_tuples: l.duplicate_tuples,
+            tuples_deduplicated: l.tuples_deduplicated,
+            tolerated: l.tolerated,
+            skipped_paths: d
+                .skipped
+                .iter()
+                .map(|s| SkippedReport {
+                    path: s.path.display().to_string(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
+            blobs_filtered: d.filtered_out,
+            problems: l.problems.clone(),
+            reject_examples: l.examples.clone(),
+        }
+    }
+}
+
+/// Rule rows sorted by NSG, then rule.
+pub fn rule_rows(s: &Summary) -> Vec<RuleRow> {
+    s.sorted_rules()
+        .into_iter()
+        .map(|(nsg, rule, st)| RuleRow {
+            nsg: nsg.to_string(),
+            rule: rule.to_string(),
+            counters: st.counters,
+            first: st.first_ms.map(fmt_ms),
+            last: st.last_ms.map(fmt_ms),
+        })
+        .collect()
+}
+
 impl SummaryReport {
     pub fn new(s: &Summary, d: &Discovered) -> SummaryReport {
         let l = &s.ledger;
@@ -142,34 +190,7 @@ impl SummaryReport {
             }
         }
         SummaryReport {
-            ledger: LedgerReport {
-                blobs: l.blobs,
-                blobs_failed: l.blobs_failed,
-                blobs_partial: l.blobs_partial,
-                bytes: l.bytes,
-                records: l.records,
-                records_unrecognized: l.records_unrecognized,
-                tuples: l.tuples,
-                tuples_accepted: l.tuples_accepted,
-                tuples_rejected: l.tuples_rejected,
-                tuples_filtered: l.tuples_filtered,
-                rejected_by_reason: l.rejected_map(),
-                duplicate_records: l.duplicate_records,
-                duplicate_tuples: l.duplicate_tuples,
-                tuples_deduplicated: l.tuples_deduplicated,
-                tolerated: l.tolerated,
-                skipped_paths: d
-                    .skipped
-                    .iter()
-                    .map(|s| SkippedReport {
-                        path: s.path.display().to_string(),
-                        reason: s.reason.clone(),
-                    })
-                    .collect(),
-                blobs_filtered: d.filtered_out,
-                problems: l.problems.clone(),
-                reject_examples: l.examples.clone(),
-            },
+            ledger: LedgerReport::new(l, d),
             time: TimeReport {
                 first: s.first_ms.map(fmt_ms),
                 last: s.last_ms.map(fmt_ms),
@@ -181,17 +202,7 @@ impl SummaryReport {
                 vnet: s.families[2],
             },
             encryption,
-            rules: s
-                .sorted_rules()
-                .into_iter()
-                .map(|(nsg, rule, st)| RuleRow {
-                    nsg: nsg.to_string(),
-                    rule: rule.to_string(),
-                    counters: st.counters,
-                    first: st.first_ms.map(fmt_ms),
-                    last: st.last_ms.map(fmt_ms),
-                })
-                .collect(),
+            rules: rule_rows(s),
             warnings,
         }
     }

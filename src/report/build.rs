@@ -462,42 +462,10 @@ pub fn assemble(
         generated_at: cx.generated_at.clone(),
         inputs: cx.inputs.clone(),
         filters: cx.filters.clone(),
-        ledger: LedgerSection {
-            blobs: ledger.blobs,
-            blobs_failed: ledger.blobs_failed,
-            blobs_partial: ledger.blobs_partial,
-            bytes: ledger.bytes,
-            records: ledger.records,
-            records_unrecognized: ledger.records_unrecognized,
-            tuples: ledger.tuples,
-            tuples_accepted: ledger.tuples_accepted,
-            tuples_rejected: ledger.tuples_rejected,
-            tuples_filtered: ledger.tuples_filtered,
-            duplicate_records: ledger.duplicate_records,
-            duplicate_tuples: ledger.duplicate_tuples,
-            tuples_deduplicated: ledger.tuples_deduplicated,
-            rejected_by_reason: ledger.rejected_map(),
-            reject_examples: ledger.examples.clone(),
-            problems: ledger.problems.clone(),
-            skipped_paths: d
-                .skipped
-                .iter()
-                .map(|s| format!("{}: {}", s.path.display(), s.reason))
-                .collect(),
-        },
+        ledger: LedgerSection::new(ledger, d),
         coverage: coverage(agg, d),
         totals: s.totals,
-        rules: s
-            .sorted_rules()
-            .into_iter()
-            .map(|(nsg, rule, st)| RuleRow {
-                nsg: nsg.to_string(),
-                rule: rule.to_string(),
-                counters: st.counters,
-                first: st.first_ms.map(fmt_ms),
-                last: st.last_ms.map(fmt_ms),
-            })
-            .collect(),
+        rules: crate::summary::rule_rows(s),
         ingress: talkers(cx.book, &agg.dir[1]),
         egress: talkers(cx.book, &agg.dir[0]),
         hourly,

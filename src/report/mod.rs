@@ -13,7 +13,6 @@ pub mod charts;
 pub mod render;
 
 use crate::aggregate::Counters;
-use crate::parse::{BlobProblem, RejectExample};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -53,33 +52,8 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// What was read and what was not.
-#[derive(Clone, Debug, Serialize)]
-pub struct LedgerSection {
-    pub blobs: u64,
-    pub blobs_failed: u64,
-    pub blobs_partial: u64,
-    pub bytes: u64,
-    pub records: u64,
-    pub records_unrecognized: u64,
-    /// Tuples seen = accepted + rejected.
-    pub tuples: u64,
-    pub tuples_accepted: u64,
-    pub tuples_rejected: u64,
-    /// Accepted tuples outside the filters.
-    pub tuples_filtered: u64,
-    pub duplicate_records: u64,
-    pub duplicate_tuples: u64,
-    pub tuples_deduplicated: u64,
-    /// Rejected tuples per reason (every reason listed).
-    pub rejected_by_reason: BTreeMap<&'static str, u64>,
-    /// First examples per reason, with file, record and tuple index.
-    pub reject_examples: Vec<RejectExample>,
-    /// Failed, partial and warned blobs.
-    pub problems: Vec<BlobProblem>,
-    /// Input paths that could not be walked.
-    pub skipped_paths: Vec<String>,
-}
+/// What was read and what was not: the same ledger `summary --format json` prints.
+pub use crate::summary::LedgerReport as LedgerSection;
 
 /// Which logs cover what.
 #[derive(Clone, Debug, Serialize)]
@@ -109,16 +83,8 @@ pub struct NicCoverage {
     pub hours_missing_count: usize,
 }
 
-/// One rule's row.
-#[derive(Clone, Debug, Serialize)]
-pub struct RuleRow {
-    pub nsg: String,
-    pub rule: String,
-    #[serde(flatten)]
-    pub counters: Counters,
-    pub first: Option<String>,
-    pub last: Option<String>,
-}
+/// One rule's row: the same row `summary --format json` prints.
+pub use crate::summary::RuleRow;
 
 /// Top talkers of one direction.
 #[derive(Clone, Debug, Serialize, Default)]
