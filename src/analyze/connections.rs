@@ -530,19 +530,29 @@ impl TableSink for Stitcher {
                 }
             };
             if t.decision == Decision::Deny {
-                if let Some(o) = self.open.get_mut(&k) {
-                    if o.denied && t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
-                        add(o, t);
-                        continue;
+                // A retry within the window joins the series; anything else starts anew.
+                let mut closed = None;
+                match self.open.entry(k) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        let o = e.get_mut();
+                        if o.denied && t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
+                            add(o, t);
+                        } else {
+                            let mut n = fresh(t);
+                            add(&mut n, t);
+                            closed = Some(std::mem::replace(o, n));
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let mut n = fresh(t);
+                        add(&mut n, t);
+                        v.insert(n);
                     }
                 }
-                if let Some(old) = self.open.remove(&k) {
+                if let Some(old) = closed {
                     let st = Self::status_at_end(&old);
                     self.close(k, old, st);
                 }
-                let mut o = fresh(t);
-                add(&mut o, t);
-                self.open.insert(k, o);
                 continue;
             }
             // An allowed tuple never joins a denied series or a connection idle past
