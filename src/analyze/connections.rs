@@ -34,7 +34,7 @@ pub const IDLE_CLOSE_MS: i64 = 15 * 60_000;
 
 /// How often (in log time) idle connections are swept: a sweep walks every open connection,
 /// so it runs every few minutes of data, not on every table.
-const SWEEP_EVERY_MS: i64 = 10 * 60_000;
+const SWEEP_EVERY_MS: i64 = 3 * 60_000;
 
 /// Denied retries of one 5-tuple closer than this are one attempt series. TCP SYN retries
 /// back off 1, 2, 4, 8, 16, 32 s (Linux `tcp_syn_retries` = 6: about 63 s in all); two
