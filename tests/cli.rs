@@ -1184,7 +1184,8 @@ fn report_writes_every_file_and_agrees_with_summary_and_connections() {
             (&b["nsg"], &b["rule"], &b["tuples"], &b["bytes_src_to_dst"])
         );
     }
-    let hourly: u64 = r["hourly"]
+    assert_eq!(r["series_bin_ms"], 3_600_000);
+    let hourly: u64 = r["series"]
         .as_array()
         .unwrap()
         .iter()
@@ -1225,6 +1226,32 @@ fn report_writes_every_file_and_agrees_with_summary_and_connections() {
     for fetch in ["src=\"http", "href=\"http", "url(", "@import", "<link"] {
         assert!(!html.contains(fetch), "{fetch}");
     }
+}
+
+#[test]
+fn report_time_series_stays_small_over_years() {
+    let dir = root().join("../shared/samples");
+    if !dir.is_dir() {
+        eprintln!("skipping: {} is absent", dir.display());
+        return;
+    }
+    // The samples span 2018 to 2024: hourly bins would be 56 000 rows.
+    let out = report_into(&[dir.to_str().unwrap()]);
+    let r: Value = serde_json::from_str(&read(out.path(), "report.json")).unwrap();
+    let bins = r["series"].as_array().unwrap();
+    assert!(bins.len() <= 400, "{}", bins.len());
+    assert_eq!(r["series_bin_ms"], 7 * 24 * 3_600_000);
+    let total: u64 = bins
+        .iter()
+        .map(|b| b["allowed"].as_u64().unwrap() + b["denied"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, r["totals"]["tuples"].as_u64().unwrap());
+    assert!(
+        std::fs::metadata(out.path().join("index.html"))
+            .unwrap()
+            .len()
+            < 1_000_000
+    );
 }
 
 #[test]

@@ -417,6 +417,49 @@ fn coverage(agg: &ReportAgg, d: &Discovered) -> Coverage {
     }
 }
 
+/// Most bins in the time series: the bin width grows (1 h, 2 h, 3 h, 6 h, 12 h, 1 d, 7 d,
+/// 30 d, …) until the span fits, so a report over years stays readable and small.
+const MAX_BINS: i64 = 400;
+
+/// The hourly counts regrouped into at most [`MAX_BINS`] bins aligned to the epoch, dense
+/// from the first to the last bin (empty bins as zeros). Returns (bin width ms, rows).
+fn series(hours: &FxHashMap<i64, Hour>) -> (i64, Vec<HourRow>) {
+    let (Some(lo), Some(hi)) = (hours.keys().min().copied(), hours.keys().max().copied()) else {
+        return (HOUR_MS, Vec::new());
+    };
+    let span_h = (hi - lo) / HOUR_MS + 1;
+    let mut bin_h: i64 = 1;
+    for b in [1, 2, 3, 6, 12, 24, 7 * 24, 30 * 24] {
+        bin_h = b;
+        if span_h / b < MAX_BINS {
+            break;
+        }
+    }
+    while span_h / bin_h >= MAX_BINS {
+        bin_h *= 2;
+    }
+    let bin = bin_h * HOUR_MS;
+    let mut bins: BTreeMap<i64, Hour> = BTreeMap::new();
+    for (h, v) in hours {
+        bins.entry(h - h.rem_euclid(bin)).or_default().add(v);
+    }
+    let (first, last) = (lo - lo.rem_euclid(bin), hi - hi.rem_euclid(bin));
+    let mut rows = Vec::new();
+    let mut at = first;
+    while at <= last {
+        let v = bins.get(&at).copied().unwrap_or_default();
+        rows.push(HourRow {
+            start: fmt_ms(at),
+            allowed: v.allowed,
+            denied: v.denied,
+            bytes_in: v.bytes_in,
+            bytes_out: v.bytes_out,
+        });
+        at += bin;
+    }
+    (bin, rows)
+}
+
 /// Context the model records besides the data.
 pub struct ReportContext<'a> {
     pub inputs: Vec<String>,
@@ -433,21 +476,7 @@ pub fn assemble(
     cx: &ReportContext<'_>,
 ) -> Report {
     let s = &agg.summary;
-    let mut hourly = Vec::new();
-    if let (Some(lo), Some(hi)) = (agg.hours.keys().min(), agg.hours.keys().max()) {
-        let mut h = *lo;
-        while h <= *hi {
-            let v = agg.hours.get(&h).copied().unwrap_or_default();
-            hourly.push(HourRow {
-                start: fmt_ms(h),
-                allowed: v.allowed,
-                denied: v.denied,
-                bytes_in: v.bytes_in,
-                bytes_out: v.bytes_out,
-            });
-            h += HOUR_MS;
-        }
-    }
+    let (series_bin_ms, series) = series(&agg.hours);
     let mut all_ports = FxHashMap::default();
     for dir in &agg.dir {
         for (k, v) in &dir.port {
@@ -468,7 +497,8 @@ pub fn assemble(
         rules: crate::summary::rule_rows(s),
         ingress: talkers(cx.book, &agg.dir[1]),
         egress: talkers(cx.book, &agg.dir[0]),
-        hourly,
+        series_bin_ms,
+        series,
         ports: port_rows(&all_ports, 20),
         connections: {
             let c = &agg.conns;

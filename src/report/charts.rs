@@ -67,19 +67,27 @@ fn empty_chart(title: &str) -> Res<String> {
 
 /// Allowed and denied tuples per hour, stacked bars.
 fn decisions_per_hour(r: &Report) -> Res<String> {
-    let title = "Allowed and denied tuples per hour";
-    if r.hourly.is_empty() {
+    let title = if r.series_bin_ms == 3_600_000 {
+        "Allowed and denied tuples per hour".to_string()
+    } else {
+        format!(
+            "Allowed and denied tuples per {} h",
+            r.series_bin_ms / 3_600_000
+        )
+    };
+    let title = title.as_str();
+    if r.series.is_empty() {
         return empty_chart(title);
     }
-    let n = r.hourly.len();
+    let n = r.series.len();
     let max = r
-        .hourly
+        .series
         .iter()
         .map(|h| h.allowed + h.denied)
         .max()
         .unwrap_or(1)
         .max(1);
-    let labels: Vec<String> = r.hourly.iter().map(|h| hour_label(&h.start)).collect();
+    let labels: Vec<String> = r.series.iter().map(|h| hour_label(&h.start)).collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
@@ -100,14 +108,14 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
             .draw()
             .map_err(err)?;
         chart
-            .draw_series(r.hourly.iter().enumerate().map(|(i, h)| {
+            .draw_series(r.series.iter().enumerate().map(|(i, h)| {
                 Rectangle::new([(i, 0), (i + 1, h.allowed)], GREEN.mix(0.85).filled())
             }))
             .map_err(err)?
             .label("allowed")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], GREEN.filled()));
         chart
-            .draw_series(r.hourly.iter().enumerate().map(|(i, h)| {
+            .draw_series(r.series.iter().enumerate().map(|(i, h)| {
                 Rectangle::new(
                     [(i, h.allowed), (i + 1, h.allowed + h.denied)],
                     RED.mix(0.85).filled(),
@@ -129,19 +137,27 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
 
 /// Bytes of inbound and outbound tuples per hour, two lines.
 fn bytes_per_hour(r: &Report) -> Res<String> {
-    let title = "Bytes per hour, inbound and outbound tuples";
-    if r.hourly.is_empty() {
+    let title = if r.series_bin_ms == 3_600_000 {
+        "Bytes per hour, inbound and outbound tuples".to_string()
+    } else {
+        format!(
+            "Bytes per {} h, inbound and outbound tuples",
+            r.series_bin_ms / 3_600_000
+        )
+    };
+    let title = title.as_str();
+    if r.series.is_empty() {
         return empty_chart(title);
     }
-    let n = r.hourly.len();
+    let n = r.series.len();
     let max = r
-        .hourly
+        .series
         .iter()
         .map(|h| h.bytes_in.max(h.bytes_out))
         .max()
         .unwrap_or(1)
         .max(1);
-    let labels: Vec<String> = r.hourly.iter().map(|h| hour_label(&h.start)).collect();
+    let labels: Vec<String> = r.series.iter().map(|h| hour_label(&h.start)).collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
@@ -163,7 +179,7 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .map_err(err)?;
         chart
             .draw_series(LineSeries::new(
-                r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_in)),
+                r.series.iter().enumerate().map(|(i, h)| (i, h.bytes_in)),
                 BLUE.stroke_width(2),
             ))
             .map_err(err)?
@@ -171,7 +187,7 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLUE.stroke_width(2)));
         chart
             .draw_series(LineSeries::new(
-                r.hourly.iter().enumerate().map(|(i, h)| (i, h.bytes_out)),
+                r.series.iter().enumerate().map(|(i, h)| (i, h.bytes_out)),
                 ORANGE.stroke_width(2),
             ))
             .map_err(err)?

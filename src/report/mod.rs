@@ -1,5 +1,5 @@
 //! `report`: the main job. One pass over the input builds a [`Report`] — the ledger and
-//! coverage, the per-rule table, top talkers for ingress and egress, hourly series, the
+//! coverage, the per-rule table, top talkers for ingress and egress, a time series, the
 //! destination-port distribution, connections — and small renderers write it as JSON,
 //! Markdown, HTML with inline SVG charts, and CSV tables. Renderers and charts read the model
 //! and never recompute, so every number in every file is the same number.
@@ -43,8 +43,11 @@ pub struct Report {
     pub ingress: Talkers,
     /// Outbound traffic (from the NICs).
     pub egress: Talkers,
-    /// One row per hour between the first and last tuple (empty hours as zeros).
-    pub hourly: Vec<HourRow>,
+    /// Width of the time-series bins in ms: one hour unless the data spans more than 400
+    /// hours, then wider (2 h, 3 h, 6 h, 12 h, 1 d, 7 d, 30 d, …) so there are at most 400.
+    pub series_bin_ms: i64,
+    /// One row per bin from the first to the last tuple's bin (empty bins as zeros).
+    pub series: Vec<HourRow>,
     /// Destination ports over both directions, busiest first.
     pub ports: Vec<PortRow>,
     pub connections: ConnectionsSection,
@@ -128,10 +131,10 @@ pub struct PortRow {
     pub bytes: u64,
 }
 
-/// One hour.
+/// One time bin.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct HourRow {
-    /// Hour start, RFC 3339.
+    /// Bin start, RFC 3339.
     pub start: String,
     pub allowed: u64,
     pub denied: u64,
