@@ -216,25 +216,36 @@ pub fn aggregate(
     tick: &(dyn Fn() + Sync),
 ) -> (ReportAgg, Ledger) {
     let groups = nic_groups(blobs);
-    // One accumulator per rayon split: groups fold straight into it (a thread holds one
-    // aggregate, not one per NIC); the stitcher is finished after each group, so no
-    // connection state crosses NICs.
-    let new_acc = || {
-        let mut st = Stitcher::default();
-        st.summary = Some(ConnSummary::default());
-        (
-            ReportAgg::default(),
-            st,
-            Ledger::default(),
-            Worker::default(),
-        )
-    };
-    let (mut agg, mut stitch, ledger, _) = groups
-        .par_iter()
-        .fold(
-            new_acc,
-            |(mut agg, mut stitch, mut ledger, mut w), group| {
-                for blob in group {
+    // Exactly one accumulator per thread: NIC groups are dealt to `threads` bins, largest
+    // first onto the lightest bin (LPT scheduling), and each bin is folded sequentially.
+    // (A rayon fold would make one accumulator per split, each as large as the full maps.)
+    // The stitcher is finished after each group, so no connection state crosses NICs.
+    let threads = rayon::current_num_threads().max(1);
+    let mut order: Vec<(u64, usize)> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.iter().map(|b| b.size).sum::<u64>(), i))
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut bins: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); threads];
+    for (size, i) in order {
+        let lightest = bins
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one bin");
+        lightest.0 += size;
+        lightest.1.push(i);
+    }
+    let (mut agg, mut stitch, ledger) = bins
+        .into_par_iter()
+        .map(|(_, members)| {
+            let mut agg = ReportAgg::default();
+            let mut stitch = Stitcher::default();
+            stitch.summary = Some(ConnSummary::default());
+            let mut ledger = Ledger::default();
+            let mut w = Worker::default();
+            for gi in members {
+                for blob in &groups[gi] {
                     let mut tee = Tee {
                         agg: &mut agg,
                         stitch: &mut stitch,
@@ -243,17 +254,24 @@ pub fn aggregate(
                     tick();
                 }
                 stitch.finish();
-                (agg, stitch, ledger, w)
-            },
-        )
-        .reduce(new_acc, |(mut a, mut sa, mut la, w), (b, sb, lb, _)| {
-            a.merge(b);
-            if let (Some(x), Some(y)) = (sa.summary.as_mut(), sb.summary) {
-                x.merge(y);
             }
-            la.merge(lb);
-            (a, sa, la, w)
-        });
+            (agg, stitch, ledger)
+        })
+        .reduce(
+            || {
+                let mut st = Stitcher::default();
+                st.summary = Some(ConnSummary::default());
+                (ReportAgg::default(), st, Ledger::default())
+            },
+            |(mut a, mut sa, mut la), (b, sb, lb)| {
+                a.merge(b);
+                if let (Some(x), Some(y)) = (sa.summary.as_mut(), sb.summary) {
+                    x.merge(y);
+                }
+                la.merge(lb);
+                (a, sa, la)
+            },
+        );
     agg.conns = stitch.summary.take().expect("summary mode");
     (agg, ledger)
 }
