@@ -65,16 +65,24 @@ fn empty_chart(title: &str) -> Res<String> {
     Ok(svg)
 }
 
-/// Allowed and denied tuples per hour, stacked bars.
+/// `hour`, `6 hours`, `day`, `week`, `30 days` for a bin width.
+fn bin_name(ms: i64) -> String {
+    let h = ms / 3_600_000;
+    match h {
+        1 => "hour".to_string(),
+        24 => "day".to_string(),
+        168 => "week".to_string(),
+        h if h % 24 == 0 => format!("{} days", h / 24),
+        h => format!("{h} hours"),
+    }
+}
+
+/// Allowed and denied tuples per time bin, stacked bars.
 fn decisions_per_hour(r: &Report) -> Res<String> {
-    let title = if r.series_bin_ms == 3_600_000 {
-        "Allowed and denied tuples per hour".to_string()
-    } else {
-        format!(
-            "Allowed and denied tuples per {} h",
-            r.series_bin_ms / 3_600_000
-        )
-    };
+    let title = format!(
+        "Allowed and denied tuples per {}",
+        bin_name(r.series_bin_ms)
+    );
     let title = title.as_str();
     if r.series.is_empty() {
         return empty_chart(title);
@@ -135,16 +143,12 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
     Ok(svg)
 }
 
-/// Bytes of inbound and outbound tuples per hour, two lines.
+/// Bytes of inbound and outbound tuples per time bin, two lines.
 fn bytes_per_hour(r: &Report) -> Res<String> {
-    let title = if r.series_bin_ms == 3_600_000 {
-        "Bytes per hour, inbound and outbound tuples".to_string()
-    } else {
-        format!(
-            "Bytes per {} h, inbound and outbound tuples",
-            r.series_bin_ms / 3_600_000
-        )
-    };
+    let title = format!(
+        "Bytes per {}, inbound and outbound tuples",
+        bin_name(r.series_bin_ms)
+    );
     let title = title.as_str();
     if r.series.is_empty() {
         return empty_chart(title);
