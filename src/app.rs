@@ -299,32 +299,8 @@ fn top_connections(
     metric: ConnMetric,
     format: TableFormat,
 ) -> anyhow::Result<ExitCode> {
-    let mut best: Vec<Connection> = Vec::new();
-    let order = |a: &Connection, b: &Connection| {
-        conn_value(b, metric)
-            .cmp(&conn_value(a, metric))
-            .then_with(|| {
-                (a.start_ms, &a.mac, a.src, a.dst, a.sport, a.dport)
-                    .cmp(&(b.start_ms, &b.mac, b.src, b.dst, b.sport, b.dport))
-            })
-    };
-    let keep = |mut v: Vec<Connection>| {
-        v.sort_by(order);
-        v.truncate(n);
-        v
-    };
-    let ledger = stitch_connections(
-        &d.blobs,
-        &input.run,
-        rayon::current_num_threads() * 2,
-        keep,
-        |conns| {
-            best.extend(conns);
-            best.sort_by(order);
-            best.truncate(n);
-            Ok(())
-        },
-    )?;
+    let (best, ledger) =
+        crate::analyze::top_connections(&d.blobs, &input.run, n, |c| conn_value(c, metric));
     let out = match format {
         TableFormat::Json => {
             let rows: Vec<serde_json::Value> = best

@@ -185,7 +185,7 @@ pub type ConnOrder = fn(&Connection, &Connection) -> std::cmp::Ordering;
 
 /// A total order on connections, for deterministic ties.
 #[allow(clippy::type_complexity)]
-fn conn_key(
+pub fn conn_key(
     c: &Connection,
 ) -> (
     i64,

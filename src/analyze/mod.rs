@@ -68,6 +68,56 @@ pub fn stitch_connections<T: Send>(
     Ok(ledger)
 }
 
+/// The `n` best connections by `value` (largest first, ties by [`connections::conn_key`]),
+/// keeping only the best few while stitching: memory is the open connections plus `n`.
+pub fn top_connections(
+    blobs: &[BlobMeta],
+    opts: &RunOptions,
+    n: usize,
+    value: impl Fn(&Connection) -> u64 + Sync,
+) -> (Vec<Connection>, Ledger) {
+    let order = |a: &Connection, b: &Connection| {
+        value(b)
+            .cmp(&value(a))
+            .then_with(|| connections::conn_key(a).cmp(&connections::conn_key(b)))
+    };
+    let keep = |v: &mut Vec<Connection>| {
+        if n > 0 && v.len() > n {
+            v.select_nth_unstable_by(n - 1, order);
+            v.truncate(n);
+        }
+    };
+    let groups = nic_groups(blobs);
+    let (mut best, ledger) = groups
+        .par_iter()
+        .map_init(Worker::default, |w, group| {
+            let mut st = Stitcher::default();
+            let mut best = Vec::new();
+            let mut l = Ledger::default();
+            for blob in group {
+                l.merge(process_blob(w, blob, opts, &mut st));
+                best.append(&mut st.done);
+                keep(&mut best);
+            }
+            st.finish();
+            best.append(&mut st.done);
+            keep(&mut best);
+            (best, l)
+        })
+        .reduce(
+            || (Vec::new(), Ledger::default()),
+            |(mut a, mut la), (b, lb)| {
+                a.extend(b);
+                keep(&mut a);
+                la.merge(lb);
+                (a, la)
+            },
+        );
+    best.sort_by(order);
+    best.truncate(n);
+    (best, ledger)
+}
+
 /// Neutralise a CSV cell that a spreadsheet would read as a formula (`=`, `+`, `-`, `@`,
 /// tab, CR): prefix it with `'`, as OWASP's "CSV Injection" guidance recommends. Numbers
 /// written by nsgflow itself never pass through here.
