@@ -40,6 +40,37 @@ impl Counters {
     }
 }
 
+impl Counters {
+    /// Column names of [`Counters::cells`], as in the JSON contract.
+    pub const COLUMNS: [&'static str; 9] = [
+        "tuples",
+        "allowed",
+        "denied",
+        "inbound",
+        "outbound",
+        "packets_src_to_dst",
+        "bytes_src_to_dst",
+        "packets_dst_to_src",
+        "bytes_dst_to_src",
+    ];
+
+    /// The counters as text cells, in [`Counters::COLUMNS`] order (tables and CSV).
+    pub fn cells(&self) -> [String; 9] {
+        [
+            self.tuples,
+            self.allowed,
+            self.denied,
+            self.inbound,
+            self.outbound,
+            self.packets_src_to_dst,
+            self.bytes_src_to_dst,
+            self.packets_dst_to_src,
+            self.bytes_dst_to_src,
+        ]
+        .map(|n| n.to_string())
+    }
+}
+
 impl AddAssign for Counters {
     fn add_assign(&mut self, o: Counters) {
         self.tuples += o.tuples;

@@ -438,21 +438,11 @@ fn timeline(input: &InputConfig, bin_ms: i64, format: TableFormat) -> anyhow::Re
         let cells = rows
             .iter()
             .map(|r| {
-                let c = &r.counters;
-                vec![
-                    r.start.clone(),
-                    c.tuples.to_string(),
-                    c.allowed.to_string(),
-                    c.denied.to_string(),
-                    c.inbound.to_string(),
-                    c.outbound.to_string(),
-                    c.packets_src_to_dst.to_string(),
-                    c.bytes_src_to_dst.to_string(),
-                    c.packets_dst_to_src.to_string(),
-                    c.bytes_dst_to_src.to_string(),
-                    r.distinct_src.to_string(),
-                    r.distinct_dst.to_string(),
-                ]
+                let mut row = vec![r.start.clone()];
+                row.extend(r.counters.cells());
+                row.push(r.distinct_src.to_string());
+                row.push(r.distinct_dst.to_string());
+                row
             })
             .collect();
         render_rows(&header, cells, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], format)?

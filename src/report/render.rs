@@ -392,39 +392,19 @@ fn csv_rows(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Vec<u8>
 
 /// The CSV tables: rules, top talkers, ports, connections, rejects.
 pub fn csv_tables(r: &Report) -> Vec<OutFile> {
+    let header: Vec<&str> = ["nsg", "rule"]
+        .into_iter()
+        .chain(crate::aggregate::Counters::COLUMNS)
+        .chain(["first", "last"])
+        .collect();
     let rules = csv_rows(
-        &[
-            "nsg",
-            "rule",
-            "tuples",
-            "allowed",
-            "denied",
-            "inbound",
-            "outbound",
-            "packets_src_to_dst",
-            "bytes_src_to_dst",
-            "packets_dst_to_src",
-            "bytes_dst_to_src",
-            "first",
-            "last",
-        ],
+        &header,
         r.rules.iter().map(|x| {
-            let c = &x.counters;
-            vec![
-                x.nsg.clone(),
-                x.rule.clone(),
-                c.tuples.to_string(),
-                c.allowed.to_string(),
-                c.denied.to_string(),
-                c.inbound.to_string(),
-                c.outbound.to_string(),
-                c.packets_src_to_dst.to_string(),
-                c.bytes_src_to_dst.to_string(),
-                c.packets_dst_to_src.to_string(),
-                c.bytes_dst_to_src.to_string(),
-                x.first.clone().unwrap_or_default(),
-                x.last.clone().unwrap_or_default(),
-            ]
+            let mut row = vec![x.nsg.clone(), x.rule.clone()];
+            row.extend(x.counters.cells());
+            row.push(x.first.clone().unwrap_or_default());
+            row.push(x.last.clone().unwrap_or_default());
+            row
         }),
     );
     let mut talkers = Vec::new();
