@@ -20,6 +20,7 @@ use crate::model::{Decision, Direction, Family, FlowState, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -96,57 +97,104 @@ impl Connection {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The map key of an open connection, packed into two words so the per-tuple map operation
+/// hashes two words and compares two: `ips` is the source (high half) and destination (low
+/// half) — IPv4 addresses as they are or, when either side is IPv6, both as ids into the
+/// stitcher's address table with [`META_V6`] set — and `meta` holds the ports, protocol,
+/// direction and NIC id. Equality is exact: the packing is one-to-one within a NIC group.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    mac: u32,
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
-    protocol: Protocol,
-    direction: Direction,
+    ips: u64,
+    meta: u64,
 }
 
-/// Three word writes instead of the derived field-by-field hash (the stitcher does a map
-/// operation per tuple); equality stays exact.
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        fn ip(a: &IpAddr) -> u64 {
-            match a {
-                IpAddr::V4(v) => u32::from(*v) as u64,
-                IpAddr::V6(v) => {
-                    let x = u128::from(*v);
-                    (x as u64) ^ ((x >> 64) as u64).rotate_left(29) ^ (1 << 63)
-                }
-            }
-        }
-        let proto = match self.protocol {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Number(n) => 0x100 | n as u64,
-            Protocol::Letter(l) => 0x200 | l as u64,
-        };
-        h.write_u64(ip(&self.src) << 32 ^ ip(&self.dst));
-        h.write_u64(
-            (self.sport as u64) << 48
-                | (self.dport as u64) << 32
-                | proto << 20
-                | (self.direction as u64) << 19
-                | (self.mac as u64 & 0x7FFFF),
-        );
+/// Bits of [`Key::meta`]: source port 0–15, destination port 16–31, protocol 32–41,
+/// direction 42, IPv6 flag 43, NIC id 44–63.
+const PROTO_SHIFT: u32 = 32;
+const DIR_SHIFT: u32 = 42;
+const META_V6: u64 = 1 << 43;
+const MAC_SHIFT: u32 = 44;
+/// NIC ids one stitcher can hold between two `finish` calls (a NIC group has one MAC; only
+/// a blob outside the azcopy layout could carry more).
+const MAC_IDS: usize = 1 << 20;
+
+fn proto_code(p: Protocol) -> u64 {
+    match p {
+        Protocol::Tcp => 0,
+        Protocol::Udp => 1,
+        Protocol::Number(n) => 0x100 | n as u64,
+        Protocol::Letter(l) => 0x200 | l as u64,
     }
 }
 
+fn proto_decode(c: u64) -> Protocol {
+    match c >> 8 {
+        0 if c == 0 => Protocol::Tcp,
+        0 => Protocol::Udp,
+        1 => Protocol::Number(c as u8),
+        _ => Protocol::Letter(c as u8),
+    }
+}
+
+/// The state of one open connection (64 bytes: the map entry with its key is 80).
+#[derive(Clone, Copy)]
 struct Open {
     start_ms: i64,
     end_ms: i64,
+    c: [u64; 4],
+    /// Tuples stitched: one per logged minute at most, so u32 lasts 8,000 years.
+    tuples: u32,
     nsg: u32,
     rule: u32,
     family: Family,
     denied: bool,
     counted: bool,
-    tuples: u64,
-    c: [u64; 4],
+}
+
+impl Open {
+    fn new(t: &FlowTuple, nsg: u32, rule: u32, family: Family) -> Open {
+        let mut o = Open {
+            start_ms: t.time_ms,
+            end_ms: t.time_ms,
+            c: [0; 4],
+            tuples: 0,
+            nsg,
+            rule,
+            family,
+            denied: t.decision == Decision::Deny,
+            counted: false,
+        };
+        o.add(t);
+        o
+    }
+
+    fn add(&mut self, t: &FlowTuple) {
+        self.tuples = self.tuples.saturating_add(1);
+        self.end_ms = self.end_ms.max(t.time_ms);
+        let c = [t.packets_s2d, t.bytes_s2d, t.packets_d2s, t.bytes_d2s];
+        self.counted |= c.iter().any(|x| x.is_some());
+        for (a, b) in self.c.iter_mut().zip(c) {
+            *a += b.unwrap_or(0);
+        }
+    }
+
+    fn status_at_end(&self) -> Status {
+        if self.denied {
+            Status::Denied
+        } else if self.counted {
+            Status::Open
+        } else {
+            Status::Stateless
+        }
+    }
+
+    /// Past its life: a denied series beyond the retry window, or idle beyond
+    /// [`IDLE_CLOSE_MS`]. The sweep and the per-tuple lookup apply this same rule, so results
+    /// do not depend on when a sweep ran.
+    fn expired(&self, now_ms: i64) -> bool {
+        let idle = now_ms - self.end_ms;
+        (self.denied && idle > RETRY_WINDOW_MS) || idle > IDLE_CLOSE_MS
+    }
 }
 
 /// Connections summarised instead of kept: counts per status and the top few by bytes and
@@ -294,11 +342,132 @@ impl TopConns {
     }
 }
 
+/// What a [`Key`] and an [`Open`] refer to: NSG and rule names (for the stitcher's life), and
+/// the NIC MACs and IPv6 addresses of the current NIC group (cleared by `finish`).
+#[derive(Default)]
+struct Names {
+    names: Vec<Arc<str>>,
+    ids: FxHashMap<Arc<str>, u32>,
+    macs: Vec<Arc<str>>,
+    mac_ids: FxHashMap<Arc<str>, u32>,
+    ip6: Vec<IpAddr>,
+    ip6_ids: FxHashMap<IpAddr, u32>,
+}
+
+fn intern(names: &mut Vec<Arc<str>>, ids: &mut FxHashMap<Arc<str>, u32>, s: &str) -> u32 {
+    if let Some(i) = ids.get(s) {
+        return *i;
+    }
+    let a: Arc<str> = Arc::from(s);
+    let i = names.len() as u32;
+    names.push(a.clone());
+    ids.insert(a, i);
+    i
+}
+
+impl Names {
+    fn ip_id(&mut self, ip: IpAddr) -> u64 {
+        if let Some(i) = self.ip6_ids.get(&ip) {
+            return *i as u64;
+        }
+        // Ids stay below 2^32: four billion distinct addresses in one NIC group would
+        // exhaust memory long before.
+        let i = self.ip6.len() as u32;
+        self.ip6.push(ip);
+        self.ip6_ids.insert(ip, i);
+        i as u64
+    }
+
+    fn key(&mut self, mac: u32, t: &FlowTuple) -> Key {
+        let meta = t.sport as u64
+            | (t.dport as u64) << 16
+            | proto_code(t.protocol) << PROTO_SHIFT
+            | (t.direction as u64) << DIR_SHIFT
+            | (mac as u64) << MAC_SHIFT;
+        match (t.src, t.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Key {
+                ips: (u32::from(s) as u64) << 32 | u32::from(d) as u64,
+                meta,
+            },
+            (s, d) => Key {
+                ips: self.ip_id(s) << 32 | self.ip_id(d),
+                meta: meta | META_V6,
+            },
+        }
+    }
+
+    fn ips(&self, k: Key) -> (IpAddr, IpAddr) {
+        let (s, d) = ((k.ips >> 32) as u32, k.ips as u32);
+        if k.meta & META_V6 != 0 {
+            (self.ip6[s as usize], self.ip6[d as usize])
+        } else {
+            (IpAddr::from(s.to_be_bytes()), IpAddr::from(d.to_be_bytes()))
+        }
+    }
+
+    fn build(&self, k: Key, o: &Open, status: Status) -> Connection {
+        let (src, dst) = self.ips(k);
+        Connection {
+            start_ms: o.start_ms,
+            end_ms: o.end_ms,
+            nsg: self.names[o.nsg as usize].clone(),
+            rule: self.names[o.rule as usize].clone(),
+            mac: self.macs[(k.meta >> MAC_SHIFT) as usize].clone(),
+            family: o.family.name(),
+            src,
+            sport: k.meta as u16,
+            dst,
+            dport: (k.meta >> 16) as u16,
+            protocol: proto_decode((k.meta >> PROTO_SHIFT) & 0x3FF),
+            direction: if (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64 {
+                "in"
+            } else {
+                "out"
+            },
+            status,
+            tuples: o.tuples as u64,
+            packets_src_to_dst: o.c[0],
+            bytes_src_to_dst: o.c[1],
+            packets_dst_to_src: o.c[2],
+            bytes_dst_to_src: o.c[3],
+        }
+    }
+}
+
+/// Where closed connections go: kept in `done`, or summarised.
+struct Out<'a> {
+    names: &'a Names,
+    done: &'a mut Vec<Connection>,
+    summary: &'a mut Option<ConnSummary>,
+}
+
+impl Out<'_> {
+    fn close(&mut self, k: Key, o: &Open, status: Status) {
+        let Some(sum) = self.summary.as_mut() else {
+            self.done.push(self.names.build(k, o, status));
+            return;
+        };
+        sum.by_status[status as usize] += 1;
+        // Build the connection only if it can enter a top list.
+        let bytes = o.c[1] + o.c[3];
+        let dur = o.end_ms - o.start_ms;
+        let may_b = sum.top_bytes.bar().is_none_or(|b| bytes >= b.bytes());
+        let may_d = sum
+            .top_duration
+            .bar()
+            .is_none_or(|b| dur >= b.duration_ms());
+        if may_b || may_d {
+            let c = self.names.build(k, o, status);
+            sum.top_bytes.offer(&c);
+            sum.top_duration.offer(&c);
+        }
+    }
+}
+
 /// Stitches one NIC's (or several NICs') tuples in time order.
 #[derive(Default)]
 pub struct Stitcher {
-    names: Vec<Arc<str>>,
-    ids: FxHashMap<String, u32>,
+    names: Names,
     open: FxHashMap<Key, Open>,
     /// Connections closed so far, in closing order (unless summarising).
     pub done: Vec<Connection>,
@@ -318,108 +487,73 @@ fn rank(t: &FlowTuple) -> u8 {
     }
 }
 
-impl Stitcher {
-    fn id(&mut self, s: &str) -> u32 {
-        if let Some(i) = self.ids.get(s) {
-            return *i;
-        }
-        self.names.push(Arc::from(s));
-        let i = (self.names.len() - 1) as u32;
-        self.ids.insert(s.to_string(), i);
-        i
+/// Sort a table by time with each same-time run in E, C, B/D order (stable otherwise).
+fn reorder(tuples: &[FlowTuple], sorted: &mut Vec<FlowTuple>) {
+    sorted.clear();
+    sorted.extend_from_slice(tuples);
+    if !sorted.is_sorted_by_key(|t| t.time_ms) {
+        sorted.sort_by_key(|t| t.time_ms);
     }
-
-    fn close(&mut self, k: Key, o: Open, status: Status) {
-        if let Some(sum) = &mut self.summary {
-            sum.by_status[status as usize] += 1;
-            // Build the connection only if it can enter a top list.
-            let bytes = o.c[1] + o.c[3];
-            let dur = o.end_ms - o.start_ms;
-            let may_b = sum.top_bytes.bar().is_none_or(|b| bytes >= b.bytes());
-            let may_d = sum
-                .top_duration
-                .bar()
-                .is_none_or(|b| dur >= b.duration_ms());
-            if !(may_b || may_d) {
-                return;
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i + 1;
+        while j < sorted.len() && sorted[j].time_ms == sorted[i].time_ms {
+            j += 1;
+        }
+        if j - i > 1 && !sorted[i..j].is_sorted_by_key(rank) {
+            // A stable three-way partition (E, C, B/D) of the run: no comparison sort.
+            let run: Vec<FlowTuple> = sorted[i..j].to_vec();
+            let mut at = i;
+            for r in 0..3 {
+                for t in run.iter().filter(|t| rank(t) == r) {
+                    sorted[at] = *t;
+                    at += 1;
+                }
             }
-            let c = self.build(k, o, status);
-            let sum = self.summary.as_mut().expect("summary mode");
-            sum.top_bytes.offer(&c);
-            sum.top_duration.offer(&c);
-            return;
         }
-        let c = self.build(k, o, status);
-        self.done.push(c);
+        i = j;
     }
+}
 
-    fn build(&self, k: Key, o: Open, status: Status) -> Connection {
-        Connection {
-            start_ms: o.start_ms,
-            end_ms: o.end_ms,
-            nsg: self.names[o.nsg as usize].clone(),
-            rule: self.names[o.rule as usize].clone(),
-            mac: self.names[k.mac as usize].clone(),
-            family: o.family.name(),
-            src: k.src,
-            sport: k.sport,
-            dst: k.dst,
-            dport: k.dport,
-            protocol: k.protocol,
-            direction: match k.direction {
-                Direction::Inbound => "in",
-                Direction::Outbound => "out",
-            },
-            status,
-            tuples: o.tuples,
-            packets_src_to_dst: o.c[0],
-            bytes_src_to_dst: o.c[1],
-            packets_dst_to_src: o.c[2],
-            bytes_dst_to_src: o.c[3],
-        }
-    }
-
-    fn status_at_end(o: &Open) -> Status {
-        if o.denied {
-            Status::Denied
-        } else if o.counted {
-            Status::Open
-        } else {
-            Status::Stateless
-        }
-    }
-
-    /// Close connections that can no longer continue: denied ones past the retry window and
-    /// allowed ones idle for [`IDLE_CLOSE_MS`]. Their status is what `finish` would give.
+impl Stitcher {
+    /// Close connections that can no longer continue (see [`Open::expired`]), with the
+    /// status `finish` would give them.
     fn sweep(&mut self) {
         let now = self.now_ms;
-        let expired: Vec<Key> = self
-            .open
-            .iter()
-            .filter(|(_, o)| {
-                let idle = now - o.end_ms;
-                (o.denied && idle > RETRY_WINDOW_MS) || idle > IDLE_CLOSE_MS
-            })
-            .map(|(k, _)| *k)
-            .collect();
+        let mut out = Out {
+            names: &self.names,
+            done: &mut self.done,
+            summary: &mut self.summary,
+        };
         // Closing order does not matter: summaries are order-free and `take_sorted` sorts.
-        for k in expired {
-            let o = self.open.remove(&k).expect("present");
-            let st = Self::status_at_end(&o);
-            self.close(k, o, st);
-        }
+        self.open.retain(|k, o| {
+            if o.expired(now) {
+                out.close(*k, o, o.status_at_end());
+                false
+            } else {
+                true
+            }
+        });
         self.swept_ms = now;
     }
 
     /// Close everything still open (end of the NIC's data).
     pub fn finish(&mut self) {
+        let mut out = Out {
+            names: &self.names,
+            done: &mut self.done,
+            summary: &mut self.summary,
+        };
+        for (k, o) in self.open.drain() {
+            out.close(k, &o, o.status_at_end());
+        }
         self.now_ms = 0;
         self.swept_ms = 0;
-        let rest: Vec<(Key, Open)> = self.open.drain().collect();
-        for (k, o) in rest {
-            let st = Self::status_at_end(&o);
-            self.close(k, o, st);
-        }
+        let n = &mut self.names;
+        n.macs.clear();
+        n.mac_ids.clear();
+        n.ip6.clear();
+        n.ip6_ids.clear();
     }
 
     /// Closed connections in a deterministic order (start, then the 5-tuple).
@@ -459,165 +593,107 @@ impl TableSink for Stitcher {
             return;
         }
         let ctx = &table.ctx;
-        let mac = self.id(&ctx.mac_normalized());
-        let nsg = self.id(ctx.nsg);
-        let rule = self.id(ctx.rule);
+        let mac_name = ctx.mac_normalized();
+        if self.names.macs.len() >= MAC_IDS && !self.names.mac_ids.contains_key(&*mac_name) {
+            // More NICs than a key can name (only outside the azcopy layout): close what is
+            // open, as at the end of the data, and start the tables afresh.
+            self.finish();
+        }
+        let n = &mut self.names;
+        let mac = intern(&mut n.macs, &mut n.mac_ids, &mac_name);
+        let nsg = intern(&mut n.names, &mut n.ids, ctx.nsg);
+        let rule = intern(&mut n.names, &mut n.ids, ctx.rule);
+        let family = ctx.family;
         // Tables are time-ordered already; only tuples sharing a timestamp need E before C
         // before B. Use the table as it is when it is in that order (the usual case), else a
-        // reordered copy: sorted by time, each same-time run partitioned by rank.
+        // reordered copy.
         let in_order = table
             .tuples
             .windows(2)
             .all(|w| (w[0].time_ms, rank(&w[0])) <= (w[1].time_ms, rank(&w[1])));
         let mut sorted = std::mem::take(&mut self.sorted);
-        sorted.clear();
-        if !in_order {
-            sorted.extend_from_slice(table.tuples);
-            if !sorted.is_sorted_by_key(|t| t.time_ms) {
-                sorted.sort_by_key(|t| t.time_ms);
-            }
-            let mut i = 0;
-            while i < sorted.len() {
-                let mut j = i + 1;
-                while j < sorted.len() && sorted[j].time_ms == sorted[i].time_ms {
-                    j += 1;
-                }
-                if j - i > 1 && !sorted[i..j].is_sorted_by_key(rank) {
-                    // A stable three-way partition (E, C, B/D) of the run: no comparison sort.
-                    let run: Vec<FlowTuple> = sorted[i..j].to_vec();
-                    let mut at = i;
-                    for r in 0..3 {
-                        for t in run.iter().filter(|t| rank(t) == r) {
-                            sorted[at] = *t;
-                            at += 1;
-                        }
-                    }
-                }
-                i = j;
-            }
-        }
-        let ordered: &[FlowTuple] = if in_order { table.tuples } else { &sorted };
+        let ordered: &[FlowTuple] = if in_order {
+            table.tuples
+        } else {
+            reorder(table.tuples, &mut sorted);
+            &sorted
+        };
+        let Stitcher {
+            names,
+            open,
+            done,
+            summary,
+            ..
+        } = self;
         for t in ordered {
-            let k = Key {
-                mac,
-                src: t.src,
-                dst: t.dst,
-                sport: t.sport,
-                dport: t.dport,
-                protocol: t.protocol,
-                direction: t.direction,
+            let k = names.key(mac, t);
+            let mut out = Out {
+                names,
+                done,
+                summary,
             };
-            let fresh = |t: &FlowTuple| Open {
-                start_ms: t.time_ms,
-                end_ms: t.time_ms,
-                nsg,
-                rule,
-                family: ctx.family,
-                denied: t.decision == Decision::Deny,
-                counted: false,
-                tuples: 0,
-                c: [0; 4],
-            };
-            let add = |o: &mut Open, t: &FlowTuple| {
-                o.tuples += 1;
-                o.end_ms = o.end_ms.max(t.time_ms);
-                let c = [t.packets_s2d, t.bytes_s2d, t.packets_d2s, t.bytes_d2s];
-                if c.iter().any(|x| x.is_some()) {
-                    o.counted = true;
-                }
-                for (a, b) in o.c.iter_mut().zip(c) {
-                    *a += b.unwrap_or(0);
-                }
-            };
+            let fresh = || Open::new(t, nsg, rule, family);
             if t.decision == Decision::Deny {
                 // A retry within the window joins the series; anything else starts anew.
-                let mut closed = None;
-                match self.open.entry(k) {
-                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                match open.entry(k) {
+                    Entry::Occupied(mut e) => {
                         let o = e.get_mut();
                         if o.denied && t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
-                            add(o, t);
+                            o.add(t);
                         } else {
-                            let mut n = fresh(t);
-                            add(&mut n, t);
-                            closed = Some(std::mem::replace(o, n));
+                            let old = std::mem::replace(o, fresh());
+                            out.close(k, &old, old.status_at_end());
                         }
                     }
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let mut n = fresh(t);
-                        add(&mut n, t);
-                        v.insert(n);
+                    Entry::Vacant(v) => {
+                        v.insert(fresh());
                     }
-                }
-                if let Some(old) = closed {
-                    let st = Self::status_at_end(&old);
-                    self.close(k, old, st);
                 }
                 continue;
             }
             // An allowed tuple never joins a denied series or a connection idle past
-            // IDLE_CLOSE_MS: the same rule the sweep applies, so results do not depend on
-            // when a sweep ran. One map operation per tuple in the common cases.
+            // IDLE_CLOSE_MS (the rule of `Open::expired`). One map operation per tuple in the
+            // common cases.
             let stale = |o: &Open| o.denied || t.time_ms - o.end_ms > IDLE_CLOSE_MS;
             match t.state {
                 // NSG v1: no state; each allowed tuple stands alone.
-                None => {
-                    let mut o = fresh(t);
-                    add(&mut o, t);
-                    self.close(k, o, Status::Stateless);
-                }
-                Some(FlowState::Begin) => {
-                    let mut o = fresh(t);
-                    add(&mut o, t);
-                    let replaced = match self.open.entry(k) {
-                        std::collections::hash_map::Entry::Occupied(mut e) => {
-                            Some(std::mem::replace(e.get_mut(), o))
-                        }
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(o);
-                            None
-                        }
-                    };
-                    if let Some(old) = replaced {
-                        let st = Self::status_at_end(&old);
-                        self.close(k, old, st);
+                None => out.close(k, &fresh(), Status::Stateless),
+                Some(FlowState::Begin) => match open.entry(k) {
+                    Entry::Occupied(mut e) => {
+                        let old = std::mem::replace(e.get_mut(), fresh());
+                        out.close(k, &old, old.status_at_end());
                     }
-                }
-                Some(FlowState::Continuing) => {
-                    let mut closed = None;
-                    match self.open.entry(k) {
-                        std::collections::hash_map::Entry::Occupied(mut e) => {
-                            if stale(e.get()) {
-                                let mut o = fresh(t);
-                                add(&mut o, t);
-                                closed = Some(std::mem::replace(e.get_mut(), o));
-                            } else {
-                                add(e.get_mut(), t);
-                            }
-                        }
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            let mut o = fresh(t);
-                            add(&mut o, t);
-                            v.insert(o);
+                    Entry::Vacant(v) => {
+                        v.insert(fresh());
+                    }
+                },
+                Some(FlowState::Continuing) => match open.entry(k) {
+                    Entry::Occupied(mut e) => {
+                        let o = e.get_mut();
+                        if stale(o) {
+                            let old = std::mem::replace(o, fresh());
+                            out.close(k, &old, old.status_at_end());
+                        } else {
+                            o.add(t);
                         }
                     }
-                    if let Some(old) = closed {
-                        let st = Self::status_at_end(&old);
-                        self.close(k, old, st);
+                    Entry::Vacant(v) => {
+                        v.insert(fresh());
                     }
-                }
+                },
                 Some(FlowState::End) => {
-                    let mut o = match self.open.remove(&k) {
-                        Some(o) if !stale(&o) => o,
-                        Some(old) => {
-                            let st = Self::status_at_end(&old);
-                            self.close(k, old, st);
-                            fresh(t)
+                    let o = match open.remove(&k) {
+                        Some(mut o) if !stale(&o) => {
+                            o.add(t);
+                            o
                         }
-                        None => fresh(t),
+                        Some(old) => {
+                            out.close(k, &old, old.status_at_end());
+                            fresh()
+                        }
+                        None => fresh(),
                     };
-                    add(&mut o, t);
-                    self.close(k, o, Status::Completed);
+                    out.close(k, &o, Status::Completed);
                 }
                 Some(FlowState::Denied) => unreachable!("VNet D is a deny decision"),
             }
