@@ -152,6 +152,7 @@ struct Open {
 }
 
 impl Open {
+    #[inline]
     fn new(t: &FlowTuple, nsg: u32, rule: u32, family: Family) -> Open {
         let mut o = Open {
             start_ms: t.time_ms,
@@ -168,14 +169,18 @@ impl Open {
         o
     }
 
+    #[inline]
     fn add(&mut self, t: &FlowTuple) {
         self.tuples = self.tuples.saturating_add(1);
         self.end_ms = self.end_ms.max(t.time_ms);
-        let c = [t.packets_s2d, t.bytes_s2d, t.packets_d2s, t.bytes_d2s];
-        self.counted |= c.iter().any(|x| x.is_some());
-        for (a, b) in self.c.iter_mut().zip(c) {
-            *a += b.unwrap_or(0);
-        }
+        self.counted |= t.packets_s2d.is_some()
+            | t.bytes_s2d.is_some()
+            | t.packets_d2s.is_some()
+            | t.bytes_d2s.is_some();
+        self.c[0] += t.packets_s2d.unwrap_or(0);
+        self.c[1] += t.bytes_s2d.unwrap_or(0);
+        self.c[2] += t.packets_d2s.unwrap_or(0);
+        self.c[3] += t.bytes_d2s.unwrap_or(0);
     }
 
     fn status_at_end(&self) -> Status {
@@ -474,6 +479,9 @@ pub struct Stitcher {
     /// When set, closed connections are summarised here instead of kept in `done`.
     pub summary: Option<ConnSummary>,
     sorted: Vec<FlowTuple>,
+    /// Indices of a timestamp's C and B/D tuples, stitched after its E tuples.
+    wait_c: Vec<u32>,
+    wait_b: Vec<u32>,
     /// Latest tuple time seen, and when idle connections were last swept.
     now_ms: i64,
     swept_ms: i64,
@@ -484,34 +492,6 @@ fn rank(t: &FlowTuple) -> u8 {
         Some(FlowState::End) => 0,
         Some(FlowState::Continuing) => 1,
         _ => 2,
-    }
-}
-
-/// Sort a table by time with each same-time run in E, C, B/D order (stable otherwise).
-fn reorder(tuples: &[FlowTuple], sorted: &mut Vec<FlowTuple>) {
-    sorted.clear();
-    sorted.extend_from_slice(tuples);
-    if !sorted.is_sorted_by_key(|t| t.time_ms) {
-        sorted.sort_by_key(|t| t.time_ms);
-    }
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i + 1;
-        while j < sorted.len() && sorted[j].time_ms == sorted[i].time_ms {
-            j += 1;
-        }
-        if j - i > 1 && !sorted[i..j].is_sorted_by_key(rank) {
-            // A stable three-way partition (E, C, B/D) of the run: no comparison sort.
-            let run: Vec<FlowTuple> = sorted[i..j].to_vec();
-            let mut at = i;
-            for r in 0..3 {
-                for t in run.iter().filter(|t| rank(t) == r) {
-                    sorted[at] = *t;
-                    at += 1;
-                }
-            }
-        }
-        i = j;
     }
 }
 
@@ -587,6 +567,94 @@ impl Stitcher {
     }
 }
 
+/// One table's view of the stitcher: stitches its tuples one at a time.
+struct Step<'a> {
+    names: &'a mut Names,
+    open: &'a mut FxHashMap<Key, Open>,
+    done: &'a mut Vec<Connection>,
+    summary: &'a mut Option<ConnSummary>,
+    mac: u32,
+    nsg: u32,
+    rule: u32,
+    family: Family,
+}
+
+impl Step<'_> {
+    fn tuple(&mut self, t: &FlowTuple) {
+        let k = self.names.key(self.mac, t);
+        let mut out = Out {
+            names: self.names,
+            done: self.done,
+            summary: self.summary,
+        };
+        let fresh = || Open::new(t, self.nsg, self.rule, self.family);
+        if t.decision == Decision::Deny {
+            // A retry within the window joins the series; anything else starts anew.
+            match self.open.entry(k) {
+                Entry::Occupied(mut e) => {
+                    let o = e.get_mut();
+                    if o.denied && t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
+                        o.add(t);
+                    } else {
+                        let old = std::mem::replace(o, fresh());
+                        out.close(k, &old, old.status_at_end());
+                    }
+                }
+                Entry::Vacant(v) => {
+                    v.insert(fresh());
+                }
+            }
+            return;
+        }
+        // An allowed tuple never joins a denied series or a connection idle past
+        // IDLE_CLOSE_MS (the rule of `Open::expired`). One map operation per tuple in the
+        // common cases.
+        let stale = |o: &Open| o.denied || t.time_ms - o.end_ms > IDLE_CLOSE_MS;
+        match t.state {
+            // NSG v1: no state; each allowed tuple stands alone.
+            None => out.close(k, &fresh(), Status::Stateless),
+            Some(FlowState::Begin) => match self.open.entry(k) {
+                Entry::Occupied(mut e) => {
+                    let old = std::mem::replace(e.get_mut(), fresh());
+                    out.close(k, &old, old.status_at_end());
+                }
+                Entry::Vacant(v) => {
+                    v.insert(fresh());
+                }
+            },
+            Some(FlowState::Continuing) => match self.open.entry(k) {
+                Entry::Occupied(mut e) => {
+                    let o = e.get_mut();
+                    if stale(o) {
+                        let old = std::mem::replace(o, fresh());
+                        out.close(k, &old, old.status_at_end());
+                    } else {
+                        o.add(t);
+                    }
+                }
+                Entry::Vacant(v) => {
+                    v.insert(fresh());
+                }
+            },
+            Some(FlowState::End) => {
+                let o = match self.open.remove(&k) {
+                    Some(mut o) if !stale(&o) => {
+                        o.add(t);
+                        o
+                    }
+                    Some(old) => {
+                        out.close(k, &old, old.status_at_end());
+                        fresh()
+                    }
+                    None => fresh(),
+                };
+                out.close(k, &o, Status::Completed);
+            }
+            Some(FlowState::Denied) => unreachable!("VNet D is a deny decision"),
+        }
+    }
+}
+
 impl TableSink for Stitcher {
     fn table(&mut self, table: &RuleTable<'_>) {
         if table.tuples.is_empty() {
@@ -603,105 +671,53 @@ impl TableSink for Stitcher {
         let mac = intern(&mut n.macs, &mut n.mac_ids, &mac_name);
         let nsg = intern(&mut n.names, &mut n.ids, ctx.nsg);
         let rule = intern(&mut n.names, &mut n.ids, ctx.rule);
-        let family = ctx.family;
-        // Tables are time-ordered already; only tuples sharing a timestamp need E before C
-        // before B. Use the table as it is when it is in that order (the usual case), else a
-        // reordered copy.
-        let in_order = table
-            .tuples
-            .windows(2)
-            .all(|w| (w[0].time_ms, rank(&w[0])) <= (w[1].time_ms, rank(&w[1])));
+        // Tables are time-ordered already (else a time-sorted copy is used). Tuples sharing
+        // a timestamp go E first, then C, then B/D, each kind in log order: E tuples are
+        // stitched as they come and the others wait for the end of their timestamp.
         let mut sorted = std::mem::take(&mut self.sorted);
-        let ordered: &[FlowTuple] = if in_order {
+        let mut wait_c = std::mem::take(&mut self.wait_c);
+        let mut wait_b = std::mem::take(&mut self.wait_b);
+        let ts: &[FlowTuple] = if table.tuples.is_sorted_by_key(|t| t.time_ms) {
             table.tuples
         } else {
-            reorder(table.tuples, &mut sorted);
+            sorted.clear();
+            sorted.extend_from_slice(table.tuples);
+            sorted.sort_by_key(|t| t.time_ms);
             &sorted
         };
-        let Stitcher {
-            names,
-            open,
-            done,
-            summary,
-            ..
-        } = self;
-        for t in ordered {
-            let k = names.key(mac, t);
-            let mut out = Out {
-                names,
-                done,
-                summary,
-            };
-            let fresh = || Open::new(t, nsg, rule, family);
-            if t.decision == Decision::Deny {
-                // A retry within the window joins the series; anything else starts anew.
-                match open.entry(k) {
-                    Entry::Occupied(mut e) => {
-                        let o = e.get_mut();
-                        if o.denied && t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
-                            o.add(t);
-                        } else {
-                            let old = std::mem::replace(o, fresh());
-                            out.close(k, &old, old.status_at_end());
-                        }
-                    }
-                    Entry::Vacant(v) => {
-                        v.insert(fresh());
-                    }
+        let mut step = Step {
+            names: &mut self.names,
+            open: &mut self.open,
+            done: &mut self.done,
+            summary: &mut self.summary,
+            mac,
+            nsg,
+            rule,
+            family: ctx.family,
+        };
+        let mut i = 0;
+        while i < ts.len() {
+            let time = ts[i].time_ms;
+            let mut j = i;
+            while j < ts.len() && ts[j].time_ms == time {
+                match rank(&ts[j]) {
+                    0 => step.tuple(&ts[j]),
+                    1 => wait_c.push(j as u32),
+                    _ => wait_b.push(j as u32),
                 }
-                continue;
+                j += 1;
             }
-            // An allowed tuple never joins a denied series or a connection idle past
-            // IDLE_CLOSE_MS (the rule of `Open::expired`). One map operation per tuple in the
-            // common cases.
-            let stale = |o: &Open| o.denied || t.time_ms - o.end_ms > IDLE_CLOSE_MS;
-            match t.state {
-                // NSG v1: no state; each allowed tuple stands alone.
-                None => out.close(k, &fresh(), Status::Stateless),
-                Some(FlowState::Begin) => match open.entry(k) {
-                    Entry::Occupied(mut e) => {
-                        let old = std::mem::replace(e.get_mut(), fresh());
-                        out.close(k, &old, old.status_at_end());
-                    }
-                    Entry::Vacant(v) => {
-                        v.insert(fresh());
-                    }
-                },
-                Some(FlowState::Continuing) => match open.entry(k) {
-                    Entry::Occupied(mut e) => {
-                        let o = e.get_mut();
-                        if stale(o) {
-                            let old = std::mem::replace(o, fresh());
-                            out.close(k, &old, old.status_at_end());
-                        } else {
-                            o.add(t);
-                        }
-                    }
-                    Entry::Vacant(v) => {
-                        v.insert(fresh());
-                    }
-                },
-                Some(FlowState::End) => {
-                    let o = match open.remove(&k) {
-                        Some(mut o) if !stale(&o) => {
-                            o.add(t);
-                            o
-                        }
-                        Some(old) => {
-                            out.close(k, &old, old.status_at_end());
-                            fresh()
-                        }
-                        None => fresh(),
-                    };
-                    out.close(k, &o, Status::Completed);
-                }
-                Some(FlowState::Denied) => unreachable!("VNet D is a deny decision"),
+            for &x in wait_c.iter().chain(&wait_b) {
+                step.tuple(&ts[x as usize]);
             }
+            wait_c.clear();
+            wait_b.clear();
+            i = j;
         }
-        if let Some(last) = ordered.last() {
-            self.now_ms = self.now_ms.max(last.time_ms);
-        }
+        self.now_ms = self.now_ms.max(ts[ts.len() - 1].time_ms);
         self.sorted = sorted;
+        self.wait_c = wait_c;
+        self.wait_b = wait_b;
         if self.now_ms - self.swept_ms > SWEEP_EVERY_MS {
             self.sweep();
         }

@@ -147,16 +147,28 @@ impl TableSink for ReportAgg {
         // Tables rarely cross an hour: accumulate the hour locally, flush when it changes.
         let mut cur_hour = i64::MIN;
         let mut cur = Hour::default();
+        // A rule's tuples often share a destination port (all 443 under an HTTPS rule):
+        // count a run of one port locally, one map update per run.
+        let mut port_run: Option<(bool, Protocol, u16)> = None;
+        let mut port_stat = Stat::default();
         for t in table.tuples {
             let deny = t.decision == Decision::Deny;
             let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
             let inbound = t.direction == Direction::Inbound;
-            let d = &mut self.dir[inbound as usize];
-            d.add_pair(&t.src, &t.dst, deny, bytes);
-            d.port
-                .entry((t.protocol, t.dport))
-                .or_default()
-                .add(deny, bytes);
+            self.dir[inbound as usize].add_pair(&t.src, &t.dst, deny, bytes);
+            let port = Some((inbound, t.protocol, t.dport));
+            if port != port_run {
+                if let Some((i, p, n)) = port_run {
+                    self.dir[i as usize]
+                        .port
+                        .entry((p, n))
+                        .or_default()
+                        .merge(&port_stat);
+                }
+                port_run = port;
+                port_stat = Stat::default();
+            }
+            port_stat.add(deny, bytes);
             let hour = t.time_ms - t.time_ms.rem_euclid(HOUR_MS);
             if hour != cur_hour {
                 if cur_hour != i64::MIN {
@@ -178,6 +190,13 @@ impl TableSink for ReportAgg {
         }
         if cur_hour != i64::MIN {
             self.hours.entry(cur_hour).or_default().add(&cur);
+        }
+        if let Some((i, p, n)) = port_run {
+            self.dir[i as usize]
+                .port
+                .entry((p, n))
+                .or_default()
+                .merge(&port_stat);
         }
     }
 }
