@@ -202,12 +202,73 @@ impl Open {
     }
 }
 
-/// Connections summarised instead of kept: counts per status and the top few by bytes and
-/// by duration. Used by `report`, which needs no full list.
+/// Tuples, denied tuples and bytes (both ways).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub tuples: u64,
+    pub denied: u64,
+    pub bytes: u64,
+}
+
+impl Tally {
+    #[inline]
+    pub fn add(&mut self, deny: bool, bytes: u64) {
+        self.tuples += 1;
+        self.denied += deny as u64;
+        self.bytes += bytes;
+    }
+
+    pub fn merge(&mut self, o: &Tally) {
+        self.tuples += o.tuples;
+        self.denied += o.denied;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Traffic by (source, destination) pair. IPv4 pairs, the common case, are packed into one
+/// `u64` (source high, destination low: 32-byte entries); a pair with an IPv6 end is in `v6`.
+#[derive(Default)]
+pub struct PairTally {
+    pub v4: FxHashMap<u64, Tally>,
+    pub v6: FxHashMap<(IpAddr, IpAddr), Tally>,
+}
+
+impl PairTally {
+    pub fn merge(&mut self, o: PairTally) {
+        for (k, v) in o.v4 {
+            self.v4.entry(k).or_default().merge(&v);
+        }
+        for (k, v) in o.v6 {
+            self.v6.entry(k).or_default().merge(&v);
+        }
+    }
+
+    /// Every pair with its tally, IPv4 first.
+    pub fn iter(&self) -> impl Iterator<Item = ((IpAddr, IpAddr), &Tally)> {
+        let v4 = self.v4.iter().map(|(k, t)| {
+            let (s, d) = ((k >> 32) as u32, *k as u32);
+            (
+                (IpAddr::from(s.to_be_bytes()), IpAddr::from(d.to_be_bytes())),
+                t,
+            )
+        });
+        v4.chain(self.v6.iter().map(|(k, t)| (*k, t)))
+    }
+}
+
+/// Connections summarised instead of kept: counts per status, the top few by bytes and by
+/// duration, and the traffic of each direction by address pair. Used by `report`, which
+/// needs no full list.
+///
+/// The pair tallies are added per closed connection, not per tuple: each tuple is stitched
+/// into exactly one connection, and a connection's tuples are all denied or all allowed, so
+/// the sums are the per-tuple sums with one map update per connection.
 pub struct ConnSummary {
     pub by_status: [u64; 4],
     pub top_bytes: TopConns,
     pub top_duration: TopConns,
+    /// Indexed by `direction == Inbound`: `[egress, ingress]`.
+    pub pairs: [PairTally; 2],
 }
 
 impl Default for ConnSummary {
@@ -216,6 +277,7 @@ impl Default for ConnSummary {
             by_status: [0; 4],
             top_bytes: TopConns::new(order_by_bytes),
             top_duration: TopConns::new(order_by_duration),
+            pairs: Default::default(),
         }
     }
 }
@@ -227,6 +289,9 @@ impl ConnSummary {
         }
         self.top_bytes.merge(o.top_bytes);
         self.top_duration.merge(o.top_duration);
+        let [e, i] = o.pairs;
+        self.pairs[0].merge(e);
+        self.pairs[1].merge(i);
     }
 }
 
@@ -453,8 +518,20 @@ impl Out<'_> {
             return;
         };
         sum.by_status[status as usize] += 1;
-        // Build the connection only if it can enter a top list.
         let bytes = o.c[1] + o.c[3];
+        let tally = Tally {
+            tuples: o.tuples as u64,
+            denied: if o.denied { o.tuples as u64 } else { 0 },
+            bytes,
+        };
+        let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
+        let pairs = &mut sum.pairs[inbound as usize];
+        if k.meta & META_V6 == 0 {
+            pairs.v4.entry(k.ips).or_default().merge(&tally);
+        } else {
+            pairs.v6.entry(self.names.ips(k)).or_default().merge(&tally);
+        }
+        // Build the connection only if it can enter a top list.
         let dur = o.end_ms - o.start_ms;
         let may_b = sum.top_bytes.bar().is_none_or(|b| bytes >= b.bytes());
         let may_d = sum

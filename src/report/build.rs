@@ -3,7 +3,9 @@
 use super::*;
 use crate::addr::AddressBook;
 use crate::aggregate::Summary;
-use crate::analyze::connections::{ConnSummary, Connection, Status, Stitcher};
+use crate::analyze::connections::{
+    ConnSummary, Connection, PairTally, Status, Stitcher, Tally as Stat,
+};
 use crate::analyze::nic_groups;
 use crate::discover::{Discovered, LogKind};
 use crate::model::{Decision, Direction, Protocol};
@@ -21,52 +23,13 @@ const HOUR_MS: i64 = 3_600_000;
 /// Missing hours listed per NIC (the count is always given).
 const MISSING_LISTED: usize = 48;
 
-#[derive(Clone, Copy, Default)]
-struct Stat {
-    tuples: u64,
-    denied: u64,
-    bytes: u64,
-}
-
-impl Stat {
-    #[inline]
-    fn add(&mut self, deny: bool, bytes: u64) {
-        self.tuples += 1;
-        self.denied += deny as u64;
-        self.bytes += bytes;
-    }
-    fn merge(&mut self, o: &Stat) {
-        self.tuples += o.tuples;
-        self.denied += o.denied;
-        self.bytes += o.bytes;
-    }
-}
-
-/// One direction's traffic by (source, destination) pair and by destination port; the
-/// per-source and per-destination totals are folded from the pairs at the end (one map
-/// update per tuple instead of three).
-/// IPv4 pairs, the common case, are packed into one `u64` key (32-byte map entries
-/// instead of 64); any pair with an IPv6 end goes to `pair6`.
+/// One direction's traffic by (source, destination) pair (tallied by the stitcher, see
+/// [`ConnSummary`]) and by destination port; the per-source and per-destination totals are
+/// folded from the pairs at the end.
 #[derive(Default)]
 struct DirAgg {
-    pair4: FxHashMap<u64, Stat>,
-    pair6: FxHashMap<(IpAddr, IpAddr), Stat>,
+    pairs: PairTally,
     port: FxHashMap<(Protocol, u16), Stat>,
-}
-
-#[inline]
-fn pack4(a: &IpAddr, b: &IpAddr) -> Option<u64> {
-    match (a, b) {
-        (IpAddr::V4(x), IpAddr::V4(y)) => Some((u32::from(*x) as u64) << 32 | u32::from(*y) as u64),
-        _ => None,
-    }
-}
-
-fn unpack4(k: u64) -> (IpAddr, IpAddr) {
-    (
-        IpAddr::V4(std::net::Ipv4Addr::from((k >> 32) as u32)),
-        IpAddr::V4(std::net::Ipv4Addr::from(k as u32)),
-    )
 }
 
 fn merge_map<K: std::hash::Hash + Eq>(a: &mut FxHashMap<K, Stat>, b: FxHashMap<K, Stat>) {
@@ -77,25 +40,15 @@ fn merge_map<K: std::hash::Hash + Eq>(a: &mut FxHashMap<K, Stat>, b: FxHashMap<K
 
 impl DirAgg {
     fn merge(&mut self, o: DirAgg) {
-        merge_map(&mut self.pair4, o.pair4);
-        merge_map(&mut self.pair6, o.pair6);
+        self.pairs.merge(o.pairs);
         merge_map(&mut self.port, o.port);
-    }
-
-    #[inline]
-    fn add_pair(&mut self, a: &IpAddr, b: &IpAddr, deny: bool, bytes: u64) {
-        match pack4(a, b) {
-            Some(k) => self.pair4.entry(k).or_default().add(deny, bytes),
-            None => self.pair6.entry((*a, *b)).or_default().add(deny, bytes),
-        }
     }
 
     /// Per-source and per-destination totals.
     fn ends(&self) -> (FxHashMap<IpAddr, Stat>, FxHashMap<IpAddr, Stat>) {
         let mut src: FxHashMap<IpAddr, Stat> = FxHashMap::default();
         let mut dst: FxHashMap<IpAddr, Stat> = FxHashMap::default();
-        let pairs4 = self.pair4.iter().map(|(k, st)| (unpack4(*k), st));
-        for ((a, b), st) in pairs4.chain(self.pair6.iter().map(|(k, st)| (*k, st))) {
+        for ((a, b), st) in self.pairs.iter() {
             src.entry(a).or_default().merge(st);
             dst.entry(b).or_default().merge(st);
         }
@@ -104,11 +57,17 @@ impl DirAgg {
 
     /// The busiest pairs (both maps), in [`top`] order.
     fn top_pairs(&self, n: usize) -> Vec<((IpAddr, IpAddr), Stat)> {
-        let mut v: Vec<((IpAddr, IpAddr), Stat)> = top(&self.pair4, n)
+        let mut v: Vec<((IpAddr, IpAddr), Stat)> = top(&self.pairs.v4, n)
             .into_iter()
-            .map(|(k, st)| (unpack4(k), st))
+            .map(|(k, st)| {
+                let (a, b) = ((k >> 32) as u32, k as u32);
+                (
+                    (IpAddr::from(a.to_be_bytes()), IpAddr::from(b.to_be_bytes())),
+                    st,
+                )
+            })
             .collect();
-        v.extend(top(&self.pair6, n));
+        v.extend(top(&self.pairs.v6, n));
         v.sort_by(busiest_first);
         v.truncate(n);
         v
@@ -155,7 +114,6 @@ impl TableSink for ReportAgg {
             let deny = t.decision == Decision::Deny;
             let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
             let inbound = t.direction == Direction::Inbound;
-            self.dir[inbound as usize].add_pair(&t.src, &t.dst, deny, bytes);
             let port = Some((inbound, t.protocol, t.dport));
             if port != port_run {
                 if let Some((i, p, n)) = port_run {
@@ -292,6 +250,9 @@ pub fn aggregate(
             },
         );
     agg.conns = stitch.summary.take().expect("summary mode");
+    for (d, p) in agg.dir.iter_mut().zip(&mut agg.conns.pairs) {
+        d.pairs = std::mem::take(p);
+    }
     (agg, ledger)
 }
 
