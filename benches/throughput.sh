@@ -2,7 +2,11 @@
 # Throughput and peak memory of `nsgflow summary` on a generated ~1 GB container, against
 # the reference probe (../shared/probe) when present. Interleaved runs, warm page cache.
 #
-#   benches/throughput.sh [SIZE] [FAMILY] [RUNS]     e.g. benches/throughput.sh 1G nsg 3
+#   benches/throughput.sh [SIZE] [FAMILY] [RUNS] [report]   e.g. benches/throughput.sh 1G nsg 3
+#
+# With a fourth argument `report`, each round also runs `nsgflow report` (the main job: one
+# pass with connection stitching, then every output written) and the medians end with the
+# report/summary time ratio.
 #
 # Prints one line per run (seconds, peak RSS) and the medians. Data goes to a temp dir
 # that is removed at the end.
@@ -11,6 +15,7 @@ cd "$(dirname "$0")/.."
 size=${1:-1G}
 family=${2:-nsg}
 runs=${3:-3}
+with_report=${4:-}
 tmp=$(mktemp -d /tmp/nsgflow-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -41,6 +46,9 @@ for i in $(seq "$runs"); do
   if [ -n "$probe" ] && [ "$family" = nsg ]; then
     measure "probe-2t  " "$probe" "$tmp/c"
   fi
+  if [ "$with_report" = report ]; then
+    measure "report-2t " $bin report "$tmp/c" -o "$tmp/report" --quiet
+  fi
 done
 echo "medians:"
 python3 - "$tmp/all" "$bytes" <<'PY'
@@ -54,4 +62,9 @@ for label, v in runs.items():
     s = statistics.median(x[0] for x in v)
     m = max(x[1] for x in v) / 1024
     print(f"  {label}: {s:.2f} s, {size/s/1e9:.2f} GB/s, peak RSS max {m:.0f} MiB ({len(v)} runs)")
+if "report-2t" in runs:
+    med = {k: statistics.median(x[0] for x in v) for k, v in runs.items()}
+    peak = {k: max(x[1] for x in v) / 1024 for k, v in runs.items()}
+    print(f"  report/summary time: {med['report-2t']/med['summary-2t']:.2f}x, "
+          f"peak RSS +{peak['report-2t']-peak['summary-2t']:.0f} MiB")
 PY

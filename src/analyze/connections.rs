@@ -893,6 +893,96 @@ mod tests {
     }
 
     #[test]
+    fn packed_keys_keep_ipv6_protocols_and_ports() {
+        let mut s = Stitcher::default();
+        feed(
+            &mut s,
+            Family::Vnet,
+            "R",
+            &[
+                "1735636357000,2001:db8::4,2001:db8:ff::1,65535,443,6,O,B,NX,0,0,0,0",
+                "1735636357000,2001:db8::4,10.0.0.9,1,0,1,I,B,NX,0,0,0,0",
+                "1735636357000,10.0.0.4,10.0.0.9,0,65535,0,O,B,NX,0,0,0,0",
+                "1735636417000,2001:db8::4,2001:db8:ff::1,65535,443,6,O,E,NX,1,100,2,200",
+                "1735636417000,2001:db8::4,10.0.0.9,1,0,1,I,E,NX,3,30,0,0",
+                "1735636417000,10.0.0.4,10.0.0.9,0,65535,0,O,E,NX,1,1,1,1",
+            ],
+        );
+        feed(
+            &mut s,
+            Family::NsgV2,
+            "R",
+            &["3,10.0.0.4,10.0.0.9,7,8,I,I,A,E,1,2,3,4"],
+        );
+        s.finish();
+        let got: Vec<String> = s
+            .take_sorted()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}:{} {}:{} {} {} {:?} {} {}",
+                    c.start_ms,
+                    c.src,
+                    c.sport,
+                    c.dst,
+                    c.dport,
+                    c.protocol,
+                    c.direction,
+                    c.status,
+                    c.tuples,
+                    c.bytes()
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "3000 10.0.0.4:7 10.0.0.9:8 I in Completed 1 6",
+                "1735636357000 10.0.0.4:0 10.0.0.9:65535 0 out Completed 2 2",
+                "1735636357000 2001:db8::4:1 10.0.0.9:0 1 in Completed 2 30",
+                "1735636357000 2001:db8::4:65535 2001:db8:ff::1:443 tcp out Completed 2 300",
+            ]
+        );
+    }
+
+    #[test]
+    fn summary_mode_tallies_pairs_per_tuple() {
+        let mut s = Stitcher {
+            summary: Some(ConnSummary::default()),
+            ..Default::default()
+        };
+        feed(
+            &mut s,
+            Family::NsgV2,
+            "R",
+            &[
+                "1000,185.1.1.1,10.0.0.4,5000,22,T,I,D,B,,,,",
+                "1003,185.1.1.1,10.0.0.4,5000,22,T,I,D,B,,,,",
+                "1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,B,,,,",
+                "1100,10.0.0.4,52.1.1.1,40000,443,T,O,A,E,1,10,2,20",
+                "1200,10.0.0.4,52.1.1.1,40001,443,T,O,A,B,,,,",
+                "1200,2001:db8::4,2001:db8::5,1,2,U,O,A,B,,,,",
+            ],
+        );
+        s.finish();
+        let sum = s.summary.take().unwrap();
+        assert_eq!(sum.by_status, [1, 0, 1, 2]);
+        let pairs = |i: usize| {
+            let mut v: Vec<String> = sum.pairs[i]
+                .iter()
+                .map(|((a, b), t)| format!("{a}>{b} {} {} {}", t.tuples, t.denied, t.bytes))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(pairs(1), vec!["185.1.1.1>10.0.0.4 2 2 0"]);
+        assert_eq!(
+            pairs(0),
+            vec!["10.0.0.4>52.1.1.1 3 0 30", "2001:db8::4>2001:db8::5 1 0 0"]
+        );
+    }
+
+    #[test]
     fn denied_retries_stateless_and_open() {
         let mut s = Stitcher::default();
         let v2 = Family::NsgV2;
