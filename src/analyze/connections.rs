@@ -33,9 +33,14 @@ fn display<S: serde::Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> 
 /// missed intervals mean it is gone. Keeps memory to the connections really in flight.
 pub const IDLE_CLOSE_MS: i64 = 15 * 60_000;
 
-/// How often (in log time) idle connections are swept: a sweep walks every open connection,
-/// so it runs every few minutes of data, not on every table.
+/// How often (in log time) idle allowed connections are swept: a sweep walks every open
+/// connection, so it runs every few minutes of data, not on every table.
 const SWEEP_EVERY_MS: i64 = 3 * 60_000;
+
+/// How often denied series past the retry window are swept. They are kept apart from the
+/// allowed connections, in a map this keeps small (about a retry window of scans), so that
+/// the scanner traffic that dominates internet-facing NSGs stays in cache.
+const SWEEP_DENIED_EVERY_MS: i64 = 30_000;
 
 /// Denied retries of one 5-tuple closer than this are one attempt series. TCP SYN retries
 /// back off 1, 2, 4, 8, 16, 32 s (Linux `tcp_syn_retries` = 6: about 63 s in all); two
@@ -550,7 +555,10 @@ impl Out<'_> {
 #[derive(Default)]
 pub struct Stitcher {
     names: Names,
+    /// Allowed connections in flight.
     open: FxHashMap<Key, Open>,
+    /// Denied series within their retry window.
+    denied: FxHashMap<Key, Open>,
     /// Connections closed so far, in closing order (unless summarising).
     pub done: Vec<Connection>,
     /// When set, closed connections are summarised here instead of kept in `done`.
@@ -562,6 +570,7 @@ pub struct Stitcher {
     /// Latest tuple time seen, and when idle connections were last swept.
     now_ms: i64,
     swept_ms: i64,
+    swept_denied_ms: i64,
 }
 
 fn rank(t: &FlowTuple) -> u8 {
@@ -583,15 +592,22 @@ impl Stitcher {
             summary: &mut self.summary,
         };
         // Closing order does not matter: summaries are order-free and `take_sorted` sorts.
-        self.open.retain(|k, o| {
+        let mut expire = |k: &Key, o: &mut Open| {
             if o.expired(now) {
                 out.close(*k, o, o.status_at_end());
                 false
             } else {
                 true
             }
-        });
-        self.swept_ms = now;
+        };
+        if now - self.swept_denied_ms > SWEEP_DENIED_EVERY_MS {
+            self.denied.retain(&mut expire);
+            self.swept_denied_ms = now;
+        }
+        if now - self.swept_ms > SWEEP_EVERY_MS {
+            self.open.retain(&mut expire);
+            self.swept_ms = now;
+        }
     }
 
     /// Close everything still open (end of the NIC's data).
@@ -601,11 +617,12 @@ impl Stitcher {
             done: &mut self.done,
             summary: &mut self.summary,
         };
-        for (k, o) in self.open.drain() {
+        for (k, o) in self.open.drain().chain(self.denied.drain()) {
             out.close(k, &o, o.status_at_end());
         }
         self.now_ms = 0;
         self.swept_ms = 0;
+        self.swept_denied_ms = 0;
         let n = &mut self.names;
         n.macs.clear();
         n.mac_ids.clear();
@@ -648,6 +665,7 @@ impl Stitcher {
 struct Step<'a> {
     names: &'a mut Names,
     open: &'a mut FxHashMap<Key, Open>,
+    denied: &'a mut FxHashMap<Key, Open>,
     done: &'a mut Vec<Connection>,
     summary: &'a mut Option<ConnSummary>,
     mac: u32,
@@ -666,11 +684,13 @@ impl Step<'_> {
         };
         let fresh = || Open::new(t, self.nsg, self.rule, self.family);
         if t.decision == Decision::Deny {
-            // A retry within the window joins the series; anything else starts anew.
-            match self.open.entry(k) {
+            // A retry within the window joins the series; a later one starts anew. Denied
+            // series and allowed connections are kept apart: a denied attempt does not end
+            // an allowed connection of the same 5-tuple, nor an allowed tuple a series.
+            match self.denied.entry(k) {
                 Entry::Occupied(mut e) => {
                     let o = e.get_mut();
-                    if o.denied && t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
+                    if t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
                         o.add(t);
                     } else {
                         let old = std::mem::replace(o, fresh());
@@ -683,10 +703,9 @@ impl Step<'_> {
             }
             return;
         }
-        // An allowed tuple never joins a denied series or a connection idle past
-        // IDLE_CLOSE_MS (the rule of `Open::expired`). One map operation per tuple in the
-        // common cases.
-        let stale = |o: &Open| o.denied || t.time_ms - o.end_ms > IDLE_CLOSE_MS;
+        // An allowed tuple never joins a connection idle past IDLE_CLOSE_MS (the rule of
+        // `Open::expired`). One map operation per tuple in the common cases.
+        let stale = |o: &Open| t.time_ms - o.end_ms > IDLE_CLOSE_MS;
         match t.state {
             // NSG v1: no state; each allowed tuple stands alone.
             None => out.close(k, &fresh(), Status::Stateless),
@@ -765,6 +784,7 @@ impl TableSink for Stitcher {
         let mut step = Step {
             names: &mut self.names,
             open: &mut self.open,
+            denied: &mut self.denied,
             done: &mut self.done,
             summary: &mut self.summary,
             mac,
@@ -795,7 +815,7 @@ impl TableSink for Stitcher {
         self.sorted = sorted;
         self.wait_c = wait_c;
         self.wait_b = wait_b;
-        if self.now_ms - self.swept_ms > SWEEP_EVERY_MS {
+        if self.now_ms - self.swept_denied_ms > SWEEP_DENIED_EVERY_MS {
             self.sweep();
         }
     }
