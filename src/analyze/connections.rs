@@ -12,7 +12,8 @@
 //! - `completed`: an `E` was logged;
 //! - `open`: no `E` by the end of the data (or before the next `B` of the same 5-tuple);
 //! - `denied`: denied tuples; retries of the same 5-tuple within [`RETRY_WINDOW_MS`] are one
-//!   denied connection with several attempts;
+//!   denied connection with several attempts, kept apart from any allowed connection of the
+//!   same 5-tuple (a denied attempt does not end it);
 //! - `stateless`: allowed, only `B` and no counts — what non-default inbound allow rules log
 //!   unless the VNet sets `FlowTimeoutInMinutes` (FORMATS.md), and every NSG v1 allow.
 
@@ -999,6 +1000,54 @@ mod tests {
         assert_eq!(
             pairs(0),
             vec!["10.0.0.4>52.1.1.1 3 0 30", "2001:db8::4>2001:db8::5 1 0 0"]
+        );
+    }
+
+    #[test]
+    fn a_denied_attempt_does_not_end_an_allowed_connection() {
+        // The same 5-tuple allowed (B, C, E) and denied in between: two connections, the
+        // allowed one whole, the denied series on its own.
+        let mut s = Stitcher::default();
+        let v2 = Family::NsgV2;
+        feed(
+            &mut s,
+            v2,
+            "Allow",
+            &["1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,B,,,,"],
+        );
+        feed(
+            &mut s,
+            v2,
+            "Deny",
+            &[
+                "1010,10.0.0.4,52.1.1.1,40000,443,T,O,D,B,,,,",
+                "1011,10.0.0.4,52.1.1.1,40000,443,T,O,D,B,,,,",
+            ],
+        );
+        feed(
+            &mut s,
+            v2,
+            "Allow",
+            &[
+                "1060,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,1,10,1,20",
+                "1120,10.0.0.4,52.1.1.1,40000,443,T,O,A,E,2,30,3,40",
+            ],
+        );
+        s.finish();
+        let got: Vec<(i64, Status, u64, u64, &str)> = s
+            .take_sorted()
+            .iter()
+            .map(|c| {
+                let rule: &'static str = if &*c.rule == "Allow" { "Allow" } else { "Deny" };
+                (c.start_ms, c.status, c.tuples, c.bytes(), rule)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1_000_000, Status::Completed, 3, 100, "Allow"),
+                (1_010_000, Status::Denied, 2, 0, "Deny"),
+            ]
         );
     }
 
