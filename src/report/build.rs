@@ -193,10 +193,11 @@ pub fn aggregate(
     tick: &(dyn Fn() + Sync),
 ) -> (ReportAgg, Ledger) {
     let groups = nic_groups(blobs);
-    // Exactly one accumulator per thread: NIC groups are dealt to `threads` bins, largest
-    // first onto the lightest bin (LPT scheduling), and each bin is folded sequentially.
-    // (A rayon fold would make one accumulator per split, each as large as the full maps.)
-    // The stitcher is finished after each group, so no connection state crosses NICs.
+    // Exactly one accumulator per thread (a rayon fold would make one per split, each as
+    // large as the full maps). Each thread takes the next NIC group, largest first, from a
+    // shared counter, so a thread that runs slower simply takes fewer groups. The stitcher
+    // is finished after each group, so no connection state crosses NICs; every merge below
+    // is order-free, so the result does not depend on which thread took which group.
     let threads = rayon::current_num_threads().max(1);
     let mut order: Vec<(u64, usize)> = groups
         .iter()
@@ -204,24 +205,18 @@ pub fn aggregate(
         .map(|(i, g)| (g.iter().map(|b| b.size).sum::<u64>(), i))
         .collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut bins: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); threads];
-    for (size, i) in order {
-        let lightest = bins
-            .iter_mut()
-            .min_by_key(|(load, _)| *load)
-            .expect("at least one bin");
-        lightest.0 += size;
-        lightest.1.push(i);
-    }
-    let (mut agg, mut stitch, ledger) = bins
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (mut agg, mut stitch, ledger) = (0..threads)
         .into_par_iter()
-        .map(|(_, members)| {
+        .map(|_| {
             let mut agg = ReportAgg::default();
             let mut stitch = Stitcher::default();
             stitch.summary = Some(ConnSummary::default());
             let mut ledger = Ledger::default();
             let mut w = Worker::default();
-            for gi in members {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(_, gi)) = order.get(i) else { break };
                 for blob in &groups[gi] {
                     let mut tee = Tee {
                         agg: &mut agg,
