@@ -116,13 +116,7 @@ impl TableSink for ReportAgg {
             let inbound = t.direction == Direction::Inbound;
             let port = Some((inbound, t.protocol, t.dport));
             if port != port_run {
-                if let Some((i, p, n)) = port_run {
-                    self.dir[i as usize]
-                        .port
-                        .entry((p, n))
-                        .or_default()
-                        .merge(&port_stat);
-                }
+                self.flush_port(port_run, &port_stat);
                 port_run = port;
                 port_stat = Stat::default();
             }
@@ -149,12 +143,19 @@ impl TableSink for ReportAgg {
         if cur_hour != i64::MIN {
             self.hours.entry(cur_hour).or_default().add(&cur);
         }
-        if let Some((i, p, n)) = port_run {
-            self.dir[i as usize]
+        self.flush_port(port_run, &port_stat);
+    }
+}
+
+impl ReportAgg {
+    /// Add a run of one (direction, protocol, port) to its direction's port table.
+    fn flush_port(&mut self, run: Option<(bool, Protocol, u16)>, st: &Stat) {
+        if let Some((inbound, p, n)) = run {
+            self.dir[inbound as usize]
                 .port
                 .entry((p, n))
                 .or_default()
-                .merge(&port_stat);
+                .merge(st);
         }
     }
 }
