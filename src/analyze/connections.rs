@@ -249,15 +249,15 @@ impl PairTally {
         }
     }
 
+    /// The (source, destination) of a packed IPv4 pair key.
+    pub fn unpack4(k: u64) -> (IpAddr, IpAddr) {
+        let (s, d) = ((k >> 32) as u32, k as u32);
+        (IpAddr::from(s.to_be_bytes()), IpAddr::from(d.to_be_bytes()))
+    }
+
     /// Every pair with its tally, IPv4 first.
     pub fn iter(&self) -> impl Iterator<Item = ((IpAddr, IpAddr), &Tally)> {
-        let v4 = self.v4.iter().map(|(k, t)| {
-            let (s, d) = ((k >> 32) as u32, *k as u32);
-            (
-                (IpAddr::from(s.to_be_bytes()), IpAddr::from(d.to_be_bytes())),
-                t,
-            )
-        });
+        let v4 = self.v4.iter().map(|(k, t)| (Self::unpack4(*k), t));
         v4.chain(self.v6.iter().map(|(k, t)| (*k, t)))
     }
 }
@@ -473,11 +473,13 @@ impl Names {
     }
 
     fn ips(&self, k: Key) -> (IpAddr, IpAddr) {
-        let (s, d) = ((k.ips >> 32) as u32, k.ips as u32);
         if k.meta & META_V6 != 0 {
-            (self.ip6[s as usize], self.ip6[d as usize])
+            (
+                self.ip6[(k.ips >> 32) as usize],
+                self.ip6[k.ips as u32 as usize],
+            )
         } else {
-            (IpAddr::from(s.to_be_bytes()), IpAddr::from(d.to_be_bytes()))
+            PairTally::unpack4(k.ips)
         }
     }
 

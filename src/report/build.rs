@@ -59,13 +59,7 @@ impl DirAgg {
     fn top_pairs(&self, n: usize) -> Vec<((IpAddr, IpAddr), Stat)> {
         let mut v: Vec<((IpAddr, IpAddr), Stat)> = top(&self.pairs.v4, n)
             .into_iter()
-            .map(|(k, st)| {
-                let (a, b) = ((k >> 32) as u32, k as u32);
-                (
-                    (IpAddr::from(a.to_be_bytes()), IpAddr::from(b.to_be_bytes())),
-                    st,
-                )
-            })
+            .map(|(k, st)| (PairTally::unpack4(k), st))
             .collect();
         v.extend(top(&self.pairs.v6, n));
         v.sort_by(busiest_first);
