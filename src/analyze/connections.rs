@@ -19,9 +19,10 @@
 
 use crate::model::{Decision, Direction, Family, FlowState, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
+use hashbrown::hash_table::Entry;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::collections::hash_map::Entry;
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -142,57 +143,122 @@ fn proto_decode(c: u64) -> Protocol {
     }
 }
 
-/// The state of one open connection (64 bytes: the map entry with its key is 80).
+/// The state of one open connection in 48 bytes, so that with its key a map entry is one
+/// 64-byte cache line (see [`Slot`]): the stitcher's time goes to cache misses on its maps.
+/// Packet counts are kept in 32 bits; a connection whose count outgrows them moves its packet
+/// counts to [`Names::wide`] as 64-bit numbers (flag [`WIDE`]), so no count is ever capped.
 #[derive(Clone, Copy)]
 struct Open {
     start_ms: i64,
     end_ms: i64,
-    c: [u64; 4],
+    /// Bytes source to destination, destination to source.
+    bytes: [u64; 2],
+    /// Packets each way; with [`WIDE`], the index of the connection's counts in `Names::wide`
+    /// (low half first).
+    packets: [u32; 2],
     /// Tuples stitched: one per logged minute at most, so u32 lasts 8,000 years.
     tuples: u32,
-    nsg: u32,
-    rule: u32,
-    family: Family,
-    denied: bool,
-    counted: bool,
+    /// The (NSG, rule, family) id in `Names::ctxs`, below [`CTX_IDS`], with the flags
+    /// [`DENIED`], [`COUNTED`] and [`WIDE`] above it.
+    ctx: u32,
 }
+
+/// A denied series.
+const DENIED: u32 = 1 << 31;
+/// Some tuple carried counters (an allowed connection with none is stateless).
+const COUNTED: u32 = 1 << 30;
+/// Packet counts are in `Names::wide`.
+const WIDE: u32 = 1 << 29;
+/// (NSG, rule, family) ids one stitcher can hold between two `finish` calls.
+const CTX_IDS: usize = 1 << 29;
 
 impl Open {
     #[inline]
-    fn new(t: &FlowTuple, nsg: u32, rule: u32, family: Family) -> Open {
+    fn new(t: &FlowTuple, ctx: u32, wide: &RefCell<Vec<[u64; 2]>>) -> Open {
+        let denied = if t.decision == Decision::Deny {
+            DENIED
+        } else {
+            0
+        };
         let mut o = Open {
             start_ms: t.time_ms,
             end_ms: t.time_ms,
-            c: [0; 4],
+            bytes: [0; 2],
+            packets: [0; 2],
             tuples: 0,
-            nsg,
-            rule,
-            family,
-            denied: t.decision == Decision::Deny,
-            counted: false,
+            ctx: ctx | denied,
         };
-        o.add(t);
+        o.add(t, wide);
         o
     }
 
     #[inline]
-    fn add(&mut self, t: &FlowTuple) {
+    fn add(&mut self, t: &FlowTuple, wide: &RefCell<Vec<[u64; 2]>>) {
         self.tuples = self.tuples.saturating_add(1);
         self.end_ms = self.end_ms.max(t.time_ms);
-        self.counted |= t.packets_s2d.is_some()
+        if t.packets_s2d.is_some()
             | t.bytes_s2d.is_some()
             | t.packets_d2s.is_some()
-            | t.bytes_d2s.is_some();
-        self.c[0] += t.packets_s2d.unwrap_or(0);
-        self.c[1] += t.bytes_s2d.unwrap_or(0);
-        self.c[2] += t.packets_d2s.unwrap_or(0);
-        self.c[3] += t.bytes_d2s.unwrap_or(0);
+            | t.bytes_d2s.is_some()
+        {
+            self.ctx |= COUNTED;
+        }
+        self.bytes[0] += t.bytes_s2d.unwrap_or(0);
+        self.bytes[1] += t.bytes_d2s.unwrap_or(0);
+        let p = [t.packets_s2d.unwrap_or(0), t.packets_d2s.unwrap_or(0)];
+        if self.ctx & WIDE == 0 && (p[0] | p[1]) >> 32 == 0 {
+            if let (Some(a), Some(b)) = (
+                self.packets[0].checked_add(p[0] as u32),
+                self.packets[1].checked_add(p[1] as u32),
+            ) {
+                self.packets = [a, b];
+                return;
+            }
+        }
+        self.add_wide(p, wide);
+    }
+
+    /// Add packets past 32 bits: move the counts to `wide` (once), add them there.
+    #[cold]
+    #[inline(never)]
+    fn add_wide(&mut self, p: [u64; 2], wide: &RefCell<Vec<[u64; 2]>>) {
+        let mut w = wide.borrow_mut();
+        if self.ctx & WIDE == 0 {
+            let i = w.len() as u64;
+            w.push([self.packets[0] as u64, self.packets[1] as u64]);
+            self.packets = [i as u32, (i >> 32) as u32];
+            self.ctx |= WIDE;
+        }
+        let c = &mut w[self.wide_index()];
+        c[0] += p[0];
+        c[1] += p[1];
+    }
+
+    fn wide_index(&self) -> usize {
+        (self.packets[0] as u64 | (self.packets[1] as u64) << 32) as usize
+    }
+
+    /// Packets source to destination, destination to source.
+    fn packets(&self, wide: &RefCell<Vec<[u64; 2]>>) -> [u64; 2] {
+        if self.ctx & WIDE != 0 {
+            wide.borrow()[self.wide_index()]
+        } else {
+            [self.packets[0] as u64, self.packets[1] as u64]
+        }
+    }
+
+    fn denied(&self) -> bool {
+        self.ctx & DENIED != 0
+    }
+
+    fn ctx_id(&self) -> usize {
+        (self.ctx & (WIDE - 1)) as usize
     }
 
     fn status_at_end(&self) -> Status {
-        if self.denied {
+        if self.denied() {
             Status::Denied
-        } else if self.counted {
+        } else if self.ctx & COUNTED != 0 {
             Status::Open
         } else {
             Status::Stateless
@@ -204,7 +270,7 @@ impl Open {
     /// do not depend on when a sweep ran.
     fn expired(&self, now_ms: i64) -> bool {
         let idle = now_ms - self.end_ms;
-        (self.denied && idle > RETRY_WINDOW_MS) || idle > IDLE_CLOSE_MS
+        (self.denied() && idle > RETRY_WINDOW_MS) || idle > IDLE_CLOSE_MS
     }
 }
 
@@ -428,6 +494,11 @@ struct Names {
     mac_ids: FxHashMap<Arc<str>, u32>,
     ip6: Vec<IpAddr>,
     ip6_ids: FxHashMap<IpAddr, u32>,
+    /// (NSG name id, rule name id, family) of each context id of [`Open::ctx`].
+    ctxs: Vec<(u32, u32, Family)>,
+    ctx_ids: FxHashMap<(u32, u32, Family), u32>,
+    /// 64-bit packet counts of the open connections that outgrew 32 bits ([`WIDE`]).
+    wide: RefCell<Vec<[u64; 2]>>,
 }
 
 fn intern(names: &mut Vec<Arc<str>>, ids: &mut FxHashMap<Arc<str>, u32>, s: &str) -> u32 {
@@ -483,15 +554,28 @@ impl Names {
         }
     }
 
+    fn ctx_id(&mut self, nsg: u32, rule: u32, family: Family) -> u32 {
+        let c = (nsg, rule, family);
+        if let Some(i) = self.ctx_ids.get(&c) {
+            return *i;
+        }
+        let i = self.ctxs.len() as u32;
+        self.ctxs.push(c);
+        self.ctx_ids.insert(c, i);
+        i
+    }
+
     fn build(&self, k: Key, o: &Open, status: Status) -> Connection {
         let (src, dst) = self.ips(k);
+        let (nsg, rule, family) = self.ctxs[o.ctx_id()];
+        let packets = o.packets(&self.wide);
         Connection {
             start_ms: o.start_ms,
             end_ms: o.end_ms,
-            nsg: self.names[o.nsg as usize].clone(),
-            rule: self.names[o.rule as usize].clone(),
+            nsg: self.names[nsg as usize].clone(),
+            rule: self.names[rule as usize].clone(),
             mac: self.macs[(k.meta >> MAC_SHIFT) as usize].clone(),
-            family: o.family.name(),
+            family: family.name(),
             src,
             sport: k.meta as u16,
             dst,
@@ -504,10 +588,10 @@ impl Names {
             },
             status,
             tuples: o.tuples as u64,
-            packets_src_to_dst: o.c[0],
-            bytes_src_to_dst: o.c[1],
-            packets_dst_to_src: o.c[2],
-            bytes_dst_to_src: o.c[3],
+            packets_src_to_dst: packets[0],
+            bytes_src_to_dst: o.bytes[0],
+            packets_dst_to_src: packets[1],
+            bytes_dst_to_src: o.bytes[1],
         }
     }
 }
@@ -526,10 +610,10 @@ impl Out<'_> {
             return;
         };
         sum.by_status[status as usize] += 1;
-        let bytes = o.c[1] + o.c[3];
+        let bytes = o.bytes[0] + o.bytes[1];
         let tally = Tally {
             tuples: o.tuples as u64,
-            denied: if o.denied { o.tuples as u64 } else { 0 },
+            denied: if o.denied() { o.tuples as u64 } else { 0 },
             bytes,
         };
         let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
@@ -554,14 +638,62 @@ impl Out<'_> {
     }
 }
 
+/// A map entry: a key and its open state in one 64-byte cache line. The alignment makes the
+/// table's allocation line-aligned too (the allocator's default 16-byte alignment would split
+/// every entry across two lines).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Slot {
+    k: Key,
+    o: Open,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+#[inline]
+fn hash_key(k: &Key) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(k)
+}
+
+/// Open connections by key: a `hashbrown` table of [`Slot`]s (std's map cannot align its
+/// entries to cache lines).
+#[derive(Default)]
+struct OpenMap {
+    t: hashbrown::HashTable<Slot>,
+}
+
+impl OpenMap {
+    #[inline]
+    fn entry(&mut self, k: Key) -> Entry<'_, Slot> {
+        self.t.entry(hash_key(&k), |s| s.k == k, |s| hash_key(&s.k))
+    }
+
+    #[inline]
+    fn remove(&mut self, k: &Key) -> Option<Open> {
+        match self.t.find_entry(hash_key(k), |s| s.k == *k) {
+            Ok(e) => Some(e.remove().0.o),
+            Err(_) => None,
+        }
+    }
+
+    fn retain(&mut self, mut f: impl FnMut(&Key, &mut Open) -> bool) {
+        self.t.retain(|s| f(&s.k, &mut s.o))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Key, Open)> + '_ {
+        self.t.drain().map(|s| (s.k, s.o))
+    }
+}
+
 /// Stitches one NIC's (or several NICs') tuples in time order.
 #[derive(Default)]
 pub struct Stitcher {
     names: Names,
     /// Allowed connections in flight.
-    open: FxHashMap<Key, Open>,
+    open: OpenMap,
     /// Denied series within their retry window.
-    denied: FxHashMap<Key, Open>,
+    denied: OpenMap,
     /// Connections closed so far, in closing order (unless summarising).
     pub done: Vec<Connection>,
     /// When set, closed connections are summarised here instead of kept in `done`.
@@ -631,6 +763,9 @@ impl Stitcher {
         n.mac_ids.clear();
         n.ip6.clear();
         n.ip6_ids.clear();
+        n.ctxs.clear();
+        n.ctx_ids.clear();
+        n.wide.get_mut().clear();
     }
 
     /// Closed connections in a deterministic order (start, then the 5-tuple).
@@ -667,14 +802,12 @@ impl Stitcher {
 /// One table's view of the stitcher: stitches its tuples one at a time.
 struct Step<'a> {
     names: &'a mut Names,
-    open: &'a mut FxHashMap<Key, Open>,
-    denied: &'a mut FxHashMap<Key, Open>,
+    open: &'a mut OpenMap,
+    denied: &'a mut OpenMap,
     done: &'a mut Vec<Connection>,
     summary: &'a mut Option<ConnSummary>,
     mac: u32,
-    nsg: u32,
-    rule: u32,
-    family: Family,
+    ctx: u32,
 }
 
 impl Step<'_> {
@@ -685,23 +818,24 @@ impl Step<'_> {
             done: self.done,
             summary: self.summary,
         };
-        let fresh = || Open::new(t, self.nsg, self.rule, self.family);
+        let wide = &self.names.wide;
+        let fresh = || Open::new(t, self.ctx, wide);
         if t.decision == Decision::Deny {
             // A retry within the window joins the series; a later one starts anew. Denied
             // series and allowed connections are kept apart: a denied attempt does not end
             // an allowed connection of the same 5-tuple, nor an allowed tuple a series.
             match self.denied.entry(k) {
                 Entry::Occupied(mut e) => {
-                    let o = e.get_mut();
+                    let o = &mut e.get_mut().o;
                     if t.time_ms - o.end_ms <= RETRY_WINDOW_MS {
-                        o.add(t);
+                        o.add(t, wide);
                     } else {
                         let old = std::mem::replace(o, fresh());
                         out.close(k, &old, old.status_at_end());
                     }
                 }
                 Entry::Vacant(v) => {
-                    v.insert(fresh());
+                    v.insert(Slot { k, o: fresh() });
                 }
             }
             return;
@@ -714,31 +848,31 @@ impl Step<'_> {
             None => out.close(k, &fresh(), Status::Stateless),
             Some(FlowState::Begin) => match self.open.entry(k) {
                 Entry::Occupied(mut e) => {
-                    let old = std::mem::replace(e.get_mut(), fresh());
+                    let old = std::mem::replace(&mut e.get_mut().o, fresh());
                     out.close(k, &old, old.status_at_end());
                 }
                 Entry::Vacant(v) => {
-                    v.insert(fresh());
+                    v.insert(Slot { k, o: fresh() });
                 }
             },
             Some(FlowState::Continuing) => match self.open.entry(k) {
                 Entry::Occupied(mut e) => {
-                    let o = e.get_mut();
+                    let o = &mut e.get_mut().o;
                     if stale(o) {
                         let old = std::mem::replace(o, fresh());
                         out.close(k, &old, old.status_at_end());
                     } else {
-                        o.add(t);
+                        o.add(t, wide);
                     }
                 }
                 Entry::Vacant(v) => {
-                    v.insert(fresh());
+                    v.insert(Slot { k, o: fresh() });
                 }
             },
             Some(FlowState::End) => {
                 let o = match self.open.remove(&k) {
                     Some(mut o) if !stale(&o) => {
-                        o.add(t);
+                        o.add(t, wide);
                         o
                     }
                     Some(old) => {
@@ -761,15 +895,20 @@ impl TableSink for Stitcher {
         }
         let ctx = &table.ctx;
         let mac_name = ctx.mac_normalized();
-        if self.names.macs.len() >= MAC_IDS && !self.names.mac_ids.contains_key(&*mac_name) {
-            // More NICs than a key can name (only outside the azcopy layout): close what is
-            // open, as at the end of the data, and start the tables afresh.
+        let n = &self.names;
+        if (n.macs.len() >= MAC_IDS && !n.mac_ids.contains_key(&*mac_name))
+            || n.ctxs.len() >= CTX_IDS
+        {
+            // More NICs (or rule contexts) than a key (or an open state) can name, which only
+            // a blob outside the azcopy layout can carry: close what is open, as at the end
+            // of the data, and start the tables afresh.
             self.finish();
         }
         let n = &mut self.names;
         let mac = intern(&mut n.macs, &mut n.mac_ids, &mac_name);
         let nsg = intern(&mut n.names, &mut n.ids, ctx.nsg);
         let rule = intern(&mut n.names, &mut n.ids, ctx.rule);
+        let cx = n.ctx_id(nsg, rule, ctx.family);
         // Tables are time-ordered already (else a time-sorted copy is used). Tuples sharing
         // a timestamp go E first, then C, then B/D, each kind in log order: E tuples are
         // stitched as they come and the others wait for the end of their timestamp.
@@ -791,9 +930,7 @@ impl TableSink for Stitcher {
             done: &mut self.done,
             summary: &mut self.summary,
             mac,
-            nsg,
-            rule,
-            family: ctx.family,
+            ctx: cx,
         };
         let mut i = 0;
         while i < ts.len() {
@@ -885,6 +1022,76 @@ mod tests {
         );
         assert_eq!(c[0].duration_ms(), 400_000);
         assert_eq!(&*c[0].mac, "000D3A000001");
+    }
+
+    #[test]
+    fn packet_counts_past_32_bits_are_exact() {
+        // The open state keeps packets in 32 bits until a count outgrows them: crossing 2^32
+        // by adding (s2d of port 40000), one tuple past it alone (d2s), and a neighbour that
+        // never overflows, under another rule, stitched alongside.
+        let mut s = Stitcher::default();
+        let v2 = Family::NsgV2;
+        feed(
+            &mut s,
+            v2,
+            "R",
+            &["1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,4000000000,10,1,20"],
+        );
+        feed(
+            &mut s,
+            v2,
+            "Other",
+            &["1000,10.0.0.4,52.1.1.1,40001,443,T,O,A,B,,,,"],
+        );
+        feed(
+            &mut s,
+            v2,
+            "R",
+            &["1060,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,4000000000,10,7000000000,20"],
+        );
+        feed(
+            &mut s,
+            v2,
+            "Other",
+            &["1060,10.0.0.4,52.1.1.1,40001,443,T,O,A,E,5,6,7,8"],
+        );
+        feed(
+            &mut s,
+            v2,
+            "R",
+            &["1120,10.0.0.4,52.1.1.1,40000,443,T,O,A,E,1,1,1,1"],
+        );
+        s.finish();
+        let c = s.take_sorted();
+        let row = |c: &Connection| {
+            (
+                c.sport,
+                c.rule.to_string(),
+                c.status,
+                c.tuples,
+                c.packets_src_to_dst,
+                c.bytes_src_to_dst,
+                c.packets_dst_to_src,
+                c.bytes_dst_to_src,
+            )
+        };
+        let rows: Vec<_> = c.iter().map(row).collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    40000,
+                    "R".into(),
+                    Status::Completed,
+                    3,
+                    8_000_000_001,
+                    21,
+                    7_000_000_002,
+                    41
+                ),
+                (40001, "Other".into(), Status::Completed, 2, 5, 6, 7, 8),
+            ]
+        );
     }
 
     #[test]
