@@ -13,10 +13,12 @@
 //! reports the byte offset; one that is not JSON, or JSON of another schema, fails with
 //! the parser's line and column. See `../shared/FORMATS.md`.
 
+pub mod buffer;
 pub mod dedup;
 pub mod ledger;
 pub mod tuple;
 
+pub use buffer::TableBuffer;
 pub use ledger::{BlobProblem, BlobProblemKind, Ledger, RejectExample};
 pub use tuple::{parse_tuple, RejectReason, TupleError};
 

@@ -7,15 +7,17 @@ use crate::analyze::connections::{
     ConnSummary, Connection, PairTally, Status, Stitcher, Tally as Stat,
 };
 use crate::analyze::nic_groups;
+use crate::discover::BlobMeta;
 use crate::discover::{Discovered, LogKind};
 use crate::model::{Decision, Direction, Protocol};
-use crate::parse::{Ledger, RuleTable, TableSink};
+use crate::parse::{Ledger, RuleTable, TableBuffer, TableSink};
 use crate::pipeline::{process_blob, RunOptions, Worker};
 use crate::text::fmt_ms;
-use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// Rows per top list.
 pub const TOP_N: usize = 15;
@@ -44,15 +46,34 @@ impl DirAgg {
         merge_map(&mut self.port, o.port);
     }
 
-    /// Per-source and per-destination totals.
-    fn ends(&self) -> (FxHashMap<IpAddr, Stat>, FxHashMap<IpAddr, Stat>) {
-        let mut src: FxHashMap<IpAddr, Stat> = FxHashMap::default();
-        let mut dst: FxHashMap<IpAddr, Stat> = FxHashMap::default();
-        for ((a, b), st) in self.pairs.iter() {
-            src.entry(a).or_default().merge(st);
-            dst.entry(b).or_default().merge(st);
+    /// The busiest sources and destinations (at most `n` each), in [`top`] order. IPv4
+    /// totals are folded by `u32` (whose order is `IpAddr`'s among IPv4 addresses), IPv6
+    /// ones by address; the two tops are then combined.
+    #[allow(clippy::type_complexity)]
+    fn top_ends(&self, n: usize) -> (Vec<(IpAddr, Stat)>, Vec<(IpAddr, Stat)>) {
+        let mut src4: FxHashMap<u32, Stat> = FxHashMap::default();
+        let mut dst4: FxHashMap<u32, Stat> = FxHashMap::default();
+        for (k, st) in &self.pairs.v4 {
+            src4.entry((k >> 32) as u32).or_default().merge(st);
+            dst4.entry(*k as u32).or_default().merge(st);
         }
-        (src, dst)
+        let mut src6: FxHashMap<IpAddr, Stat> = FxHashMap::default();
+        let mut dst6: FxHashMap<IpAddr, Stat> = FxHashMap::default();
+        for ((a, b), st) in &self.pairs.v6 {
+            src6.entry(*a).or_default().merge(st);
+            dst6.entry(*b).or_default().merge(st);
+        }
+        let both = |m4: &FxHashMap<u32, Stat>, m6: &FxHashMap<IpAddr, Stat>| {
+            let mut v: Vec<(IpAddr, Stat)> = top(m4, n)
+                .into_iter()
+                .map(|(ip, st)| (IpAddr::from(ip.to_be_bytes()), st))
+                .collect();
+            v.extend(top(m6, n));
+            v.sort_by(busiest_first);
+            v.truncate(n);
+            v
+        };
+        (both(&src4, &src6), both(&dst4, &dst6))
     }
 
     /// The busiest pairs (both maps), in [`top`] order.
@@ -180,19 +201,201 @@ impl TableSink for Tee<'_> {
     }
 }
 
+/// Blobs a helper may have parsed ahead for one NIC group and not yet handed over: bounds
+/// the memory of parsed tables kept (a parsed blob is about twice its JSON size).
+const HELP_AHEAD: usize = 2;
+
+/// Who reads each blob of a NIC group.
+enum Claim {
+    Free,
+    /// The group's owner reads it (parses and stitches in one go).
+    Owner,
+    /// A helper is parsing it.
+    Helper,
+    /// A helper parsed it: the owner stitches these tables when its turn comes.
+    Ready(TableBuffer),
+}
+
+/// One NIC group's blobs and who reads them (see [`aggregate`]).
+struct Lane {
+    st: Mutex<LaneState>,
+    cv: Condvar,
+}
+
+struct LaneState {
+    /// The owner has read the whole group. Helpers only run once every group has been
+    /// taken, so an unfinished group always has an owner (perhaps not started yet).
+    done: bool,
+    /// The blob the owner takes next.
+    next: usize,
+    claims: Vec<Claim>,
+    /// Blobs claimed by helpers and not yet taken by the owner.
+    ahead: usize,
+}
+
+impl Lane {
+    fn new(blobs: usize) -> Lane {
+        Lane {
+            st: Mutex::new(LaneState {
+                done: false,
+                next: 0,
+                claims: (0..blobs).map(|_| Claim::Free).collect(),
+                ahead: 0,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        // A panic elsewhere is re-raised by the thread scope; the state stays usable.
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What one thread folds: its share of the aggregate, its stitcher, its ledger.
+struct Part {
+    agg: ReportAgg,
+    stitch: Stitcher,
+    ledger: Ledger,
+    w: Worker,
+}
+
+/// A helper's sink: the order-free aggregate now, the tables kept for the owner's stitcher.
+struct HelpSink<'a> {
+    agg: &'a mut ReportAgg,
+    buf: &'a mut TableBuffer,
+}
+
+impl TableSink for HelpSink<'_> {
+    fn table(&mut self, t: &RuleTable<'_>) {
+        self.agg.table(t);
+        self.buf.table(t);
+    }
+}
+
+impl Part {
+    fn new() -> Part {
+        let mut stitch = Stitcher::default();
+        stitch.summary = Some(ConnSummary::default());
+        Part {
+            agg: ReportAgg::default(),
+            stitch,
+            ledger: Ledger::default(),
+            w: Worker::default(),
+        }
+    }
+
+    /// Read a NIC group as its owner: blobs in time order, each parsed and stitched in one
+    /// go, except those a helper parsed, whose tables are stitched here in their turn.
+    fn own(&mut self, lane: &Lane, group: &[&BlobMeta], opts: &RunOptions, tick: &Tick<'_>) {
+        loop {
+            let mut st = lane.lock();
+            let j = st.next;
+            if j == group.len() {
+                st.done = true;
+                break;
+            }
+            st.next += 1;
+            if matches!(st.claims[j], Claim::Free) {
+                st.claims[j] = Claim::Owner;
+                drop(st);
+                let mut tee = Tee {
+                    agg: &mut self.agg,
+                    stitch: &mut self.stitch,
+                };
+                self.ledger
+                    .merge(process_blob(&mut self.w, group[j], opts, &mut tee));
+                tick();
+                continue;
+            }
+            while !matches!(st.claims[j], Claim::Ready(_)) {
+                st = lane.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let Claim::Ready(buf) = std::mem::replace(&mut st.claims[j], Claim::Owner) else {
+                unreachable!("checked above")
+            };
+            st.ahead -= 1;
+            drop(st);
+            lane.cv.notify_all();
+            buf.replay(&mut self.stitch);
+        }
+        self.stitch.finish();
+    }
+
+    /// With no group left to own, parse blobs of groups other threads own, ahead of them:
+    /// never the blob the owner takes next, at most [`HELP_AHEAD`] per group.
+    fn help(
+        &mut self,
+        lanes: &[Lane],
+        groups: &[Vec<&BlobMeta>],
+        opts: &RunOptions,
+        tick: &Tick<'_>,
+    ) {
+        loop {
+            let mut claimed = None;
+            let mut full = None;
+            for (gi, lane) in lanes.iter().enumerate() {
+                let mut st = lane.lock();
+                if st.done {
+                    continue;
+                }
+                let from = st.next + 1;
+                let Some(j) =
+                    (from..st.claims.len()).find(|&j| matches!(st.claims[j], Claim::Free))
+                else {
+                    continue;
+                };
+                if st.ahead >= HELP_AHEAD {
+                    full = Some(gi);
+                    continue;
+                }
+                st.claims[j] = Claim::Helper;
+                st.ahead += 1;
+                claimed = Some((gi, j));
+                break;
+            }
+            match (claimed, full) {
+                (Some((gi, j)), _) => {
+                    let mut buf = TableBuffer::default();
+                    let mut sink = HelpSink {
+                        agg: &mut self.agg,
+                        buf: &mut buf,
+                    };
+                    self.ledger
+                        .merge(process_blob(&mut self.w, groups[gi][j], opts, &mut sink));
+                    tick();
+                    lanes[gi].lock().claims[j] = Claim::Ready(buf);
+                    lanes[gi].cv.notify_all();
+                }
+                (None, Some(gi)) => {
+                    // Wait for the owner to take a parsed blob (or finish), then look again.
+                    let st = lanes[gi].lock();
+                    if !st.done && st.ahead >= HELP_AHEAD {
+                        let wait = std::time::Duration::from_millis(20);
+                        drop(lanes[gi].cv.wait_timeout(st, wait));
+                    }
+                }
+                (None, None) => break,
+            }
+        }
+    }
+}
+
+type Tick<'a> = dyn Fn() + Sync + 'a;
+
 /// One pass over the blobs: NIC groups in parallel, each read in time order. `tick` is
 /// called once per blob read (for a progress bar).
-pub fn aggregate(
-    blobs: &[crate::discover::BlobMeta],
-    opts: &RunOptions,
-    tick: &(dyn Fn() + Sync),
-) -> (ReportAgg, Ledger) {
+///
+/// Each thread owns one NIC group at a time, the next one largest first from a shared
+/// counter, and keeps one accumulator (a rayon fold would make one per split, each as large
+/// as the full maps). A NIC group's tables must reach its stitcher in time order, so a group
+/// cannot be split the way `summary` splits blobs; instead, once no group is left to take, a
+/// thread helps the others finish: it parses blobs ahead of their owners (folding the
+/// order-free aggregate itself) and hands the parsed tables over for stitching in order.
+/// Without this the run ended with one core idle for up to a whole group. Every merge is
+/// order-free, so the result does not depend on which thread read which blob.
+pub fn aggregate(blobs: &[BlobMeta], opts: &RunOptions, tick: &Tick<'_>) -> (ReportAgg, Ledger) {
     let groups = nic_groups(blobs);
-    // Exactly one accumulator per thread (a rayon fold would make one per split, each as
-    // large as the full maps). Each thread takes the next NIC group, largest first, from a
-    // shared counter, so a thread that runs slower simply takes fewer groups. The stitcher
-    // is finished after each group, so no connection state crosses NICs; every merge below
-    // is order-free, so the result does not depend on which thread took which group.
     let threads = rayon::current_num_threads().max(1);
     let mut order: Vec<(u64, usize)> = groups
         .iter()
@@ -200,50 +403,43 @@ pub fn aggregate(
         .map(|(i, g)| (g.iter().map(|b| b.size).sum::<u64>(), i))
         .collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let (mut agg, mut stitch, ledger) = (0..threads)
-        .into_par_iter()
-        .map(|_| {
-            let mut agg = ReportAgg::default();
-            let mut stitch = Stitcher::default();
-            stitch.summary = Some(ConnSummary::default());
-            let mut ledger = Ledger::default();
-            let mut w = Worker::default();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(_, gi)) = order.get(i) else { break };
-                for blob in &groups[gi] {
-                    let mut tee = Tee {
-                        agg: &mut agg,
-                        stitch: &mut stitch,
-                    };
-                    ledger.merge(process_blob(&mut w, blob, opts, &mut tee));
-                    tick();
-                }
-                stitch.finish();
-            }
-            (agg, stitch, ledger)
-        })
-        .reduce(
-            || {
-                let mut st = Stitcher::default();
-                st.summary = Some(ConnSummary::default());
-                (ReportAgg::default(), st, Ledger::default())
-            },
-            |(mut a, mut sa, mut la), (b, sb, lb)| {
-                a.merge(b);
-                if let (Some(x), Some(y)) = (sa.summary.as_mut(), sb.summary) {
-                    x.merge(y);
-                }
-                la.merge(lb);
-                (a, sa, la)
-            },
-        );
-    agg.conns = stitch.summary.take().expect("summary mode");
+    let lanes: Vec<Lane> = groups.iter().map(|g| Lane::new(g.len())).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut part = Part::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(_, gi)) = order.get(i) else { break };
+            part.own(&lanes[gi], &groups[gi], opts, tick);
+        }
+        if threads > 1 {
+            part.help(&lanes, &groups, opts, tick);
+        }
+        part
+    };
+    let parts: Vec<Part> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut parts = vec![work()];
+        for h in handles {
+            parts.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        parts
+    });
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().expect("one thread at least");
+    for p in parts {
+        total.agg.merge(p.agg);
+        if let (Some(x), Some(y)) = (total.stitch.summary.as_mut(), p.stitch.summary) {
+            x.merge(y);
+        }
+        total.ledger.merge(p.ledger);
+    }
+    let mut agg = total.agg;
+    agg.conns = total.stitch.summary.take().expect("summary mode");
     for (d, p) in agg.dir.iter_mut().zip(&mut agg.conns.pairs) {
         d.pairs = std::mem::take(p);
     }
-    (agg, ledger)
+    (agg, total.ledger)
 }
 
 fn talker(book: &AddressBook, ip: &IpAddr, s: &Stat) -> Talker {
@@ -292,16 +488,10 @@ fn port_rows(m: &FxHashMap<(Protocol, u16), Stat>, n: usize) -> Vec<PortRow> {
 }
 
 fn talkers(book: &AddressBook, d: &DirAgg) -> Talkers {
-    let (src, dst) = d.ends();
+    let (src, dst) = d.top_ends(TOP_N);
     Talkers {
-        sources: top(&src, TOP_N)
-            .iter()
-            .map(|(ip, s)| talker(book, ip, s))
-            .collect(),
-        destinations: top(&dst, TOP_N)
-            .iter()
-            .map(|(ip, s)| talker(book, ip, s))
-            .collect(),
+        sources: src.iter().map(|(ip, s)| talker(book, ip, s)).collect(),
+        destinations: dst.iter().map(|(ip, s)| talker(book, ip, s)).collect(),
         pairs: d
             .top_pairs(TOP_N)
             .iter()
@@ -465,12 +655,17 @@ pub fn assemble(
 ) -> Report {
     let s = &agg.summary;
     let (series_bin_ms, series) = series(&agg.hours);
-    let mut all_ports = FxHashMap::default();
-    for dir in &agg.dir {
-        for (k, v) in &dir.port {
-            all_ports.entry(*k).or_insert_with(Stat::default).merge(v);
-        }
-    }
+    // The two directions' top lists (the slowest part of assembling) are built at once.
+    let (ingress, (egress, all_ports)) = rayon::join(
+        || talkers(cx.book, &agg.dir[1]),
+        || {
+            let mut all_ports = agg.dir[1].port.clone();
+            for (k, v) in &agg.dir[0].port {
+                all_ports.entry(*k).or_default().merge(v);
+            }
+            (talkers(cx.book, &agg.dir[0]), all_ports)
+        },
+    );
     // The summary's warnings (double logging) are worded once, in `summary`.
     let warnings = crate::summary::SummaryReport::new(s, d).warnings;
     Report {
@@ -483,8 +678,8 @@ pub fn assemble(
         coverage: coverage(agg, d),
         totals: s.totals,
         rules: crate::summary::rule_rows(s),
-        ingress: talkers(cx.book, &agg.dir[1]),
-        egress: talkers(cx.book, &agg.dir[0]),
+        ingress,
+        egress,
         series_bin_ms,
         series,
         ports: port_rows(&all_ports, 20),
@@ -508,5 +703,83 @@ pub fn assemble(
             }
         },
         warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::{discover, DiscoverOptions};
+    use crate::gen::{generate, GenOptions};
+
+    fn numbers(p: &Part) -> (String, [u64; 4], Vec<(u64, Stat)>, usize) {
+        let c = p.stitch.summary.as_ref().expect("summary mode");
+        let mut pairs: Vec<(u64, Stat)> = c.pairs[0]
+            .v4
+            .iter()
+            .chain(&c.pairs[1].v4)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        pairs.sort_by_key(|(k, v)| (*k, v.tuples, v.bytes));
+        let l = &p.ledger;
+        let ledger = format!("{} {} {}", l.blobs, l.tuples, l.tuples_accepted);
+        (ledger, c.by_status, pairs, c.top_bytes.sorted().len())
+    }
+
+    /// A helper thread parses blobs ahead of a group's owner, which stitches the handed-over
+    /// tables in turn: together they give exactly what the owner alone gives.
+    #[test]
+    fn a_helped_group_gives_the_owner_alone_result() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(&GenOptions {
+            out: dir.path().into(),
+            nsgs: 1,
+            nics_per_nsg: 1,
+            hours: 6,
+            flows_per_minute: 4.0,
+            ..GenOptions::default()
+        })
+        .unwrap();
+        let d = discover(&[dir.path().into()], &DiscoverOptions::default());
+        let groups = nic_groups(&d.blobs);
+        assert_eq!((groups.len(), groups[0].len()), (1, 6));
+        let opts = RunOptions::default();
+
+        let mut alone = Part::new();
+        alone.own(&Lane::new(6), &groups[0], &opts, &|| {});
+
+        let lanes = [Lane::new(6)];
+        let mut owner = Part::new();
+        let helper = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let mut p = Part::new();
+                p.help(&lanes, &groups, &opts, &|| {});
+                p
+            });
+            // The owner starts once the helper has claimed all it may ahead of it.
+            while lanes[0].lock().ahead < HELP_AHEAD {
+                std::thread::yield_now();
+            }
+            owner.own(&lanes[0], &groups[0], &opts, &|| {});
+            h.join().unwrap()
+        });
+        // Never the blob the owner takes next: the first is always the owner's.
+        assert!(helper.ledger.blobs >= HELP_AHEAD as u64);
+        assert!(owner.ledger.blobs >= 1);
+        assert!(lanes[0].lock().done);
+        assert_eq!(helper.stitch.summary.as_ref().unwrap().by_status, [0; 4]);
+        owner.agg.merge(helper.agg);
+        owner.ledger.merge(helper.ledger);
+        let a = numbers(&alone);
+        assert_eq!(numbers(&owner), a);
+        assert_eq!(
+            a.0,
+            format!("6 {} {}", alone.ledger.tuples, alone.ledger.tuples)
+        );
+        assert!(a.1.iter().sum::<u64>() > 1000, "{:?}", a.1);
+        assert_eq!(
+            owner.agg.summary.totals.tuples,
+            alone.agg.summary.totals.tuples
+        );
     }
 }
