@@ -323,7 +323,8 @@ impl Part {
     }
 
     /// With no group left to own, parse blobs of groups other threads own, ahead of them:
-    /// never the blob the owner takes next, at most [`HELP_AHEAD`] per group.
+    /// not the blob the owner takes next unless it is the last, at most [`HELP_AHEAD`] per
+    /// group.
     fn help(
         &mut self,
         lanes: &[Lane],
@@ -339,9 +340,13 @@ impl Part {
                 if st.done {
                     continue;
                 }
-                let from = st.next + 1;
-                let Some(j) =
-                    (from..st.claims.len()).find(|&j| matches!(st.claims[j], Claim::Free))
+                // Not the blob the owner takes next (it would wait for it), unless it is the
+                // group's last: then taking it is quicker, as the owner is still busy.
+                let free = |j: &usize| matches!(st.claims[*j], Claim::Free);
+                let n = st.claims.len();
+                let Some(j) = (st.next + 1..n)
+                    .find(free)
+                    .or((st.next + 1 == n).then_some(st.next).filter(free))
                 else {
                     continue;
                 };
