@@ -334,13 +334,17 @@ impl PairTally {
 ///
 /// The pair tallies are added per closed connection, not per tuple: each tuple is stitched
 /// into exactly one connection, and a connection's tuples are all denied or all allowed, so
-/// the sums are the per-tuple sums with one map update per connection.
+/// the sums are the per-tuple sums with one map update per connection. They go to a map of
+/// the current NIC group first, which stays small enough for the cache (the whole run's map
+/// of scanned and scanning addresses does not), and are added to `pairs` when the group ends.
 pub struct ConnSummary {
     pub by_status: [u64; 4],
     pub top_bytes: TopConns,
     pub top_duration: TopConns,
-    /// Indexed by `direction == Inbound`: `[egress, ingress]`.
+    /// Indexed by `direction == Inbound`: `[egress, ingress]`. Complete once
+    /// [`Stitcher::finish`] has run.
     pub pairs: [PairTally; 2],
+    group: [PairTally; 2],
 }
 
 impl Default for ConnSummary {
@@ -350,12 +354,15 @@ impl Default for ConnSummary {
             top_bytes: TopConns::new(order_by_bytes),
             top_duration: TopConns::new(order_by_duration),
             pairs: Default::default(),
+            group: Default::default(),
         }
     }
 }
 
 impl ConnSummary {
-    pub fn merge(&mut self, o: ConnSummary) {
+    pub fn merge(&mut self, mut o: ConnSummary) {
+        self.end_group();
+        o.end_group();
         for (a, b) in self.by_status.iter_mut().zip(o.by_status) {
             *a += b;
         }
@@ -364,6 +371,17 @@ impl ConnSummary {
         let [e, i] = o.pairs;
         self.pairs[0].merge(e);
         self.pairs[1].merge(i);
+    }
+
+    /// Add the current NIC group's pair tallies to the totals.
+    fn end_group(&mut self) {
+        for (total, g) in self.pairs.iter_mut().zip(&mut self.group) {
+            if total.v4.is_empty() && total.v6.is_empty() {
+                std::mem::swap(total, g);
+            } else {
+                total.merge(std::mem::take(g));
+            }
+        }
     }
 }
 
@@ -617,7 +635,7 @@ impl Out<'_> {
             bytes,
         };
         let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
-        let pairs = &mut sum.pairs[inbound as usize];
+        let pairs = &mut sum.group[inbound as usize];
         if k.meta & META_V6 == 0 {
             pairs.v4.entry(k.ips).or_default().merge(&tally);
         } else {
@@ -754,6 +772,9 @@ impl Stitcher {
         };
         for (k, o) in self.open.drain().chain(self.denied.drain()) {
             out.close(k, &o, o.status_at_end());
+        }
+        if let Some(s) = &mut self.summary {
+            s.end_group();
         }
         self.now_ms = 0;
         self.swept_ms = 0;

@@ -111,6 +111,9 @@ impl Hour {
 pub struct ReportAgg {
     summary: Summary,
     dir: [DirAgg; 2],
+    /// Port tallies of the current NIC group (or helped blob), added to `dir` by
+    /// `end_group`: a small map stays in cache, the run's map of scanned ports does not.
+    port_group: [FxHashMap<(Protocol, u16), Stat>; 2],
     hours: FxHashMap<i64, Hour>,
     conns: ConnSummary,
 }
@@ -166,17 +169,29 @@ impl ReportAgg {
     /// Add a run of one (direction, protocol, port) to its direction's port table.
     fn flush_port(&mut self, run: Option<(bool, Protocol, u16)>, st: &Stat) {
         if let Some((inbound, p, n)) = run {
-            self.dir[inbound as usize]
-                .port
+            self.port_group[inbound as usize]
                 .entry((p, n))
                 .or_default()
                 .merge(st);
         }
     }
+
+    /// Add the port tallies of the tables since the last call to the totals.
+    fn end_group(&mut self) {
+        for (d, g) in self.dir.iter_mut().zip(&mut self.port_group) {
+            if d.port.is_empty() {
+                std::mem::swap(&mut d.port, g);
+            } else {
+                merge_map(&mut d.port, std::mem::take(g));
+            }
+        }
+    }
 }
 
 impl ReportAgg {
-    fn merge(&mut self, o: ReportAgg) {
+    fn merge(&mut self, mut o: ReportAgg) {
+        self.end_group();
+        o.end_group();
         self.summary.merge(o.summary);
         let [a, b] = o.dir;
         self.dir[0].merge(a);
@@ -320,6 +335,7 @@ impl Part {
             buf.replay(&mut self.stitch);
         }
         self.stitch.finish();
+        self.agg.end_group();
     }
 
     /// With no group left to own, parse blobs of groups other threads own, ahead of them:
@@ -368,6 +384,7 @@ impl Part {
                     };
                     self.ledger
                         .merge(process_blob(&mut self.w, groups[gi][j], opts, &mut sink));
+                    self.agg.end_group();
                     tick();
                     lanes[gi].lock().claims[j] = Claim::Ready(buf);
                     lanes[gi].cv.notify_all();
