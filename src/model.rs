@@ -61,6 +61,29 @@ pub enum Protocol {
     Letter(u8),
 }
 
+impl Protocol {
+    /// A 10-bit code, one-to-one and in the same order as `Protocol`'s: `Tcp` 0, `Udp` 1,
+    /// numbers `0x100 | n`, letters `0x200 | l`. For packed keys.
+    pub fn code(self) -> u16 {
+        match self {
+            Protocol::Tcp => 0,
+            Protocol::Udp => 1,
+            Protocol::Number(n) => 0x100 | n as u16,
+            Protocol::Letter(l) => 0x200 | l as u16,
+        }
+    }
+
+    /// The protocol of a [`Protocol::code`].
+    pub fn from_code(c: u16) -> Protocol {
+        match c >> 8 {
+            0 if c == 0 => Protocol::Tcp,
+            0 => Protocol::Udp,
+            1 => Protocol::Number(c as u8),
+            _ => Protocol::Letter(c as u8),
+        }
+    }
+}
+
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

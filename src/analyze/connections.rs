@@ -125,24 +125,6 @@ const MAC_SHIFT: u32 = 44;
 /// a blob outside the azcopy layout could carry more).
 const MAC_IDS: usize = 1 << 20;
 
-fn proto_code(p: Protocol) -> u64 {
-    match p {
-        Protocol::Tcp => 0,
-        Protocol::Udp => 1,
-        Protocol::Number(n) => 0x100 | n as u64,
-        Protocol::Letter(l) => 0x200 | l as u64,
-    }
-}
-
-fn proto_decode(c: u64) -> Protocol {
-    match c >> 8 {
-        0 if c == 0 => Protocol::Tcp,
-        0 => Protocol::Udp,
-        1 => Protocol::Number(c as u8),
-        _ => Protocol::Letter(c as u8),
-    }
-}
-
 /// The state of one open connection in 48 bytes, so that with its key a map entry is one
 /// 64-byte cache line (see [`Slot`]): the stitcher's time goes to cache misses on its maps.
 /// Packet counts are kept in 32 bits; a connection whose count outgrows them moves its packet
@@ -546,7 +528,7 @@ impl Names {
     fn key(&mut self, mac: u32, t: &FlowTuple) -> Key {
         let meta = t.sport as u64
             | (t.dport as u64) << 16
-            | proto_code(t.protocol) << PROTO_SHIFT
+            | (t.protocol.code() as u64) << PROTO_SHIFT
             | (t.direction as u64) << DIR_SHIFT
             | (mac as u64) << MAC_SHIFT;
         match (t.src, t.dst) {
@@ -598,7 +580,7 @@ impl Names {
             sport: k.meta as u16,
             dst,
             dport: (k.meta >> 16) as u16,
-            protocol: proto_decode((k.meta >> PROTO_SHIFT) & 0x3FF),
+            protocol: Protocol::from_code(((k.meta >> PROTO_SHIFT) & 0x3FF) as u16),
             direction: if (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64 {
                 "in"
             } else {

@@ -106,14 +106,23 @@ impl Hour {
     }
 }
 
+/// (direction, protocol, port) packed: port bits 0-15, `Protocol::code` 16-25, inbound 26.
+fn port_key(inbound: bool, p: Protocol, port: u16) -> u32 {
+    (inbound as u32) << 26 | (p.code() as u32) << 16 | port as u32
+}
+const PORT_MASK: u32 = (1 << 26) - 1;
+/// No port run yet (`port_key` never gives it).
+const NO_PORT: u32 = u32::MAX;
+
 /// Everything one pass folds; merges across NIC groups.
 #[derive(Default)]
 pub struct ReportAgg {
     summary: Summary,
     dir: [DirAgg; 2],
-    /// Port tallies of the current NIC group (or helped blob), added to `dir` by
-    /// `end_group`: a small map stays in cache, the run's map of scanned ports does not.
-    port_group: [FxHashMap<(Protocol, u16), Stat>; 2],
+    /// Port tallies of the current NIC group (or helped blob) by `port_key` without the
+    /// direction bit, added to `dir` by `end_group`: a small map stays in cache, the run's
+    /// map of scanned ports does not.
+    port_group: [FxHashMap<u32, Stat>; 2],
     hours: FxHashMap<i64, Hour>,
     conns: ConnSummary,
 }
@@ -121,31 +130,33 @@ pub struct ReportAgg {
 impl TableSink for ReportAgg {
     fn table(&mut self, table: &RuleTable<'_>) {
         self.summary.table(table);
-        // Tables rarely cross an hour: accumulate the hour locally, flush when it changes.
-        let mut cur_hour = i64::MIN;
+        // Tables rarely cross an hour: accumulate the hour [cur_hour, hour_end) locally,
+        // flush when a tuple falls outside it.
+        let (mut cur_hour, mut hour_end) = (i64::MIN, i64::MIN);
         let mut cur = Hour::default();
         // A rule's tuples often share a destination port (all 443 under an HTTPS rule):
-        // count a run of one port locally, one map update per run.
-        let mut port_run: Option<(bool, Protocol, u16)> = None;
+        // count a run of one port locally, one map update per run. The run's key is the
+        // packed (direction, protocol, port) of `port_key`.
+        let mut port_run = NO_PORT;
         let mut port_stat = Stat::default();
         for t in table.tuples {
             let deny = t.decision == Decision::Deny;
             let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
             let inbound = t.direction == Direction::Inbound;
-            let port = Some((inbound, t.protocol, t.dport));
+            let port = port_key(inbound, t.protocol, t.dport);
             if port != port_run {
                 self.flush_port(port_run, &port_stat);
                 port_run = port;
                 port_stat = Stat::default();
             }
             port_stat.add(deny, bytes);
-            let hour = t.time_ms - t.time_ms.rem_euclid(HOUR_MS);
-            if hour != cur_hour {
+            if t.time_ms < cur_hour || t.time_ms >= hour_end {
                 if cur_hour != i64::MIN {
                     self.hours.entry(cur_hour).or_default().add(&cur);
                 }
                 cur = Hour::default();
-                cur_hour = hour;
+                cur_hour = t.time_ms - t.time_ms.rem_euclid(HOUR_MS);
+                hour_end = cur_hour + HOUR_MS;
             }
             if deny {
                 cur.denied += 1;
@@ -167,10 +178,10 @@ impl TableSink for ReportAgg {
 
 impl ReportAgg {
     /// Add a run of one (direction, protocol, port) to its direction's port table.
-    fn flush_port(&mut self, run: Option<(bool, Protocol, u16)>, st: &Stat) {
-        if let Some((inbound, p, n)) = run {
-            self.port_group[inbound as usize]
-                .entry((p, n))
+    fn flush_port(&mut self, run: u32, st: &Stat) {
+        if run != NO_PORT {
+            self.port_group[(run >> 26) as usize]
+                .entry(run & PORT_MASK)
                 .or_default()
                 .merge(st);
         }
@@ -179,10 +190,9 @@ impl ReportAgg {
     /// Add the port tallies of the tables since the last call to the totals.
     fn end_group(&mut self) {
         for (d, g) in self.dir.iter_mut().zip(&mut self.port_group) {
-            if d.port.is_empty() {
-                std::mem::swap(&mut d.port, g);
-            } else {
-                merge_map(&mut d.port, std::mem::take(g));
+            for (k, v) in g.drain() {
+                let key = (Protocol::from_code((k >> 16) as u16), k as u16);
+                d.port.entry(key).or_default().merge(&v);
             }
         }
     }
