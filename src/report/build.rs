@@ -228,7 +228,7 @@ impl TableSink for Tee<'_> {
 
 /// Blobs a helper may have parsed ahead for one NIC group and not yet handed over: bounds
 /// the memory of parsed tables kept (a parsed blob is about twice its JSON size).
-const HELP_AHEAD: usize = 2;
+const HELP_AHEAD: usize = 1;
 
 /// Who reads each blob of a NIC group.
 enum Claim {
