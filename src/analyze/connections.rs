@@ -317,8 +317,9 @@ impl PairTally {
 /// The pair tallies are added per closed connection, not per tuple: each tuple is stitched
 /// into exactly one connection, and a connection's tuples are all denied or all allowed, so
 /// the sums are the per-tuple sums with one map update per connection. They go to a map of
-/// the current NIC group first, which stays small enough for the cache (the whole run's map
-/// of scanned and scanning addresses does not), and are added to `pairs` when the group ends.
+/// recent closes first, which stays small enough for the cache (the whole run's map of
+/// scanned and scanning addresses does not), added to `pairs` by [`Stitcher::fold_recent`]
+/// (a reader calls it after each blob) and when the NIC group ends.
 pub struct ConnSummary {
     pub by_status: [u64; 4],
     pub top_bytes: TopConns,
@@ -355,7 +356,7 @@ impl ConnSummary {
         self.pairs[1].merge(i);
     }
 
-    /// Add the current NIC group's pair tallies to the totals.
+    /// Add the recent pair tallies to the totals.
     fn end_group(&mut self) {
         for (total, g) in self.pairs.iter_mut().zip(&mut self.group) {
             if total.v4.is_empty() && total.v6.is_empty() {
@@ -745,6 +746,14 @@ impl Stitcher {
         }
     }
 
+    /// In summary mode, add the pair tallies of recently closed connections to
+    /// [`ConnSummary::pairs`] (see there); `finish` does it too.
+    pub fn fold_recent(&mut self) {
+        if let Some(s) = &mut self.summary {
+            s.end_group();
+        }
+    }
+
     /// Close everything still open (end of the NIC's data).
     pub fn finish(&mut self) {
         let mut out = Out {
@@ -755,9 +764,7 @@ impl Stitcher {
         for (k, o) in self.open.drain().chain(self.denied.drain()) {
             out.close(k, &o, o.status_at_end());
         }
-        if let Some(s) = &mut self.summary {
-            s.end_group();
-        }
+        self.fold_recent();
         self.now_ms = 0;
         self.swept_ms = 0;
         self.swept_denied_ms = 0;

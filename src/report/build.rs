@@ -119,7 +119,7 @@ const NO_PORT: u32 = u32::MAX;
 pub struct ReportAgg {
     summary: Summary,
     dir: [DirAgg; 2],
-    /// Port tallies of the current NIC group (or helped blob) by `port_key` without the
+    /// Port tallies of the current blob by `port_key` without the
     /// direction bit, added to `dir` by `end_group`: a small map stays in cache, the run's
     /// map of scanned ports does not.
     port_group: [FxHashMap<u32, Stat>; 2],
@@ -330,6 +330,7 @@ impl Part {
                 };
                 self.ledger
                     .merge(process_blob(&mut self.w, group[j], opts, &mut tee));
+                self.end_blob();
                 tick();
                 continue;
             }
@@ -343,9 +344,15 @@ impl Part {
             drop(st);
             lane.cv.notify_all();
             buf.replay(&mut self.stitch);
+            self.end_blob();
         }
         self.stitch.finish();
+    }
+
+    /// Fold the blob's port and pair tallies into the totals: per-blob maps stay in cache.
+    fn end_blob(&mut self) {
         self.agg.end_group();
+        self.stitch.fold_recent();
     }
 
     /// With no group left to own, parse blobs of groups other threads own, ahead of them:
