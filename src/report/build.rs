@@ -51,29 +51,27 @@ impl DirAgg {
     /// ones by address; the two tops are then combined.
     #[allow(clippy::type_complexity)]
     fn top_ends(&self, n: usize) -> (Vec<(IpAddr, Stat)>, Vec<(IpAddr, Stat)>) {
-        let mut src4: FxHashMap<u32, Stat> = FxHashMap::default();
-        let mut dst4: FxHashMap<u32, Stat> = FxHashMap::default();
-        for (k, st) in &self.pairs.v4 {
-            src4.entry((k >> 32) as u32).or_default().merge(st);
-            dst4.entry(*k as u32).or_default().merge(st);
-        }
-        let mut src6: FxHashMap<IpAddr, Stat> = FxHashMap::default();
-        let mut dst6: FxHashMap<IpAddr, Stat> = FxHashMap::default();
-        for ((a, b), st) in &self.pairs.v6 {
-            src6.entry(*a).or_default().merge(st);
-            dst6.entry(*b).or_default().merge(st);
-        }
-        let both = |m4: &FxHashMap<u32, Stat>, m6: &FxHashMap<IpAddr, Stat>| {
-            let mut v: Vec<(IpAddr, Stat)> = top(m4, n)
+        // Sources (`dst` false) or destinations; the two are folded at once.
+        let end = |dst: bool| {
+            let mut m4: FxHashMap<u32, Stat> = FxHashMap::default();
+            for (k, st) in &self.pairs.v4 {
+                let ip = if dst { *k as u32 } else { (k >> 32) as u32 };
+                m4.entry(ip).or_default().merge(st);
+            }
+            let mut m6: FxHashMap<IpAddr, Stat> = FxHashMap::default();
+            for ((a, b), st) in &self.pairs.v6 {
+                m6.entry(if dst { *b } else { *a }).or_default().merge(st);
+            }
+            let mut v: Vec<(IpAddr, Stat)> = top(&m4, n)
                 .into_iter()
                 .map(|(ip, st)| (IpAddr::from(ip.to_be_bytes()), st))
                 .collect();
-            v.extend(top(m6, n));
+            v.extend(top(&m6, n));
             v.sort_by(busiest_first);
             v.truncate(n);
             v
         };
-        (both(&src4, &src6), both(&dst4, &dst6))
+        rayon::join(|| end(false), || end(true))
     }
 
     /// The busiest pairs (both maps), in [`top`] order.
@@ -467,10 +465,15 @@ pub fn aggregate(blobs: &[BlobMeta], opts: &RunOptions, tick: &Tick<'_>) -> (Rep
     let mut parts = parts.into_iter();
     let mut total = parts.next().expect("one thread at least");
     for p in parts {
-        total.agg.merge(p.agg);
-        if let (Some(x), Some(y)) = (total.stitch.summary.as_mut(), p.stitch.summary) {
-            x.merge(y);
-        }
+        let (conns, agg) = (&mut total.stitch.summary, &mut total.agg);
+        rayon::join(
+            || agg.merge(p.agg),
+            || {
+                if let (Some(x), Some(y)) = (conns.as_mut(), p.stitch.summary) {
+                    x.merge(y);
+                }
+            },
+        );
         total.ledger.merge(p.ledger);
     }
     let mut agg = total.agg;
