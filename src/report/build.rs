@@ -109,8 +109,34 @@ fn port_key(inbound: bool, p: Protocol, port: u16) -> u32 {
     (inbound as u32) << 26 | (p.code() as u32) << 16 | port as u32
 }
 const PORT_MASK: u32 = (1 << 26) - 1;
-/// No port run yet (`port_key` never gives it).
+/// An empty [`PortCache`] slot (`port_key` never gives it).
 const NO_PORT: u32 = u32::MAX;
+
+/// A direct-mapped write-back cache of port tallies in front of the port maps, 256 slots by
+/// a multiplicative hash of `port_key` (8 KiB, stays in L1). A rule's tuples mostly share a
+/// few ports (443 under an HTTPS rule, a handful of scanned ports under a deny rule), which
+/// are counted here; a map update happens only when a slot changes hands or at `end_group`.
+struct PortCache(Box<[(u32, Stat); 256]>);
+
+impl Default for PortCache {
+    fn default() -> Self {
+        PortCache(Box::new([(NO_PORT, Stat::default()); 256]))
+    }
+}
+
+fn port_slot(key: u32) -> usize {
+    (key.wrapping_mul(0x9E37_79B1) >> 24) as usize
+}
+
+/// Add a tally to its direction's map (by `port_key` without the direction bit).
+fn add_port(maps: &mut [FxHashMap<u32, Stat>; 2], key: u32, st: &Stat) {
+    if key != NO_PORT {
+        maps[(key >> 26) as usize]
+            .entry(key & PORT_MASK)
+            .or_default()
+            .merge(st);
+    }
+}
 
 /// Everything one pass folds; merges across NIC groups.
 #[derive(Default)]
@@ -121,6 +147,7 @@ pub struct ReportAgg {
     /// direction bit, added to `dir` by `end_group`: a small map stays in cache, the run's
     /// map of scanned ports does not.
     port_group: [FxHashMap<u32, Stat>; 2],
+    port_cache: PortCache,
     hours: FxHashMap<i64, Hour>,
     conns: ConnSummary,
 }
@@ -132,22 +159,18 @@ impl TableSink for ReportAgg {
         // flush when a tuple falls outside it.
         let (mut cur_hour, mut hour_end) = (i64::MIN, i64::MIN);
         let mut cur = Hour::default();
-        // A rule's tuples often share a destination port (all 443 under an HTTPS rule):
-        // count a run of one port locally, one map update per run. The run's key is the
-        // packed (direction, protocol, port) of `port_key`.
-        let mut port_run = NO_PORT;
-        let mut port_stat = Stat::default();
+        let cache = &mut self.port_cache.0;
         for t in table.tuples {
             let deny = t.decision == Decision::Deny;
             let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
             let inbound = t.direction == Direction::Inbound;
             let port = port_key(inbound, t.protocol, t.dport);
-            if port != port_run {
-                self.flush_port(port_run, &port_stat);
-                port_run = port;
-                port_stat = Stat::default();
+            let slot = &mut cache[port_slot(port)];
+            if slot.0 != port {
+                let (old, st) = std::mem::replace(slot, (port, Stat::default()));
+                add_port(&mut self.port_group, old, &st);
             }
-            port_stat.add(deny, bytes);
+            slot.1.add(deny, bytes);
             if t.time_ms < cur_hour || t.time_ms >= hour_end {
                 if cur_hour != i64::MIN {
                     self.hours.entry(cur_hour).or_default().add(&cur);
@@ -170,23 +193,16 @@ impl TableSink for ReportAgg {
         if cur_hour != i64::MIN {
             self.hours.entry(cur_hour).or_default().add(&cur);
         }
-        self.flush_port(port_run, &port_stat);
     }
 }
 
 impl ReportAgg {
-    /// Add a run of one (direction, protocol, port) to its direction's port table.
-    fn flush_port(&mut self, run: u32, st: &Stat) {
-        if run != NO_PORT {
-            self.port_group[(run >> 26) as usize]
-                .entry(run & PORT_MASK)
-                .or_default()
-                .merge(st);
-        }
-    }
-
     /// Add the port tallies of the tables since the last call to the totals.
     fn end_group(&mut self) {
+        for slot in self.port_cache.0.iter_mut() {
+            let (key, st) = std::mem::replace(slot, (NO_PORT, Stat::default()));
+            add_port(&mut self.port_group, key, &st);
+        }
         for (d, g) in self.dir.iter_mut().zip(&mut self.port_group) {
             for (k, v) in g.drain() {
                 let key = (Protocol::from_code((k >> 16) as u16), k as u16);
