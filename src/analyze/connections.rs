@@ -1038,39 +1038,23 @@ mod tests {
     fn packet_counts_past_32_bits_are_exact() {
         // The open state keeps packets in 32 bits until a count outgrows them: crossing 2^32
         // by adding (s2d of port 40000), one tuple past it alone (d2s), and a neighbour that
-        // never overflows, under another rule, stitched alongside.
+        // never overflows, under another rule, stitched alongside. One table each.
         let mut s = Stitcher::default();
-        let v2 = Family::NsgV2;
-        feed(
-            &mut s,
-            v2,
-            "R",
-            &["1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,4000000000,10,1,20"],
-        );
-        feed(
-            &mut s,
-            v2,
-            "Other",
-            &["1000,10.0.0.4,52.1.1.1,40001,443,T,O,A,B,,,,"],
-        );
-        feed(
-            &mut s,
-            v2,
-            "R",
-            &["1060,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,4000000000,10,7000000000,20"],
-        );
-        feed(
-            &mut s,
-            v2,
-            "Other",
-            &["1060,10.0.0.4,52.1.1.1,40001,443,T,O,A,E,5,6,7,8"],
-        );
-        feed(
-            &mut s,
-            v2,
-            "R",
-            &["1120,10.0.0.4,52.1.1.1,40000,443,T,O,A,E,1,1,1,1"],
-        );
+        for (rule, t) in [
+            (
+                "R",
+                "1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,4000000000,10,1,20",
+            ),
+            ("Other", "1000,10.0.0.4,52.1.1.1,40001,443,T,O,A,B,,,,"),
+            (
+                "R",
+                "1060,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,4000000000,10,7000000000,20",
+            ),
+            ("Other", "1060,10.0.0.4,52.1.1.1,40001,443,T,O,A,E,5,6,7,8"),
+            ("R", "1120,10.0.0.4,52.1.1.1,40000,443,T,O,A,E,1,1,1,1"),
+        ] {
+            feed(&mut s, Family::NsgV2, rule, &[t]);
+        }
         s.finish();
         let c = s.take_sorted();
         let row = |c: &Connection| {

@@ -227,16 +227,17 @@ impl ReportAgg {
     }
 }
 
-/// Both sinks see every table.
-struct Tee<'a> {
-    agg: &'a mut ReportAgg,
-    stitch: &'a mut Stitcher,
+/// Both sinks see every table: the aggregate and the stitcher (an owner), or the aggregate
+/// and a buffer of tables for the owner's stitcher (a helper).
+struct Tee<'a, A, B> {
+    a: &'a mut A,
+    b: &'a mut B,
 }
 
-impl TableSink for Tee<'_> {
+impl<A: TableSink, B: TableSink> TableSink for Tee<'_, A, B> {
     fn table(&mut self, t: &RuleTable<'_>) {
-        self.agg.table(t);
-        self.stitch.table(t);
+        self.a.table(t);
+        self.b.table(t);
     }
 }
 
@@ -299,19 +300,6 @@ struct Part {
     w: Worker,
 }
 
-/// A helper's sink: the order-free aggregate now, the tables kept for the owner's stitcher.
-struct HelpSink<'a> {
-    agg: &'a mut ReportAgg,
-    buf: &'a mut TableBuffer,
-}
-
-impl TableSink for HelpSink<'_> {
-    fn table(&mut self, t: &RuleTable<'_>) {
-        self.agg.table(t);
-        self.buf.table(t);
-    }
-}
-
 impl Part {
     fn new() -> Part {
         let mut stitch = Stitcher::default();
@@ -339,8 +327,8 @@ impl Part {
                 st.claims[j] = Claim::Owner;
                 drop(st);
                 let mut tee = Tee {
-                    agg: &mut self.agg,
-                    stitch: &mut self.stitch,
+                    a: &mut self.agg,
+                    b: &mut self.stitch,
                 };
                 self.ledger
                     .merge(process_blob(&mut self.w, group[j], opts, &mut tee));
@@ -409,9 +397,9 @@ impl Part {
             match (claimed, full) {
                 (Some((gi, j)), _) => {
                     let mut buf = TableBuffer::default();
-                    let mut sink = HelpSink {
-                        agg: &mut self.agg,
-                        buf: &mut buf,
+                    let mut sink = Tee {
+                        a: &mut self.agg,
+                        b: &mut buf,
                     };
                     self.ledger
                         .merge(process_blob(&mut self.w, groups[gi][j], opts, &mut sink));
