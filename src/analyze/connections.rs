@@ -37,12 +37,12 @@ pub const IDLE_CLOSE_MS: i64 = 15 * 60_000;
 
 /// How often (in log time) idle allowed connections are swept: a sweep walks every open
 /// connection, so it runs every few minutes of data, not on every table.
-const SWEEP_EVERY_MS: i64 = 3 * 60_000;
+const SWEEP_EVERY_MS: i64 = 5 * 60_000;
 
 /// How often denied series past the retry window are swept. They are kept apart from the
 /// allowed connections, in a map this keeps small (about a retry window of scans), so that
 /// the scanner traffic that dominates internet-facing NSGs stays in cache.
-const SWEEP_DENIED_EVERY_MS: i64 = 30_000;
+const SWEEP_DENIED_EVERY_MS: i64 = 60_000;
 
 /// Denied retries of one 5-tuple closer than this are one attempt series. TCP SYN retries
 /// back off 1, 2, 4, 8, 16, 32 s (Linux `tcp_syn_retries` = 6: about 63 s in all); two
@@ -821,6 +821,7 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
+    #[inline(always)]
     fn tuple(&mut self, t: &FlowTuple) {
         let k = self.names.key(self.mac, t);
         let mut out = Out {
