@@ -157,21 +157,46 @@ const CTX_IDS: usize = 1 << 29;
 impl Open {
     #[inline]
     fn new(t: &FlowTuple, ctx: u32, wide: &RefCell<Vec<[u64; 2]>>) -> Open {
-        let denied = if t.decision == Decision::Deny {
+        // Every field computed first and the state written once: building it in place and
+        // then adding the tuple made the copy into the map read back stores it could not
+        // forward (a stall that was a quarter of the stitcher's time).
+        let p = [t.packets_s2d.unwrap_or(0), t.packets_d2s.unwrap_or(0)];
+        let mut flags = if t.decision == Decision::Deny {
             DENIED
         } else {
             0
         };
-        let mut o = Open {
+        if t.packets_s2d.is_some()
+            | t.bytes_s2d.is_some()
+            | t.packets_d2s.is_some()
+            | t.bytes_d2s.is_some()
+        {
+            flags |= COUNTED;
+        }
+        let packets = if (p[0] | p[1]) >> 32 == 0 {
+            [p[0] as u32, p[1] as u32]
+        } else {
+            flags |= WIDE;
+            Self::spill(p, wide)
+        };
+        Open {
             start_ms: t.time_ms,
             end_ms: t.time_ms,
-            bytes: [0; 2],
-            packets: [0; 2],
-            tuples: 0,
-            ctx: ctx | denied,
-        };
-        o.add(t, wide);
-        o
+            bytes: [t.bytes_s2d.unwrap_or(0), t.bytes_d2s.unwrap_or(0)],
+            packets,
+            tuples: 1,
+            ctx: ctx | flags,
+        }
+    }
+
+    /// Keep packet counts in `wide`; returns their index as the `packets` of a [`WIDE`] state.
+    #[cold]
+    #[inline(never)]
+    fn spill(p: [u64; 2], wide: &RefCell<Vec<[u64; 2]>>) -> [u32; 2] {
+        let mut w = wide.borrow_mut();
+        let i = w.len() as u64;
+        w.push(p);
+        [i as u32, (i >> 32) as u32]
     }
 
     #[inline]
@@ -204,13 +229,11 @@ impl Open {
     #[cold]
     #[inline(never)]
     fn add_wide(&mut self, p: [u64; 2], wide: &RefCell<Vec<[u64; 2]>>) {
-        let mut w = wide.borrow_mut();
         if self.ctx & WIDE == 0 {
-            let i = w.len() as u64;
-            w.push([self.packets[0] as u64, self.packets[1] as u64]);
-            self.packets = [i as u32, (i >> 32) as u32];
+            self.packets = Self::spill([self.packets[0] as u64, self.packets[1] as u64], wide);
             self.ctx |= WIDE;
         }
+        let mut w = wide.borrow_mut();
         let c = &mut w[self.wide_index()];
         c[0] += p[0];
         c[1] += p[1];
@@ -880,20 +903,18 @@ impl Step<'_> {
                     v.insert(Slot { k, o: fresh() });
                 }
             },
-            Some(FlowState::End) => {
-                let o = match self.open.remove(&k) {
-                    Some(mut o) if !stale(&o) => {
-                        o.add(t, wide);
-                        o
-                    }
-                    Some(old) => {
-                        out.close(k, &old, old.status_at_end());
-                        fresh()
-                    }
-                    None => fresh(),
-                };
-                out.close(k, &o, Status::Completed);
-            }
+            // (A close in each arm: one shared `o` made every E copy its state once more.)
+            Some(FlowState::End) => match self.open.remove(&k) {
+                Some(mut o) if !stale(&o) => {
+                    o.add(t, wide);
+                    out.close(k, &o, Status::Completed);
+                }
+                Some(old) => {
+                    out.close(k, &old, old.status_at_end());
+                    out.close(k, &fresh(), Status::Completed);
+                }
+                None => out.close(k, &fresh(), Status::Completed),
+            },
             Some(FlowState::Denied) => unreachable!("VNet D is a deny decision"),
         }
     }
@@ -1037,14 +1058,14 @@ mod tests {
 
     #[test]
     fn packet_counts_past_32_bits_are_exact() {
-        // The open state keeps packets in 32 bits until a count outgrows them: crossing 2^32
-        // by adding (s2d of port 40000), one tuple past it alone (d2s), and a neighbour that
-        // never overflows, under another rule, stitched alongside. One table each.
+        // The open state keeps packets in 32 bits until a count outgrows them: a first tuple
+        // past 2^32 (s2d of port 40000), a later one past it alone (d2s), and a neighbour
+        // that never overflows, under another rule, stitched alongside. One table each.
         let mut s = Stitcher::default();
         for (rule, t) in [
             (
                 "R",
-                "1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,4000000000,10,1,20",
+                "1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,C,5000000000,10,1,20",
             ),
             ("Other", "1000,10.0.0.4,52.1.1.1,40001,443,T,O,A,B,,,,"),
             (
@@ -1079,7 +1100,7 @@ mod tests {
                     "R".into(),
                     Status::Completed,
                     3,
-                    8_000_000_001,
+                    9_000_000_001,
                     21,
                     7_000_000_002,
                     41
