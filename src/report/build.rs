@@ -53,7 +53,8 @@ impl DirAgg {
     fn top_ends(&self, n: usize) -> (Vec<(IpAddr, Stat)>, Vec<(IpAddr, Stat)>) {
         // Sources (`dst` false) or destinations; the two are folded at once.
         let end = |dst: bool| {
-            let mut m4: FxHashMap<u32, Stat> = FxHashMap::default();
+            let mut m4: FxHashMap<u32, Stat> =
+                FxHashMap::with_capacity_and_hasher(self.pairs.v4.len(), Default::default());
             for (k, st) in &self.pairs.v4 {
                 let ip = if dst { *k as u32 } else { (k >> 32) as u32 };
                 m4.entry(ip).or_default().merge(st);
