@@ -145,6 +145,15 @@ struct Open {
     ctx: u32,
 }
 
+/// The tuple logged counters (NSG v2 `B` and v1 tuples leave them empty).
+#[inline]
+fn has_counters(t: &FlowTuple) -> bool {
+    t.packets_s2d.is_some()
+        | t.bytes_s2d.is_some()
+        | t.packets_d2s.is_some()
+        | t.bytes_d2s.is_some()
+}
+
 /// A denied series.
 const DENIED: u32 = 1 << 31;
 /// Some tuple carried counters (an allowed connection with none is stateless).
@@ -166,11 +175,7 @@ impl Open {
         } else {
             0
         };
-        if t.packets_s2d.is_some()
-            | t.bytes_s2d.is_some()
-            | t.packets_d2s.is_some()
-            | t.bytes_d2s.is_some()
-        {
+        if has_counters(t) {
             flags |= COUNTED;
         }
         let packets = if (p[0] | p[1]) >> 32 == 0 {
@@ -203,11 +208,7 @@ impl Open {
     fn add(&mut self, t: &FlowTuple, wide: &RefCell<Vec<[u64; 2]>>) {
         self.tuples = self.tuples.saturating_add(1);
         self.end_ms = self.end_ms.max(t.time_ms);
-        if t.packets_s2d.is_some()
-            | t.bytes_s2d.is_some()
-            | t.packets_d2s.is_some()
-            | t.bytes_d2s.is_some()
-        {
+        if has_counters(t) {
             self.ctx |= COUNTED;
         }
         self.bytes[0] += t.bytes_s2d.unwrap_or(0);
@@ -350,7 +351,7 @@ pub struct ConnSummary {
     /// Indexed by `direction == Inbound`: `[egress, ingress]`. Complete once
     /// [`Stitcher::finish`] has run.
     pub pairs: [PairTally; 2],
-    group: [PairTally; 2],
+    recent: [PairTally; 2],
 }
 
 impl Default for ConnSummary {
@@ -360,15 +361,15 @@ impl Default for ConnSummary {
             top_bytes: TopConns::new(order_by_bytes),
             top_duration: TopConns::new(order_by_duration),
             pairs: Default::default(),
-            group: Default::default(),
+            recent: Default::default(),
         }
     }
 }
 
 impl ConnSummary {
     pub fn merge(&mut self, mut o: ConnSummary) {
-        self.end_group();
-        o.end_group();
+        self.fold_recent();
+        o.fold_recent();
         for (a, b) in self.by_status.iter_mut().zip(o.by_status) {
             *a += b;
         }
@@ -380,8 +381,8 @@ impl ConnSummary {
     }
 
     /// Add the recent pair tallies to the totals.
-    fn end_group(&mut self) {
-        for (total, g) in self.pairs.iter_mut().zip(&mut self.group) {
+    fn fold_recent(&mut self) {
+        for (total, g) in self.pairs.iter_mut().zip(&mut self.recent) {
             if total.v4.is_empty() && total.v6.is_empty() {
                 std::mem::swap(total, g);
             } else {
@@ -641,7 +642,7 @@ impl Out<'_> {
             bytes,
         };
         let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
-        let pairs = &mut sum.group[inbound as usize];
+        let pairs = &mut sum.recent[inbound as usize];
         if k.meta & META_V6 == 0 {
             pairs.v4.entry(k.ips).or_default().merge(&tally);
         } else {
@@ -773,7 +774,7 @@ impl Stitcher {
     /// [`ConnSummary::pairs`] (see there); `finish` does it too.
     pub fn fold_recent(&mut self) {
         if let Some(s) = &mut self.summary {
-            s.end_group();
+            s.fold_recent();
         }
     }
 

@@ -53,8 +53,7 @@ impl DirAgg {
     fn top_ends(&self, n: usize) -> (Vec<(IpAddr, Stat)>, Vec<(IpAddr, Stat)>) {
         // Sources (`dst` false) or destinations; the two are folded at once.
         let end = |dst: bool| {
-            let mut m4: FxHashMap<u32, Stat> =
-                FxHashMap::with_capacity_and_hasher(self.pairs.v4.len(), Default::default());
+            let mut m4: FxHashMap<u32, Stat> = FxHashMap::default();
             for (k, st) in &self.pairs.v4 {
                 let ip = if dst { *k as u32 } else { (k >> 32) as u32 };
                 m4.entry(ip).or_default().merge(st);
@@ -116,7 +115,7 @@ const NO_PORT: u32 = u32::MAX;
 /// A direct-mapped write-back cache of port tallies in front of the port maps, 256 slots by
 /// a multiplicative hash of `port_key` (8 KiB, stays in L1). A rule's tuples mostly share a
 /// few ports (443 under an HTTPS rule, a handful of scanned ports under a deny rule), which
-/// are counted here; a map update happens only when a slot changes hands or at `end_group`.
+/// are counted here; a map update happens only when a slot changes hands or at `fold_recent`.
 struct PortCache(Box<[(u32, Stat); 256]>);
 
 impl Default for PortCache {
@@ -144,10 +143,10 @@ fn add_port(maps: &mut [FxHashMap<u32, Stat>; 2], key: u32, st: &Stat) {
 pub struct ReportAgg {
     summary: Summary,
     dir: [DirAgg; 2],
-    /// Port tallies of the current blob by `port_key` without the
-    /// direction bit, added to `dir` by `end_group`: a small map stays in cache, the run's
-    /// map of scanned ports does not.
-    port_group: [FxHashMap<u32, Stat>; 2],
+    /// Port tallies of the current blob by `port_key` without the direction bit, added to
+    /// `dir` by `fold_recent`: a small map stays in cache, the run's map of scanned ports
+    /// does not.
+    port_recent: [FxHashMap<u32, Stat>; 2],
     port_cache: PortCache,
     hours: FxHashMap<i64, Hour>,
     conns: ConnSummary,
@@ -169,7 +168,7 @@ impl TableSink for ReportAgg {
             let slot = &mut cache[port_slot(port)];
             if slot.0 != port {
                 let (old, st) = std::mem::replace(slot, (port, Stat::default()));
-                add_port(&mut self.port_group, old, &st);
+                add_port(&mut self.port_recent, old, &st);
             }
             slot.1.add(deny, bytes);
             if t.time_ms < cur_hour || t.time_ms >= hour_end {
@@ -199,12 +198,12 @@ impl TableSink for ReportAgg {
 
 impl ReportAgg {
     /// Add the port tallies of the tables since the last call to the totals.
-    fn end_group(&mut self) {
+    fn fold_recent(&mut self) {
         for slot in self.port_cache.0.iter_mut() {
             let (key, st) = std::mem::replace(slot, (NO_PORT, Stat::default()));
-            add_port(&mut self.port_group, key, &st);
+            add_port(&mut self.port_recent, key, &st);
         }
-        for (d, g) in self.dir.iter_mut().zip(&mut self.port_group) {
+        for (d, g) in self.dir.iter_mut().zip(&mut self.port_recent) {
             for (k, v) in g.drain() {
                 let key = (Protocol::from_code((k >> 16) as u16), k as u16);
                 d.port.entry(key).or_default().merge(&v);
@@ -215,8 +214,8 @@ impl ReportAgg {
 
 impl ReportAgg {
     fn merge(&mut self, mut o: ReportAgg) {
-        self.end_group();
-        o.end_group();
+        self.fold_recent();
+        o.fold_recent();
         self.summary.merge(o.summary);
         let [a, b] = o.dir;
         self.dir[0].merge(a);
@@ -354,7 +353,7 @@ impl Part {
 
     /// Fold the blob's port and pair tallies into the totals: per-blob maps stay in cache.
     fn end_blob(&mut self) {
-        self.agg.end_group();
+        self.agg.fold_recent();
         self.stitch.fold_recent();
     }
 
@@ -404,7 +403,7 @@ impl Part {
                     };
                     self.ledger
                         .merge(process_blob(&mut self.w, groups[gi][j], opts, &mut sink));
-                    self.agg.end_group();
+                    self.agg.fold_recent();
                     tick();
                     lanes[gi].lock().claims[j] = Claim::Ready(buf);
                     lanes[gi].cv.notify_all();
