@@ -3,12 +3,13 @@
 //! into a temp dir, outside the timed part.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use nsgflow::aggregate::summarize;
 use nsgflow::aggregate::Summary;
 use nsgflow::discover::{discover, DiscoverOptions};
 use nsgflow::gen::{generate, GenFamily, GenOptions};
 use nsgflow::model::Family;
 use nsgflow::parse::{parse_blob, parse_tuple, ParseOptions, PathDefaults, Scratch};
-use nsgflow::pipeline::{summarize, RunOptions};
+use nsgflow::pipeline::RunOptions;
 use std::hint::black_box;
 
 fn tuples(c: &mut Criterion) {

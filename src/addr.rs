@@ -52,6 +52,8 @@ pub struct AddressBook {
     pub internal: Vec<IpNet>,
     labels: JointPrefixMap<IpNet, u32>,
     names: Vec<String>,
+    /// Every label as given (network, name), sorted by network: what a partial file records.
+    given: Vec<(IpNet, String)>,
 }
 
 impl std::fmt::Debug for AddressBook {
@@ -81,6 +83,16 @@ impl AddressBook {
             }
         };
         self.labels.insert(net.trunc(), id);
+        let at = self.given.partition_point(|(n, _)| *n < net.trunc());
+        match self.given.get_mut(at) {
+            Some((n, old)) if *n == net.trunc() => *old = name.to_string(),
+            _ => self.given.insert(at, (net.trunc(), name.to_string())),
+        }
+    }
+
+    /// Every label, sorted by network.
+    pub fn labels(&self) -> &[(IpNet, String)] {
+        &self.given
     }
 
     /// Load `cidr,name` lines (a header line `cidr,name` is allowed; `#` starts a comment).

@@ -1,29 +1,40 @@
-//! `app::run`: carries out a validated [`Config`] and decides the exit code. Diagnostics go
-//! to stderr (`path: message`, ripgrep style), data to stdout.
+//! `app::run`: carries out a validated [`Config`] and decides the exit code. Each command is a
+//! short composition: discover, one pass of the folds it needs (see [`crate::aggregate`],
+//! driven by [`crate::pipeline`]), a renderer. Diagnostics go to stderr (`path: message`,
+//! ripgrep style), data to stdout.
 
 use crate::addr::AddressBook;
-use crate::analyze::connections::Connection;
-use crate::analyze::export::{export_flows, write_connections, RowFormat, CONNECTION_COLUMNS};
-use crate::analyze::stitch_connections;
-use crate::analyze::timeline::Timeline;
-use crate::analyze::top::{TopAgg, TopSpec};
-use crate::cli::{Config, ConnMetric, Format, GraphFormat, InputConfig, TableFormat};
+use crate::aggregate::connections::{ConnMetric, Connection, TopConnections};
+use crate::aggregate::graph::GraphAgg;
+use crate::aggregate::timeline::Timeline;
+use crate::aggregate::top::{TopAgg, TopSpec};
+use crate::aggregate::{report_pass, summary_pass};
+use crate::cli::{Config, Format, GraphFormat, InputConfig, MergeOutput, TableFormat};
 use crate::discover::{discover, Discovered};
+use crate::export::CONNECTION_COLUMNS;
+use crate::export::{export_connections, export_flows, write_connections, RowFormat};
 use crate::gen::generate;
-use crate::graph::GraphAgg;
 use crate::parse::Ledger;
-use crate::pipeline::{fold_blobs, summarize};
+use crate::pipeline::{run as run_folds, run_nics, Progress};
+use crate::report::build::{assemble, ReportContext};
+use crate::state::{self, Body, BodyRef};
 use crate::summary::SummaryReport;
 use crate::text::{fmt_ms, table, term_safe};
 use anyhow::Context;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Exit statuses (documented in `--help` and the README).
 pub mod exit {
+    /// Everything read was used.
     pub const OK: u8 = 0;
+    /// Nothing usable was read (no blobs found, or no record parsed).
     pub const NOTHING_READ: u8 = 1;
+    /// A usage or environment error: a bad flag value, an unusable output location, a write
+    /// that failed, a partial file that cannot be merged.
     pub const USAGE: u8 = 2;
+    /// Finished, but some input was rejected or failed.
     pub const LOSSES: u8 = 3;
 }
 
@@ -39,22 +50,115 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             stamp,
             quiet,
             filters,
-        } => report(&input, &book, &out, stamp, quiet, filters),
-        Config::Summary { input, format } => summary(&input, format),
+            save_partial,
+        } => {
+            let out_dir = crate::report::render::prepare_dir(&out)?;
+            check_partial_target(save_partial.as_deref())?;
+            let d = start(&input)?;
+            let bar = progress_bar(d.blobs.len(), quiet);
+            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1));
+            bar.finish_and_clear();
+            if let Some(p) = &save_partial {
+                let header = state::Header::new("report", &input, &filters, &book, &d);
+                state::save(p, &header, &data.ledger, BodyRef::Report(&data))?;
+            }
+            write_report(
+                &data,
+                &d,
+                &input_names(&input),
+                filters,
+                stamp,
+                quiet,
+                &book,
+                &out_dir,
+                input.run.strict,
+            )
+        }
+        Config::Summary {
+            input,
+            format,
+            save_partial,
+            filters,
+        } => {
+            check_partial_target(save_partial.as_deref())?;
+            let d = start(&input)?;
+            let bar = progress_bar(d.blobs.len(), false);
+            let ((mut s, coverage), ledger) = summary_pass(&d.blobs, &input.run, &|| bar.inc(1));
+            bar.finish_and_clear();
+            s.ledger = ledger;
+            if let Some(p) = &save_partial {
+                let header =
+                    state::Header::new("summary", &input, &filters, &AddressBook::default(), &d);
+                state::save(p, &header, &s.ledger, BodyRef::Summary(&s, &coverage))?;
+            }
+            let report = SummaryReport::new(&s, &coverage, &d);
+            emit(&match format {
+                Format::Json => report.to_json(),
+                Format::Table => report.to_table(),
+            })?;
+            Ok(finish(&s.ledger, &d, input.run.strict))
+        }
+        Config::Merge { partials, output } => merge(&partials, output),
         Config::Top {
             input,
             book,
             spec,
             connections,
             format,
-        } => top(&input, &book, spec, connections, format),
-        Config::Flows { input, format } => flows(&input, format),
+        } => {
+            let d = start(&input)?;
+            let bar = progress_bar(d.blobs.len(), false);
+            let tick = || bar.inc(1);
+            let out = match connections {
+                Some(metric) => {
+                    let ((), best, ledger) = run_nics(
+                        &d.blobs,
+                        &input.run,
+                        &tick,
+                        || (),
+                        || TopConnections::new(metric, spec.n),
+                    );
+                    (
+                        render_top_connections(&best.finish(), metric, format)?,
+                        ledger,
+                    )
+                }
+                None => {
+                    let (agg, ledger) =
+                        run_folds(&d.blobs, &input.run, &tick, || TopAgg::new(spec, &book));
+                    (render_top(&agg, spec, format)?, ledger)
+                }
+            };
+            bar.finish_and_clear();
+            emit(&out.0)?;
+            Ok(finish(&out.1, &d, input.run.strict))
+        }
+        Config::Flows { input, format } => {
+            let d = start(&input)?;
+            stream(&input, &d, |blobs, tick, out| {
+                export_flows(blobs, &input.run, format, tick, out).map(|(l, _)| l)
+            })
+        }
+        Config::Connections { input, format } => {
+            let d = start(&input)?;
+            stream(&input, &d, |blobs, tick, out| {
+                export_connections(blobs, &input.run, format, tick, out)
+            })
+        }
         Config::Timeline {
             input,
             bin_ms,
             format,
-        } => timeline(&input, bin_ms, format),
-        Config::Connections { input, format } => connections(&input, format),
+        } => {
+            let d = start(&input)?;
+            let bar = progress_bar(d.blobs.len(), false);
+            let (tl, ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
+                Timeline::new(bin_ms)
+            });
+            bar.finish_and_clear();
+            emit(&render_timeline(&tl, bin_ms, format)?)?;
+            Ok(finish(&ledger, &d, input.run.strict))
+        }
         Config::Graph {
             input,
             book,
@@ -65,16 +169,17 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let d = start(&input)?;
-            let (g, ledger) = fold_blobs(&d.blobs, &input.run, || {
+            let bar = progress_bar(d.blobs.len(), false);
+            let (g, ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
                 GraphAgg::new(direction, group, &book)
             });
+            bar.finish_and_clear();
             let report = g.report(top, weight);
-            let out = match format {
+            emit(&match format {
                 GraphFormat::Dot => report.to_dot(),
                 GraphFormat::Json => to_json(&report),
-            };
-            emit(&out)?;
-            Ok(finish(&ledger, &d, &input))
+            })?;
+            Ok(finish(&ledger, &d, input.run.strict))
         }
         Config::Gen(opts) => {
             let stats =
@@ -92,6 +197,23 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A progress bar on stderr for interactive runs; hidden when stderr is not a terminal or
+/// with `quiet`.
+fn progress_bar(blobs: usize, quiet: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(blobs as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos}/{len} blobs [{elapsed_precise}] {wide_bar} {eta}",
+        )
+        .expect("valid template"),
+    );
+    b
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     let mut s = serde_json::to_string_pretty(v).expect("output serializes");
     s.push('\n');
@@ -107,6 +229,27 @@ fn emit(s: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A streaming export to stdout through a large buffer; a closed pipe ends it quietly.
+fn stream(
+    input: &InputConfig,
+    d: &Discovered,
+    f: impl FnOnce(
+        &[crate::discover::BlobMeta],
+        &Progress<'_>,
+        &mut (dyn Write + Send),
+    ) -> std::io::Result<Ledger>,
+) -> anyhow::Result<ExitCode> {
+    let bar = progress_bar(d.blobs.len(), false);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+    let result = f(&d.blobs, &|| bar.inc(1), &mut out).and_then(|l| out.flush().map(|_| l));
+    bar.finish_and_clear();
+    match result {
+        Ok(l) => Ok(finish(&l, d, input.run.strict)),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(exit::OK)),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
 fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = n {
         rayon::ThreadPoolBuilder::new()
@@ -117,10 +260,11 @@ fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Threads, then discovery, reporting unusable inputs and an empty result on stderr.
+/// Threads, then discovery (and `--shard`), reporting unusable inputs and an empty result on
+/// stderr.
 fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
     set_threads(input.threads)?;
-    let d = discover(&input.inputs, &input.discover);
+    let mut d = discover(&input.inputs, &input.discover);
     for s in &d.skipped {
         eprintln!(
             "{}: {}",
@@ -128,31 +272,53 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
             term_safe(&s.reason)
         );
     }
+    if let Some(shard) = input.shard {
+        d.blobs = shard.select(std::mem::take(&mut d.blobs));
+    }
     if d.blobs.is_empty() {
         eprintln!(
-            "nsgflow: no flow-log blobs found under {} ({} left out by filters). \
+            "nsgflow: no flow-log blobs found under {}{} ({} left out by filters). \
              Blobs are *.json files such as .../macAddress=<MAC>/PT1H.json; check the path and --since/--until/--nsg.",
-            input
-                .inputs
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            term_safe(&input_names(input).join(", ")),
+            match input.shard {
+                Some(s) => format!(" in shard {}/{}", s.k, s.n),
+                None => String::new(),
+            },
             d.filtered_out
         );
     }
     Ok(d)
 }
 
+fn input_names(input: &InputConfig) -> Vec<String> {
+    input
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// `--save-partial FILE` must be writable before any input is read: its folder exists and
+/// takes a file.
+fn check_partial_target(p: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(p) = p {
+        state::check_target(p)?;
+    }
+    Ok(())
+}
+
 /// Report the ledger's problems on stderr and decide the exit code.
-fn finish(l: &Ledger, d: &Discovered, input: &InputConfig) -> ExitCode {
+fn finish(l: &Ledger, d: &Discovered, strict: bool) -> ExitCode {
     report_problems(l);
     if l.records == 0 {
         return ExitCode::from(exit::NOTHING_READ);
     }
     if l.has_losses() || !d.skipped.is_empty() {
-        if input.run.strict {
-            eprintln!("nsgflow: stopped early (--strict): input was rejected or failed");
+        if strict && l.blobs_unread > 0 {
+            eprintln!(
+                "nsgflow: stopped early (--strict): input was rejected or failed; {} blobs left unread",
+                l.blobs_unread
+            );
         }
         return ExitCode::from(exit::LOSSES);
     }
@@ -191,15 +357,87 @@ fn report_problems(l: &Ledger) {
     }
 }
 
-fn summary(input: &InputConfig, format: Format) -> anyhow::Result<ExitCode> {
-    let d = start(input)?;
-    let s = summarize(&d.blobs, &input.run);
-    let report = SummaryReport::new(&s, &d);
-    emit(&match format {
-        Format::Json => report.to_json(),
-        Format::Table => report.to_table(),
-    })?;
-    Ok(finish(&s.ledger, &d, input))
+/// `merge`: finish partial files into what one run over all their blobs prints or writes.
+fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<ExitCode> {
+    let out_dir = match &output {
+        MergeOutput::Report { out, .. } => Some(crate::report::render::prepare_dir(out)?),
+        _ => None,
+    };
+    let mut parts = Vec::new();
+    for p in paths {
+        parts.push((p.clone(), state::load(p)?));
+    }
+    let merged = state::merge(parts)?;
+    let d = merged.discovered();
+    let strict = merged.header.options.strict;
+    match (output, merged.body) {
+        (MergeOutput::Summary(format), body) => {
+            let (mut s, coverage) = body.into_summary();
+            s.ledger = merged.ledger;
+            let report = SummaryReport::new(&s, &coverage, &d);
+            emit(&match format {
+                Format::Json => report.to_json(),
+                Format::Table => report.to_table(),
+            })?;
+            Ok(finish(&s.ledger, &d, strict))
+        }
+        (MergeOutput::Report { stamp, quiet, .. }, Body::Report(mut data)) => {
+            data.ledger = merged.ledger;
+            let book = merged.header.options.book()?;
+            let filters = merged.header.options.filters.clone();
+            let out = out_dir.expect("prepared above");
+            write_report(
+                &data,
+                &d,
+                &merged.header.inputs,
+                filters,
+                stamp,
+                quiet,
+                &book,
+                &out,
+                strict,
+            )
+        }
+        (MergeOutput::Report { .. }, Body::Summary(..)) => Err(state::StateError::NotReport.into()),
+    }
+}
+
+/// Assemble the report model from finished folds and write every file.
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    data: &crate::aggregate::ReportData,
+    d: &Discovered,
+    inputs: &[String],
+    filters: Vec<String>,
+    stamp: bool,
+    quiet: bool,
+    book: &AddressBook,
+    out: &Path,
+    strict: bool,
+) -> anyhow::Result<ExitCode> {
+    let cx = ReportContext {
+        inputs: inputs.to_vec(),
+        filters,
+        generated_at: stamp.then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            fmt_ms(now)
+        }),
+        book,
+    };
+    let r = assemble(data, d, &cx);
+    let written = crate::report::render::write_all(&r, out)?;
+    if !quiet {
+        eprintln!(
+            "wrote {} files to {} (open {})",
+            written.len(),
+            out.display(),
+            out.join("index.html").display()
+        );
+    }
+    Ok(finish(&data.ledger, d, strict))
 }
 
 fn render_rows(
@@ -214,13 +452,7 @@ fn render_rows(
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record(header)?;
             for r in &rows {
-                w.write_record(
-                    r.iter()
-                        .map(|c| crate::analyze::csv_safe(c))
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(|c| c.as_bytes()),
-                )?;
+                w.write_record(r.iter().map(|c| crate::text::csv_safe(c).into_owned()))?;
             }
             String::from_utf8(w.into_inner().context("writing CSV")?)?
         }
@@ -228,80 +460,53 @@ fn render_rows(
     })
 }
 
-fn top(
-    input: &InputConfig,
-    book: &AddressBook,
-    spec: TopSpec,
-    connections: Option<ConnMetric>,
-    format: TableFormat,
-) -> anyhow::Result<ExitCode> {
-    let d = start(input)?;
-    if let Some(metric) = connections {
-        return top_connections(input, &d, spec.n, metric, format);
-    }
-    let (agg, ledger) = fold_blobs(&d.blobs, &input.run, || TopAgg::new(spec, book));
+fn render_top(agg: &TopAgg<'_>, spec: TopSpec, format: TableFormat) -> anyhow::Result<String> {
     let rows = agg.rows();
-    let out = if format == TableFormat::Json {
-        to_json(&serde_json::json!({
+    if format == TableFormat::Json {
+        return Ok(to_json(&serde_json::json!({
             "by": format!("{:?}", spec.by).to_lowercase(),
             "metric": spec.metric.name(),
             "rows": rows,
-        }))
-    } else {
-        let header = [
-            "RANK",
-            "KEY",
-            "SCOPE",
-            "LABEL",
-            spec.metric.name(),
-            "TUPLES",
-            "ALLOWED",
-            "DENIED",
-            "PACKETS",
-            "BYTES",
-        ];
-        let cells = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.rank.to_string(),
-                    r.key.clone(),
-                    r.scope.clone().unwrap_or_default(),
-                    r.label.clone().unwrap_or_default(),
-                    r.value.to_string(),
-                    r.tuples.to_string(),
-                    r.allowed.to_string(),
-                    r.denied.to_string(),
-                    r.packets.to_string(),
-                    r.bytes.to_string(),
-                ]
-            })
-            .collect();
-        render_rows(&header, cells, &[0, 4, 5, 6, 7, 8, 9], format)?
-    };
-    emit(&out)?;
-    Ok(finish(&ledger, &d, input))
-}
-
-fn conn_value(c: &Connection, m: ConnMetric) -> u64 {
-    match m {
-        ConnMetric::Bytes => c.bytes(),
-        ConnMetric::Packets => c.packets_src_to_dst + c.packets_dst_to_src,
-        ConnMetric::Duration => c.duration_ms().max(0) as u64,
-        ConnMetric::Tuples => c.tuples,
+        })));
     }
+    let header = [
+        "RANK",
+        "KEY",
+        "SCOPE",
+        "LABEL",
+        spec.metric.name(),
+        "TUPLES",
+        "ALLOWED",
+        "DENIED",
+        "PACKETS",
+        "BYTES",
+    ];
+    let cells = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.rank.to_string(),
+                r.key.clone(),
+                r.scope.clone().unwrap_or_default(),
+                r.label.clone().unwrap_or_default(),
+                r.value.to_string(),
+                r.tuples.to_string(),
+                r.allowed.to_string(),
+                r.denied.to_string(),
+                r.packets.to_string(),
+                r.bytes.to_string(),
+            ]
+        })
+        .collect();
+    render_rows(&header, cells, &[0, 4, 5, 6, 7, 8, 9], format)
 }
 
-fn top_connections(
-    input: &InputConfig,
-    d: &Discovered,
-    n: usize,
+fn render_top_connections(
+    best: &[Connection],
     metric: ConnMetric,
     format: TableFormat,
-) -> anyhow::Result<ExitCode> {
-    let (best, ledger) =
-        crate::analyze::top_connections(&d.blobs, &input.run, n, |c| conn_value(c, metric));
-    let out = match format {
+) -> anyhow::Result<String> {
+    Ok(match format {
         TableFormat::Json => {
             let rows: Vec<serde_json::Value> = best
                 .iter()
@@ -316,13 +521,13 @@ fn top_connections(
                 })
                 .collect();
             to_json(
-                &serde_json::json!({ "by": "connection", "metric": format!("{metric:?}").to_lowercase(), "rows": rows }),
+                &serde_json::json!({ "by": "connection", "metric": metric.name(), "rows": rows }),
             )
         }
         TableFormat::Csv => {
             let mut buf = Vec::new();
             writeln!(buf, "{}", CONNECTION_COLUMNS.join(","))?;
-            write_connections(&best, RowFormat::Csv, &mut buf)?;
+            write_connections(best, RowFormat::Csv, &mut buf)?;
             String::from_utf8(buf)?
         }
         TableFormat::Table => {
@@ -360,146 +565,39 @@ fn top_connections(
                 .collect();
             table(&header, &rows, &[0, 2, 8, 9])
         }
-    };
-    emit(&out)?;
-    Ok(finish(&ledger, d, input))
+    })
 }
 
-fn flows(input: &InputConfig, format: RowFormat) -> anyhow::Result<ExitCode> {
-    let d = start(input)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let ledger = match export_flows(&d.blobs, &input.run, format, &mut out)
-        .and_then(|(l, _)| out.flush().map(|_| l))
-    {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            return Ok(ExitCode::from(exit::OK))
-        }
-        Err(e) => return Err(e).context("writing to stdout"),
-    };
-    Ok(finish(&ledger, &d, input))
-}
-
-fn connections(input: &InputConfig, format: RowFormat) -> anyhow::Result<ExitCode> {
-    let d = start(input)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let result = (|| {
-        if format == RowFormat::Csv {
-            writeln!(out, "{}", CONNECTION_COLUMNS.join(","))?;
-        }
-        let render = |conns: Vec<Connection>| {
-            let mut buf = Vec::new();
-            write_connections(&conns, format, &mut buf).map(|_| buf)
-        };
-        // One NIC group per thread at a time: a group's rows are held until written.
-        let l = stitch_connections(
-            &d.blobs,
-            &input.run,
-            rayon::current_num_threads(),
-            render,
-            |buf| out.write_all(&buf?),
-        )?;
-        out.flush()?;
-        Ok::<_, std::io::Error>(l)
-    })();
-    let ledger = match result {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            return Ok(ExitCode::from(exit::OK))
-        }
-        Err(e) => return Err(e).context("writing to stdout"),
-    };
-    Ok(finish(&ledger, &d, input))
-}
-
-fn timeline(input: &InputConfig, bin_ms: i64, format: TableFormat) -> anyhow::Result<ExitCode> {
-    let d = start(input)?;
-    let (tl, ledger) = fold_blobs(&d.blobs, &input.run, || Timeline::new(bin_ms));
+fn render_timeline(tl: &Timeline, bin_ms: i64, format: TableFormat) -> anyhow::Result<String> {
     let rows = tl.rows();
-    let out = if format == TableFormat::Json {
-        to_json(&serde_json::json!({ "bin_ms": bin_ms, "bins": rows }))
-    } else {
-        let header = [
-            "START",
-            "TUPLES",
-            "ALLOWED",
-            "DENIED",
-            "IN",
-            "OUT",
-            "PKTS_S2D",
-            "BYTES_S2D",
-            "PKTS_D2S",
-            "BYTES_D2S",
-            "SRCS",
-            "DSTS",
-        ];
-        let cells = rows
-            .iter()
-            .map(|r| {
-                let mut row = vec![r.start.clone()];
-                row.extend(r.counters.cells());
-                row.push(r.distinct_src.to_string());
-                row.push(r.distinct_dst.to_string());
-                row
-            })
-            .collect();
-        render_rows(&header, cells, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], format)?
-    };
-    emit(&out)?;
-    Ok(finish(&ledger, &d, input))
-}
-
-fn report(
-    input: &InputConfig,
-    book: &AddressBook,
-    out: &std::path::Path,
-    stamp: bool,
-    quiet: bool,
-    filters: Vec<String>,
-) -> anyhow::Result<ExitCode> {
-    use std::io::IsTerminal;
-    let d = start(input)?;
-    let bar = if quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(d.blobs.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} blobs [{elapsed_precise}] {wide_bar} {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    };
-    let (agg, ledger) = crate::report::build::aggregate(&d.blobs, &input.run, &|| bar.inc(1));
-    bar.finish_and_clear();
-    let cx = crate::report::build::ReportContext {
-        inputs: input
-            .inputs
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        filters,
-        generated_at: stamp.then(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            fmt_ms(now)
-        }),
-        book,
-    };
-    let r = crate::report::build::assemble(&agg, &ledger, &d, &cx);
-    let written = crate::report::render::write_all(&r, out)?;
-    if !quiet {
-        eprintln!(
-            "wrote {} files to {} (open {})",
-            written.len(),
-            out.display(),
-            out.join("index.html").display()
-        );
+    if format == TableFormat::Json {
+        return Ok(to_json(
+            &serde_json::json!({ "bin_ms": bin_ms, "bins": rows }),
+        ));
     }
-    Ok(finish(&ledger, &d, input))
+    let header = [
+        "START",
+        "TUPLES",
+        "ALLOWED",
+        "DENIED",
+        "IN",
+        "OUT",
+        "PKTS_S2D",
+        "BYTES_S2D",
+        "PKTS_D2S",
+        "BYTES_D2S",
+        "SRCS",
+        "DSTS",
+    ];
+    let cells = rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.start.clone()];
+            row.extend(r.counters.cells());
+            row.push(r.distinct_src.to_string());
+            row.push(r.distinct_dst.to_string());
+            row
+        })
+        .collect();
+    render_rows(&header, cells, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], format)
 }

@@ -2,13 +2,14 @@
 //! validated [`Config`] for the stages.
 
 use crate::addr::{AddressBook, Grouping};
-use crate::analyze::export::RowFormat;
-use crate::analyze::timeline::parse_bin;
-use crate::analyze::top::{Metric, TopBy, TopSpec};
-use crate::discover::{DiscoverOptions, LogKind};
+pub use crate::aggregate::connections::ConnMetric;
+use crate::aggregate::graph::Weight;
+use crate::aggregate::timeline::parse_bin;
+use crate::aggregate::top::{Metric, TopBy, TopSpec};
+use crate::discover::{DiscoverOptions, LogKind, Shard};
+use crate::export::RowFormat;
 use crate::filter::{parse_net, parse_protocol, Filter};
 use crate::gen::{parse_size, GenFamily, GenOptions, NsgVersion};
-use crate::graph::Weight;
 use crate::model::{Decision, Direction, FlowState};
 use crate::parse::ParseOptions;
 use crate::pipeline::RunOptions;
@@ -20,7 +21,8 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  everything read was used
   1  nothing usable was read (no blobs found, or no record parsed)
-  2  usage error
+  2  usage or environment error (bad flag value, unusable output location, a write that
+     failed, partial files that cannot be merged)
   3  finished, but some input was rejected or failed (see stderr and the ledger)";
 
 #[derive(Parser, Debug)]
@@ -46,15 +48,24 @@ pub enum Command {
     Summary(SummaryArgs),
     /// The top N sources, destinations, pairs, ports, rules, NSGs, NICs, flow classes or
     /// connections by a metric.
+    #[command(after_help = EXIT_CODES)]
     Top(TopArgs),
     /// Export matching tuples, one row each (CSV with a header, or JSON lines).
+    #[command(after_help = EXIT_CODES)]
     Flows(FlowsArgs),
     /// Tuples, packets, bytes and distinct endpoints per time bin.
+    #[command(after_help = EXIT_CODES)]
     Timeline(TimelineArgs),
     /// Stitch B/C/E tuples into connections and export them (CSV or JSON lines).
+    #[command(after_help = EXIT_CODES)]
     Connections(ConnectionsArgs),
     /// The ingress or egress graph (Graphviz DOT or JSON) with fan-in/fan-out rankings.
+    #[command(after_help = EXIT_CODES)]
     Graph(GraphArgs),
+    /// Finish partial files (from `summary` or `report --save-partial`, e.g. one per
+    /// `--shard`) into exactly what one run over all their blobs prints or writes.
+    #[command(after_help = EXIT_CODES)]
+    Merge(MergeArgs),
     /// Write a realistic synthetic flow-log container (for demos, tests, benchmarks).
     Gen(GenArgs),
 }
@@ -134,6 +145,10 @@ pub struct InputArgs {
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]
     pub threads: Option<usize>,
+    /// Read only part K of N of the discovered blobs: whole NICs, balanced by bytes, the
+    /// same split for the same input. Run every K with --save-partial, then `merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +158,39 @@ pub struct SummaryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Also save the run's unfinished folds and ledger to FILE, for `nsgflow merge`.
+    #[arg(long, value_name = "FILE")]
+    pub save_partial: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Partial files written by `summary` or `report` with --save-partial.
+    #[arg(required = true, value_name = "PARTIAL")]
+    pub partials: Vec<PathBuf>,
+    /// Print the merged summary (table or json), as `summary` would.
+    #[arg(long, value_enum, conflicts_with = "out")]
+    pub format: Option<Format>,
+    /// Write the merged report into this folder, as `report -o` would (report partials only).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write the run time into the report.
+    #[arg(long, requires = "out")]
+    pub stamp: bool,
+    /// No progress or closing line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// What `merge` produces.
+#[derive(Clone, Debug)]
+pub enum MergeOutput {
+    Summary(Format),
+    Report {
+        out: PathBuf,
+        stamp: bool,
+        quiet: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -253,6 +301,9 @@ pub struct ReportArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Also save the run's unfinished folds and ledger to FILE, for `nsgflow merge`.
+    #[arg(long, value_name = "FILE")]
+    pub save_partial: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -381,6 +432,8 @@ pub struct InputConfig {
     pub run: RunOptions,
     /// Worker threads; `None` = rayon's default (one per core).
     pub threads: Option<usize>,
+    /// `--shard K/N`; `None` reads every discovered blob.
+    pub shard: Option<Shard>,
 }
 
 /// What `main` hands to `app::run`.
@@ -389,6 +442,14 @@ pub enum Config {
     Summary {
         input: InputConfig,
         format: Format,
+        /// `--save-partial`; `None` saves nothing.
+        save_partial: Option<PathBuf>,
+        /// The filters as given (recorded in a partial file).
+        filters: Vec<String>,
+    },
+    Merge {
+        partials: Vec<PathBuf>,
+        output: MergeOutput,
     },
     Report {
         input: InputConfig,
@@ -398,6 +459,8 @@ pub enum Config {
         quiet: bool,
         /// The filters as given, one `--flag value` each (for the report header).
         filters: Vec<String>,
+        /// `--save-partial`; `None` saves nothing.
+        save_partial: Option<PathBuf>,
     },
     Top {
         input: InputConfig,
@@ -429,15 +492,6 @@ pub enum Config {
         format: GraphFormat,
     },
     Gen(GenOptions),
-}
-
-/// `top --by connection` ranks connections by one of these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnMetric {
-    Bytes,
-    Packets,
-    Duration,
-    Tuples,
 }
 
 impl AddrArgs {
@@ -581,6 +635,7 @@ impl InputArgs {
                 strict: self.strict,
             },
             threads: self.threads,
+            shard: self.shard.as_deref().map(Shard::parse).transpose()?,
         })
     }
 }
@@ -592,6 +647,19 @@ impl Cli {
             Command::Summary(a) => Ok(Config::Summary {
                 input: a.input.to_config()?,
                 format: a.format,
+                save_partial: a.save_partial.clone(),
+                filters: a.input.describe_filters(),
+            }),
+            Command::Merge(a) => Ok(Config::Merge {
+                partials: a.partials.clone(),
+                output: match &a.out {
+                    Some(out) => MergeOutput::Report {
+                        out: out.clone(),
+                        stamp: a.stamp,
+                        quiet: a.quiet,
+                    },
+                    None => MergeOutput::Summary(a.format.unwrap_or(Format::Table)),
+                },
             }),
             Command::Top(a) => {
                 let group = Grouping::parse(&a.group)?;
@@ -653,6 +721,7 @@ impl Cli {
                 stamp: a.stamp,
                 quiet: a.quiet,
                 filters: a.input.describe_filters(),
+                save_partial: a.save_partial.clone(),
             }),
             Command::Flows(a) => Ok(Config::Flows {
                 input: a.input.to_config()?,

@@ -50,6 +50,9 @@ pub struct BlobMeta {
     pub hour_ms: Option<i64>,
     /// NIC MAC, normalised to 12 upper-case hex digits.
     pub mac: Option<String>,
+    /// Modification time at discovery (Unix ms), when the file system gives one: with the
+    /// path and size, the blob's identity in a partial file.
+    pub mtime_ms: Option<i64>,
 }
 
 impl BlobMeta {
@@ -171,6 +174,9 @@ pub struct Discovered {
     pub skipped: Vec<Skipped>,
     /// Blobs found but left out by the filters.
     pub filtered_out: u64,
+    /// Blobs and bytes discovery kept, before `--shard` took its part.
+    pub discovered_blobs: u64,
+    pub discovered_bytes: u64,
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -221,6 +227,67 @@ impl DiscoverOptions {
 }
 
 /// Walk the inputs and return the blobs to read.
+fn mtime_ms(md: &std::fs::Metadata) -> Option<i64> {
+    let t = md.modified().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+/// `--shard K/N`: which part of the discovered blobs one of N runs reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    /// 1-based: 1..=n.
+    pub k: u32,
+    pub n: u32,
+}
+
+impl Shard {
+    /// `K/N` with 1 <= K <= N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard {s:?}: use K/N with 1 <= K <= N, e.g. 2/4");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (k, n): (u32, u32) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if k == 0 || n == 0 || k > n {
+            return Err(bad());
+        }
+        Ok(Shard { k, n })
+    }
+
+    /// Keep this shard's blobs: whole NICs (a NIC's connections must be stitched in one run),
+    /// dealt largest first to the shard with the fewest bytes so far (ties to the lowest
+    /// shard), so the N shards are balanced by bytes and the split is the same for the same
+    /// input whatever the order of discovery.
+    pub fn select(self, blobs: Vec<BlobMeta>) -> Vec<BlobMeta> {
+        use std::collections::BTreeMap;
+        let mut groups: BTreeMap<String, (u64, Vec<BlobMeta>)> = BTreeMap::new();
+        for b in blobs {
+            let g = groups.entry(crate::pipeline::nic_key(&b)).or_default();
+            g.0 += b.size;
+            g.1.push(b);
+        }
+        let mut order: Vec<(String, (u64, Vec<BlobMeta>))> = groups.into_iter().collect();
+        order.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(&b.0)));
+        let mut load = vec![0u64; self.n as usize];
+        let mut mine = Vec::new();
+        for (_, (bytes, group)) in order {
+            let (i, _) = load
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, l)| (**l, *i))
+                .expect("n >= 1");
+            load[i] += bytes;
+            if i + 1 == self.k as usize {
+                mine.extend(group);
+            }
+        }
+        mine.sort_by(|a, b| a.path.cmp(&b.path));
+        mine
+    }
+}
+
 pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
     let mut out = Discovered::default();
     for input in inputs {
@@ -238,6 +305,7 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
             // A file named on the command line is taken whatever its name.
             let mut m = BlobMeta::from_path(input);
             m.size = meta.len();
+            m.mtime_ms = mtime_ms(&meta);
             if opts.keeps(&m) {
                 out.blobs.push(m);
             } else {
@@ -255,7 +323,10 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
                         continue;
                     }
                     let mut m = BlobMeta::from_path(e.path());
-                    m.size = e.metadata().map(|md| md.len()).unwrap_or(0);
+                    if let Ok(md) = e.metadata() {
+                        m.size = md.len();
+                        m.mtime_ms = mtime_ms(&md);
+                    }
                     if opts.keeps(&m) {
                         out.blobs.push(m);
                     } else {
@@ -279,6 +350,8 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
     out.blobs.sort_by(|a, b| a.path.cmp(&b.path));
     out.blobs.dedup_by(|a, b| a.path == b.path);
     out.skipped.sort();
+    out.discovered_blobs = out.blobs.len() as u64;
+    out.discovered_bytes = out.blobs.iter().map(|b| b.size).sum();
     out
 }
 

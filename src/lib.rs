@@ -3,21 +3,22 @@
 //!
 //! The library holds every stage; the `nsgflow` binary, the tests and the benches call it.
 //! Data flows one way (see `DESIGN.md` in the team's shared folder):
-//! [`discover`] → [`parse`] → [`aggregate`] → renderers ([`summary`]), driven in parallel by
-//! [`pipeline`]. [`gen`] writes synthetic containers for demos, tests and benchmarks.
+//! [`discover`] → [`parse`] → [`aggregate`] (the folds) → renderers ([`summary`],
+//! [`report`], [`export`]), all driven by one [`pipeline`]; [`state`] saves unfinished
+//! folds as partial files and merges them. [`gen`] writes synthetic containers for demos, tests and benchmarks.
 
 pub mod addr;
 pub mod aggregate;
-pub mod analyze;
 pub mod app;
 pub mod cli;
 pub mod discover;
+pub mod export;
 pub mod filter;
 pub mod gen;
-pub mod graph;
 pub mod model;
 pub mod parse;
 pub mod pipeline;
 pub mod report;
+pub mod state;
 pub mod summary;
 pub mod text;

@@ -18,8 +18,10 @@ fn main() -> ExitCode {
     match app::run(config) {
         Ok(code) => code,
         Err(e) => {
+            // Runtime failures (an unusable output location, a failed write, partials that
+            // cannot be merged) are environment errors, not "nothing read".
             eprintln!("nsgflow: {e:#}");
-            ExitCode::from(exit::NOTHING_READ)
+            ExitCode::from(exit::USAGE)
         }
     }
 }

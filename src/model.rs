@@ -51,7 +51,9 @@ impl Family {
 /// Transport protocol as logged. NSG logs write letters (`T`, `U`), VNet logs IANA numbers.
 /// Anything else is kept, never rejected: ICMP and friends are not logged today, but the
 /// format does not promise that.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Protocol {
     Tcp,
     Udp,

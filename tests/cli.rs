@@ -454,7 +454,7 @@ fn unreadable_and_missing_inputs_are_reported_not_fatal() {
         path: root().join("fixtures/no-such-blob.json"),
         ..Default::default()
     };
-    let s = nsgflow::pipeline::summarize(&[meta], &Default::default());
+    let s = nsgflow::aggregate::summarize(&[meta], &Default::default());
     assert_eq!(s.ledger.blobs_failed, 1);
     assert!(s.ledger.problems[0].message.starts_with("cannot read"));
     // A missing input beside a good one: reported, the good one is read, exit 3.
@@ -1348,8 +1348,9 @@ fn csv_cells_that_look_like_formulas_are_neutralised() {
 
 #[test]
 fn report_snapshots_of_each_renderer() {
+    use nsgflow::aggregate::report_pass;
     use nsgflow::discover::{discover, DiscoverOptions};
-    use nsgflow::report::build::{aggregate, assemble, ReportContext};
+    use nsgflow::report::build::{assemble, ReportContext};
     use nsgflow::report::render;
     // A fixed model: two malformed fixtures (rejects, duplicates, examples with paths).
     let inputs = [
@@ -1359,7 +1360,7 @@ fn report_snapshots_of_each_renderer() {
     // cargo runs integration tests in the package root, so these relative paths resolve
     // and appear in the snapshots as written.
     let d = discover(&inputs, &DiscoverOptions::default());
-    let (agg, ledger) = aggregate(&d.blobs, &Default::default(), &|| {});
+    let data = report_pass(&d.blobs, &Default::default(), &|| {});
     let book = nsgflow::addr::AddressBook::default();
     let cx = ReportContext {
         inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
@@ -1367,7 +1368,7 @@ fn report_snapshots_of_each_renderer() {
         generated_at: None,
         book: &book,
     };
-    let r = assemble(&agg, &ledger, &d, &cx);
+    let r = assemble(&data, &d, &cx);
     let files = render::all_files(&r).unwrap();
     let get = |n: &str| {
         String::from_utf8(files.iter().find(|f| f.name == n).unwrap().bytes.clone()).unwrap()

@@ -4,7 +4,7 @@
 //! and failures are kept in a canonical order), so parallel and sharded runs agree.
 
 use super::tuple::RejectReason;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
 
@@ -12,10 +12,10 @@ use std::ops::AddAssign;
 pub const EXAMPLES_PER_REASON: usize = 5;
 
 /// One rejected tuple, kept as an example with its location.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RejectExample {
     /// Field order matters: examples sort by reason, then location.
-    #[serde(serialize_with = "ser_reason")]
+    #[serde(serialize_with = "ser_reason", deserialize_with = "de_reason")]
     pub reason: RejectReason,
     pub path: String,
     /// 0-based record index within the blob.
@@ -28,6 +28,15 @@ pub struct RejectExample {
     pub text: String,
     /// What is wrong, naming the field.
     pub message: String,
+}
+
+fn de_reason<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RejectReason, D::Error> {
+    let name = String::deserialize(d)?;
+    RejectReason::ALL
+        .iter()
+        .copied()
+        .find(|r| r.name() == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown reject reason {name:?}")))
 }
 
 fn ser_reason<S: serde::Serializer>(r: &RejectReason, s: S) -> Result<S::Ok, S::Error> {
@@ -45,7 +54,7 @@ impl RejectExample {
 }
 
 /// How bad a blob problem was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlobProblemKind {
     /// Nothing usable was read from the blob (unreadable, not JSON, another schema).
@@ -58,18 +67,18 @@ pub enum BlobProblemKind {
 }
 
 /// A blob-level problem, reported as `path: message`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BlobProblem {
     pub path: String,
     pub kind: BlobProblemKind,
     pub message: String,
     /// Byte offset of the break in the file, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byte_offset: Option<u64>,
 }
 
 /// Input shapes that are not the standard `{"records":[…]}` blob but are tolerated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tolerated {
     /// Blobs starting with a UTF-8 byte-order mark.
     pub bom: u64,
@@ -94,7 +103,7 @@ impl AddAssign for Tolerated {
 }
 
 /// Counts of what was read. Value type with `merge`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Blobs attempted (read or tried to read).
     pub blobs: u64,
@@ -102,6 +111,8 @@ pub struct Ledger {
     pub blobs_failed: u64,
     /// Blobs that broke part-way; the records before the break were used.
     pub blobs_partial: u64,
+    /// Blobs left unread because `--strict` stopped the run at an earlier loss.
+    pub blobs_unread: u64,
     /// Bytes read from blobs.
     pub bytes: u64,
     /// Records parsed (complete JSON records, flow-log or not).
@@ -163,6 +174,7 @@ impl Ledger {
         self.blobs += o.blobs;
         self.blobs_failed += o.blobs_failed;
         self.blobs_partial += o.blobs_partial;
+        self.blobs_unread += o.blobs_unread;
         self.bytes += o.bytes;
         self.records += o.records;
         self.records_unrecognized += o.records_unrecognized;

@@ -5,7 +5,7 @@
 
 use super::charts::{charts, Chart};
 use super::{ConnectionRow, PortRow, Report, Talker, Talkers};
-use crate::analyze::export::csv_text;
+use crate::export::csv_text;
 use askama::Template;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -577,6 +577,23 @@ pub fn all_files(r: &Report) -> Result<Vec<OutFile>, String> {
 }
 
 /// Write the report into `dir` (created if missing). Returns the paths written.
+/// Make sure `dir` can take the report before any input is read: create it (and `charts/`)
+/// and write a test file. A symbolic link is refused (outputs never go through one).
+pub fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "-o {}: is a symbolic link; give the real folder",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("charts"))
+        .with_context(|| format!("-o {}: cannot create the folder", dir.display()))?;
+    tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("-o {}: cannot write in the folder", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
 pub fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     use anyhow::Context;
     let files = all_files(r).map_err(|e| anyhow::anyhow!("drawing the report: {e}"))?;

@@ -1,15 +1,16 @@
 //! Streaming exports: `flows` (one row per tuple) and `connections` rows, as CSV with a
-//! header or JSON lines. Blobs are rendered in parallel a batch at a time and written in
-//! path order, so the output is deterministic and memory holds one batch of rows.
+//! header or JSON lines. Both run through the pipeline's ordered mode: blobs (for `flows`)
+//! or NIC groups (for `connections`) are rendered in parallel and written in their sorted
+//! order, so the output is deterministic and memory holds the rows of the groups in flight.
 
-use super::connections::Connection;
-use super::csv_safe;
+use crate::aggregate::connections::{ConnRows, Connection};
+use crate::aggregate::NicFold;
 use crate::discover::BlobMeta;
 use crate::model::{Decision, Direction, FlowState, Protocol};
 use crate::parse::{Ledger, RuleTable, TableSink};
-use crate::pipeline::{process_blob, RunOptions, Worker};
+use crate::pipeline::{nic_groups, run_ordered, Progress, RunOptions, Schedule};
+use crate::text::csv_safe;
 use crate::text::fmt_ms;
-use rayon::prelude::*;
 use serde::Serialize;
 use std::io::Write;
 use std::net::IpAddr;
@@ -73,8 +74,10 @@ pub const FLOW_COLUMNS: [&str; 22] = [
     "tuple",
 ];
 
-struct RowSink<'p> {
-    path: &'p str,
+/// Rows of one blob at a time, rendered as its tables come; the pipeline writes each blob's
+/// rows in path order.
+struct RowSink {
+    path: String,
     format: RowFormat,
     out: Vec<u8>,
     rows: u64,
@@ -154,7 +157,7 @@ macro_rules! sep {
     };
 }
 
-impl TableSink for RowSink<'_> {
+impl TableSink for RowSink {
     fn table(&mut self, table: &RuleTable<'_>) {
         let ctx = &table.ctx;
         let mac = ctx.mac_normalized();
@@ -201,7 +204,7 @@ impl TableSink for RowSink<'_> {
                         bytes_src_to_dst: t.bytes_s2d,
                         packets_dst_to_src: t.packets_d2s,
                         bytes_dst_to_src: t.bytes_d2s,
-                        path: self.path,
+                        path: &self.path,
                         record: ctx.record_index,
                         tuple: *i,
                     };
@@ -249,7 +252,7 @@ impl TableSink for RowSink<'_> {
                     o.push(b',');
                     csv_opt(o, t.bytes_d2s);
                     o.push(b',');
-                    csv_text(o, self.path);
+                    csv_text(o, &self.path);
                     sep!(o);
                     num(o, ctx.record_index);
                     sep!(o);
@@ -261,44 +264,83 @@ impl TableSink for RowSink<'_> {
     }
 }
 
+impl NicFold for RowSink {
+    type Out = Vec<u8>;
+    fn begin_blob(&mut self, blob: &BlobMeta) {
+        self.path = blob.path.display().to_string();
+        // Rows run about 4 bytes per input byte (the path is in every row).
+        self.out
+            .reserve((blob.size as usize).saturating_mul(4).min(1 << 30));
+    }
+    fn end_group(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+    fn merge(&mut self, o: Self) {
+        self.rows += o.rows;
+    }
+}
+
 /// Write every tuple that passes the filters, in blob path order, then record and tuple
-/// order. Returns the ledger and the number of rows written.
+/// order (one read, blobs rendered in parallel, written in order). Returns the ledger and
+/// the number of rows written.
 pub fn export_flows(
     blobs: &[BlobMeta],
     opts: &RunOptions,
     format: RowFormat,
-    out: &mut dyn Write,
+    progress: &Progress<'_>,
+    out: &mut (dyn Write + Send),
 ) -> std::io::Result<(Ledger, u64)> {
     if format == RowFormat::Csv {
         writeln!(out, "{}", FLOW_COLUMNS.join(","))?;
     }
-    let mut ledger = Ledger::default();
-    let mut rows = 0;
-    let batch = rayon::current_num_threads() * 2;
-    for chunk in blobs.chunks(batch.max(1)) {
-        let parts: Vec<(Vec<u8>, u64, Ledger)> = chunk
-            .par_iter()
-            .map_init(Worker::default, |w, blob| {
-                let label = blob.path.display().to_string();
-                let mut sink = RowSink {
-                    path: &label,
-                    format,
-                    // Rows run about 4 bytes per input byte (the path is in every row).
-                    out: Vec::with_capacity((blob.size as usize).saturating_mul(4).min(1 << 30)),
-                    rows: 0,
-                    clock: Clock::default(),
-                };
-                let l = process_blob(w, blob, opts, &mut sink);
-                (sink.out, sink.rows, l)
-            })
-            .collect();
-        for (bytes, n, l) in parts {
-            out.write_all(&bytes)?;
-            rows += n;
-            ledger.merge(l);
-        }
+    // Each blob is a group of its own, in path order.
+    let groups: Vec<Vec<&BlobMeta>> = blobs.iter().map(|b| vec![b]).collect();
+    let ((), rows, ledger) = run_ordered(
+        &groups,
+        Schedule::InOrder,
+        opts,
+        progress,
+        || (),
+        || RowSink {
+            path: String::new(),
+            format,
+            out: Vec::new(),
+            rows: 0,
+            clock: Clock::default(),
+        },
+        &mut |buf: Vec<u8>| out.write_all(&buf),
+    )?;
+    Ok((ledger, rows.rows))
+}
+
+/// Stitch every connection and write it as a row: NIC groups in their sorted order, each
+/// group's connections by start (see [`crate::aggregate::connections::ConnRows`]).
+pub fn export_connections(
+    blobs: &[BlobMeta],
+    opts: &RunOptions,
+    format: RowFormat,
+    progress: &Progress<'_>,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<Ledger> {
+    if format == RowFormat::Csv {
+        writeln!(out, "{}", CONNECTION_COLUMNS.join(","))?;
     }
-    Ok((ledger, rows))
+    let groups = nic_groups(blobs);
+    let render = move |conns: &[Connection]| {
+        let mut buf = Vec::new();
+        write_connections(conns, format, &mut buf).expect("writing to memory");
+        buf
+    };
+    let ((), _, ledger) = run_ordered(
+        &groups,
+        Schedule::InOrder,
+        opts,
+        progress,
+        || (),
+        || ConnRows::new(render),
+        &mut |buf: Vec<u8>| out.write_all(&buf),
+    )?;
+    Ok(ledger)
 }
 
 pub const CONNECTION_COLUMNS: [&str; 21] = [

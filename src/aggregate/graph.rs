@@ -5,16 +5,24 @@
 //!
 //! Edges fold into a mergeable map; the petgraph `DiGraph` is built once at the end, from
 //! which DOT and JSON are written and fan-in / fan-out (distinct neighbours) are ranked.
+//!
+//! [`PairTally`] is the light form of the same edges at `--group ip` (tuples, denied tuples
+//! and bytes per address pair), tallied per closed connection by the stitcher in `report`;
+//! the report's talkers and flow pictures are its [`PairTally::top_ends`] and
+//! [`PairTally::top_edges`], ranked like every other top list ([`busiest_first`]).
 
+use super::connections::Tally;
+use super::Fold;
 use crate::addr::{AddressBook, Grouping, Node};
 use crate::model::{Decision, Direction, Protocol};
 use crate::parse::{RuleTable, TableSink};
-use crate::pipeline::Fold;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rustc_hash::FxHashMap;
+use serde::Deserialize;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 /// Most destination ports listed per edge (the busiest; the rest are counted).
 pub const PORTS_PER_EDGE: usize = 10;
@@ -94,6 +102,98 @@ impl Fold for GraphAgg<'_> {
     }
 }
 
+/// Traffic by (source, destination) pair. IPv4 pairs, the common case, are packed into one
+/// `u64` (source high, destination low: 32-byte entries); a pair with an IPv6 end is in `v6`.
+#[derive(Default, Serialize, Deserialize)]
+pub struct PairTally {
+    pub v4: FxHashMap<u64, Tally>,
+    pub v6: FxHashMap<(IpAddr, IpAddr), Tally>,
+}
+
+impl PairTally {
+    pub fn merge(&mut self, o: PairTally) {
+        for (k, v) in o.v4 {
+            self.v4.entry(k).or_default().merge(&v);
+        }
+        for (k, v) in o.v6 {
+            self.v6.entry(k).or_default().merge(&v);
+        }
+    }
+
+    /// The (source, destination) of a packed IPv4 pair key.
+    pub fn unpack4(k: u64) -> (IpAddr, IpAddr) {
+        let (s, d) = ((k >> 32) as u32, k as u32);
+        (IpAddr::from(s.to_be_bytes()), IpAddr::from(d.to_be_bytes()))
+    }
+
+    /// Every pair with its tally, IPv4 first.
+    pub fn iter(&self) -> impl Iterator<Item = ((IpAddr, IpAddr), &Tally)> {
+        let v4 = self.v4.iter().map(|(k, t)| (Self::unpack4(*k), t));
+        v4.chain(self.v6.iter().map(|(k, t)| (*k, t)))
+    }
+}
+
+impl PairTally {
+    /// The busiest sources and destinations (at most `n` each), in [`busiest_first`] order.
+    /// IPv4 totals are folded by `u32` (whose order is `IpAddr`'s among IPv4 addresses), IPv6
+    /// ones by address; the two tops are then combined.
+    #[allow(clippy::type_complexity)]
+    pub fn top_ends(&self, n: usize) -> (Vec<(IpAddr, Tally)>, Vec<(IpAddr, Tally)>) {
+        // Sources (`dst` false) or destinations; the two are folded at once.
+        let end = |dst: bool| {
+            let mut m4: FxHashMap<u32, Tally> = FxHashMap::default();
+            for (k, st) in &self.v4 {
+                let ip = if dst { *k as u32 } else { (k >> 32) as u32 };
+                m4.entry(ip).or_default().merge(st);
+            }
+            let mut m6: FxHashMap<IpAddr, Tally> = FxHashMap::default();
+            for ((a, b), st) in &self.v6 {
+                m6.entry(if dst { *b } else { *a }).or_default().merge(st);
+            }
+            let mut v: Vec<(IpAddr, Tally)> = top_tallies(&m4, n)
+                .into_iter()
+                .map(|(ip, st)| (IpAddr::from(ip.to_be_bytes()), st))
+                .collect();
+            v.extend(top_tallies(&m6, n));
+            v.sort_by(busiest_first);
+            v.truncate(n);
+            v
+        };
+        rayon::join(|| end(false), || end(true))
+    }
+
+    /// The busiest edges (both maps), in [`busiest_first`] order: the report's flow pictures.
+    pub fn top_edges(&self, n: usize) -> Vec<((IpAddr, IpAddr), Tally)> {
+        let mut v: Vec<((IpAddr, IpAddr), Tally)> = top_tallies(&self.v4, n)
+            .into_iter()
+            .map(|(k, st)| (PairTally::unpack4(k), st))
+            .collect();
+        v.extend(top_tallies(&self.v6, n));
+        v.sort_by(busiest_first);
+        v.truncate(n);
+        v
+    }
+}
+
+/// The `n` busiest keys of a tally map in [`busiest_first`] order.
+pub fn top_tallies<K: Ord + Copy>(m: &FxHashMap<K, Tally>, n: usize) -> Vec<(K, Tally)> {
+    let mut v: Vec<(K, Tally)> = m.iter().map(|(k, s)| (*k, *s)).collect();
+    if n > 0 && v.len() > n {
+        v.select_nth_unstable_by(n - 1, busiest_first);
+        v.truncate(n);
+    }
+    v.sort_by(busiest_first);
+    v
+}
+
+/// [`crate::aggregate::top::ranking`] with tuples as the ranked value.
+pub fn busiest_first<K: Ord>(a: &(K, Tally), b: &(K, Tally)) -> std::cmp::Ordering {
+    crate::aggregate::top::ranking(
+        (a.1.tuples, a.1.tuples, a.1.bytes, &a.0),
+        (b.1.tuples, b.1.tuples, b.1.bytes, &b.0),
+    )
+}
+
 /// Edge weight used to pick the top edges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weight {
@@ -162,7 +262,12 @@ impl GraphAgg<'_> {
             Weight::Tuples => e.tuples,
             Weight::Bytes => e.bytes,
         };
-        all.sort_by(|a, b| w(b.1).cmp(&w(a.1)).then_with(|| a.0.cmp(b.0)));
+        all.sort_by(|a, b| {
+            crate::aggregate::top::ranking(
+                (w(a.1), a.1.tuples, a.1.bytes, a.0),
+                (w(b.1), b.1.tuples, b.1.bytes, b.0),
+            )
+        });
         let total = all.len();
 
         // Fan-in / fan-out over every edge.

@@ -2,10 +2,10 @@
 //! classes) by a metric, like SiLK's rwstats / rwuniq with distinct counts. Folds into a
 //! mergeable map; distinct sets are kept only when the metric asks for them.
 
+use super::Fold;
 use crate::addr::{AddressBook, FlowClass, Grouping, Node};
 use crate::model::{Decision, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
-use crate::pipeline::Fold;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -204,6 +204,16 @@ impl Fold for TopAgg<'_> {
     }
 }
 
+/// The one order of every top list (`top`, `graph`, the report): the ranked value, then
+/// tuples, then bytes, each largest first, then the key ascending. A total order, so the
+/// same question gets the same rows in the same order wherever it is asked.
+pub fn ranking<K: Ord>(a: (u64, u64, u64, K), b: (u64, u64, u64, K)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0)
+        .then(b.1.cmp(&a.1))
+        .then(b.2.cmp(&a.2))
+        .then_with(|| a.3.cmp(&b.3))
+}
+
 /// One ranked row.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TopRow {
@@ -230,7 +240,7 @@ fn port_name(p: Protocol, port: u16) -> String {
 }
 
 impl TopAgg<'_> {
-    /// The top N rows: metric descending, ties by key ascending (deterministic).
+    /// The top N rows in [`ranking`] order.
     pub fn rows(&self) -> Vec<TopRow> {
         let m = self.spec.metric;
         let book = self.book;
@@ -239,7 +249,12 @@ impl TopAgg<'_> {
             .iter()
             .map(|(k, s)| (s.value(m), *k, s))
             .collect();
-        all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        all.sort_by(|a, b| {
+            ranking(
+                (a.0, a.2.tuples, a.2.bytes, &a.1),
+                (b.0, b.2.tuples, b.2.bytes, &b.1),
+            )
+        });
         let mut rows: Vec<TopRow> = Vec::new();
         let row = |key: String, scope, label, s: &Stats, v| TopRow {
             rank: 0,
@@ -284,7 +299,12 @@ impl TopAgg<'_> {
         } else {
             let mut named: Vec<(u64, &String, &Stats)> =
                 self.named.iter().map(|(k, s)| (s.value(m), k, s)).collect();
-            named.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            named.sort_by(|a, b| {
+                ranking(
+                    (a.0, a.2.tuples, a.2.bytes, a.1),
+                    (b.0, b.2.tuples, b.2.bytes, b.1),
+                )
+            });
             for (v, k, s) in named.into_iter().take(self.spec.n) {
                 rows.push(row(k.clone(), None, None, s, v));
             }

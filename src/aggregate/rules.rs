@@ -1,15 +1,15 @@
-//! Folding rule tables into summaries that merge. A [`Summary`] holds counters per NSG and
+//! The rule-counters fold. Folding rule tables into summaries that merge. A [`Summary`] holds counters per NSG and
 //! rule, per family and in total, plus the ledger; [`Summary::merge`] is associative and
 //! commutative, so rayon's `fold`/`reduce` and sharded runs give the same answer.
 
 use crate::model::{Decision, Direction, Encryption, Family, FlowTuple};
 use crate::parse::{Ledger, RuleTable, TableSink};
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::ops::AddAssign;
 
 /// Tuple counters. Counts sum the tuple fields as logged; a missing count adds nothing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub tuples: u64,
     pub allowed: u64,
@@ -86,7 +86,7 @@ impl AddAssign for Counters {
 }
 
 /// One NSG rule's counters and the time range of its tuples.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleStats {
     pub counters: Counters,
     /// Earliest and latest tuple time (ms), `None` when the rule logged no tuple.
@@ -116,8 +116,11 @@ impl RuleStats {
 }
 
 /// Everything `summary` reports; mergeable.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
+    /// The run's ledger, once the pipeline has set it (a partial file keeps it beside the
+    /// folds, not in them).
+    #[serde(skip)]
     pub ledger: Ledger,
     pub totals: Counters,
     /// Per family, indexed by [`Family::index`].
@@ -211,7 +214,7 @@ impl TableSink for Summary {
     }
 }
 
-impl crate::pipeline::Fold for Summary {
+impl super::Fold for Summary {
     fn merge(&mut self, other: Self) {
         Summary::merge(self, other)
     }

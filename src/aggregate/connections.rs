@@ -49,7 +49,9 @@ const SWEEP_DENIED_EVERY_MS: i64 = 60_000;
 /// minutes covers that with room for clock granularity.
 pub const RETRY_WINDOW_MS: i64 = 120_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Completed,
@@ -281,7 +283,7 @@ impl Open {
 }
 
 /// Tuples, denied tuples and bytes (both ways).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     pub tuples: u64,
     pub denied: u64,
@@ -303,36 +305,7 @@ impl Tally {
     }
 }
 
-/// Traffic by (source, destination) pair. IPv4 pairs, the common case, are packed into one
-/// `u64` (source high, destination low: 32-byte entries); a pair with an IPv6 end is in `v6`.
-#[derive(Default)]
-pub struct PairTally {
-    pub v4: FxHashMap<u64, Tally>,
-    pub v6: FxHashMap<(IpAddr, IpAddr), Tally>,
-}
-
-impl PairTally {
-    pub fn merge(&mut self, o: PairTally) {
-        for (k, v) in o.v4 {
-            self.v4.entry(k).or_default().merge(&v);
-        }
-        for (k, v) in o.v6 {
-            self.v6.entry(k).or_default().merge(&v);
-        }
-    }
-
-    /// The (source, destination) of a packed IPv4 pair key.
-    pub fn unpack4(k: u64) -> (IpAddr, IpAddr) {
-        let (s, d) = ((k >> 32) as u32, k as u32);
-        (IpAddr::from(s.to_be_bytes()), IpAddr::from(d.to_be_bytes()))
-    }
-
-    /// Every pair with its tally, IPv4 first.
-    pub fn iter(&self) -> impl Iterator<Item = ((IpAddr, IpAddr), &Tally)> {
-        let v4 = self.v4.iter().map(|(k, t)| (Self::unpack4(*k), t));
-        v4.chain(self.v6.iter().map(|(k, t)| (*k, t)))
-    }
-}
+pub use super::graph::PairTally;
 
 /// Connections summarised instead of kept: counts per status, the top few by bytes and by
 /// duration, and the traffic of each direction by address pair. Used by `report`, which
@@ -991,6 +964,327 @@ impl TableSink for Stitcher {
         if self.now_ms - self.swept_denied_ms > SWEEP_DENIED_EVERY_MS {
             self.sweep();
         }
+    }
+}
+
+/// The report's connection fold: a [`Stitcher`] in summary mode. Each NIC group's closed
+/// connections are counted by status, offered to the top lists and tallied by address pair
+/// (the report's talkers and flow pictures), nothing else is kept.
+pub struct ConnFold {
+    stitch: Stitcher,
+}
+
+impl Default for ConnFold {
+    fn default() -> Self {
+        ConnFold {
+            stitch: Stitcher {
+                summary: Some(ConnSummary::default()),
+                ..Stitcher::default()
+            },
+        }
+    }
+}
+
+impl ConnFold {
+    /// What the groups read so far summarise to.
+    pub fn summary(&self) -> &ConnSummary {
+        self.stitch.summary.as_ref().expect("summary mode")
+    }
+
+    /// The summary, once every group has ended.
+    pub fn into_summary(mut self) -> ConnSummary {
+        self.stitch.summary.take().expect("summary mode")
+    }
+
+    /// A fold holding a summary read back from a partial file.
+    pub fn from_summary(summary: ConnSummary) -> ConnFold {
+        ConnFold {
+            stitch: Stitcher {
+                summary: Some(summary),
+                ..Stitcher::default()
+            },
+        }
+    }
+}
+
+impl TableSink for ConnFold {
+    #[inline]
+    fn table(&mut self, table: &RuleTable<'_>) {
+        self.stitch.table(table)
+    }
+}
+
+impl crate::aggregate::NicFold for ConnFold {
+    type Out = ();
+    fn end_blob(&mut self) {
+        self.stitch.fold_recent();
+    }
+    fn end_group(&mut self) {
+        self.stitch.finish();
+    }
+    fn merge(&mut self, mut o: Self) {
+        let theirs = o.stitch.summary.take().expect("summary mode");
+        self.stitch
+            .summary
+            .as_mut()
+            .expect("summary mode")
+            .merge(theirs);
+    }
+}
+
+/// What `top --by connection` ranks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnMetric {
+    Bytes,
+    Packets,
+    Duration,
+    Tuples,
+}
+
+impl ConnMetric {
+    pub fn value(self, c: &Connection) -> u64 {
+        match self {
+            ConnMetric::Bytes => c.bytes(),
+            ConnMetric::Packets => c.packets_src_to_dst + c.packets_dst_to_src,
+            ConnMetric::Duration => c.duration_ms().max(0) as u64,
+            ConnMetric::Tuples => c.tuples,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnMetric::Bytes => "bytes",
+            ConnMetric::Packets => "packets",
+            ConnMetric::Duration => "duration",
+            ConnMetric::Tuples => "tuples",
+        }
+    }
+
+    /// Largest first, ties by [`conn_key`]: a total order.
+    pub fn order(self, a: &Connection, b: &Connection) -> std::cmp::Ordering {
+        self.value(b)
+            .cmp(&self.value(a))
+            .then_with(|| conn_key(a).cmp(&conn_key(b)))
+    }
+}
+
+/// The `n` best connections by a metric, kept while stitching: memory is the open
+/// connections plus `n` (and one blob's closes).
+pub struct TopConnections {
+    stitch: Stitcher,
+    metric: ConnMetric,
+    n: usize,
+    best: Vec<Connection>,
+}
+
+impl TopConnections {
+    pub fn new(metric: ConnMetric, n: usize) -> TopConnections {
+        TopConnections {
+            stitch: Stitcher::default(),
+            metric,
+            n,
+            best: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self) {
+        self.best.append(&mut self.stitch.done);
+        let (n, m) = (self.n, self.metric);
+        if n > 0 && self.best.len() > n {
+            self.best
+                .select_nth_unstable_by(n - 1, |a, b| m.order(a, b));
+            self.best.truncate(n);
+        }
+    }
+
+    /// Best first.
+    pub fn finish(mut self) -> Vec<Connection> {
+        self.keep();
+        let m = self.metric;
+        self.best.sort_by(|a, b| m.order(a, b));
+        self.best.truncate(self.n);
+        self.best
+    }
+}
+
+impl TableSink for TopConnections {
+    #[inline]
+    fn table(&mut self, table: &RuleTable<'_>) {
+        self.stitch.table(table)
+    }
+}
+
+impl crate::aggregate::NicFold for TopConnections {
+    type Out = ();
+    fn end_blob(&mut self) {
+        self.keep();
+    }
+    fn end_group(&mut self) {
+        self.stitch.finish();
+        self.keep();
+    }
+    fn merge(&mut self, mut o: Self) {
+        self.best.append(&mut o.best);
+        self.keep();
+    }
+}
+
+/// Every connection of each NIC group, sorted (start, then the 5-tuple), rendered by `render`
+/// when the group ends: the rows of `connections`, which the pipeline writes in group order.
+pub struct ConnRows<R> {
+    stitch: Stitcher,
+    render: R,
+}
+
+impl<R> ConnRows<R> {
+    pub fn new(render: R) -> ConnRows<R> {
+        ConnRows {
+            stitch: Stitcher::default(),
+            render,
+        }
+    }
+}
+
+impl<R> TableSink for ConnRows<R> {
+    #[inline]
+    fn table(&mut self, table: &RuleTable<'_>) {
+        self.stitch.table(table)
+    }
+}
+
+impl<R: Fn(&[Connection]) -> Vec<u8> + Send> crate::aggregate::NicFold for ConnRows<R> {
+    type Out = Vec<u8>;
+    fn end_group(&mut self) -> Vec<u8> {
+        self.stitch.finish();
+        (self.render)(&self.stitch.take_sorted())
+    }
+    fn merge(&mut self, _o: Self) {}
+}
+
+/// A connection as a partial file keeps it (names owned, protocol as itself).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConnWire {
+    start_ms: i64,
+    end_ms: i64,
+    nsg: String,
+    rule: String,
+    mac: String,
+    family: String,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    protocol: Protocol,
+    inbound: bool,
+    status: Status,
+    tuples: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+}
+
+impl From<&Connection> for ConnWire {
+    fn from(c: &Connection) -> ConnWire {
+        ConnWire {
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+            nsg: c.nsg.to_string(),
+            rule: c.rule.to_string(),
+            mac: c.mac.to_string(),
+            family: c.family.to_string(),
+            src: c.src,
+            sport: c.sport,
+            dst: c.dst,
+            dport: c.dport,
+            protocol: c.protocol,
+            inbound: c.direction == "in",
+            status: c.status,
+            tuples: c.tuples,
+            packets: [c.packets_src_to_dst, c.packets_dst_to_src],
+            bytes: [c.bytes_src_to_dst, c.bytes_dst_to_src],
+        }
+    }
+}
+
+impl ConnWire {
+    fn into_connection<E: serde::de::Error>(self) -> Result<Connection, E> {
+        let family = Family::ALL
+            .iter()
+            .find(|f| f.name() == self.family)
+            .ok_or_else(|| E::custom(format!("unknown family {:?}", self.family)))?;
+        Ok(Connection {
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            nsg: self.nsg.into(),
+            rule: self.rule.into(),
+            mac: self.mac.into(),
+            family: family.name(),
+            src: self.src,
+            sport: self.sport,
+            dst: self.dst,
+            dport: self.dport,
+            protocol: self.protocol,
+            direction: if self.inbound { "in" } else { "out" },
+            status: self.status,
+            tuples: self.tuples,
+            packets_src_to_dst: self.packets[0],
+            bytes_src_to_dst: self.bytes[0],
+            packets_dst_to_src: self.packets[1],
+            bytes_dst_to_src: self.bytes[1],
+        })
+    }
+}
+
+/// [`ConnSummary`] in a partial file: the top lists as their best [`TOP_CONNECTIONS`] (the
+/// best of a merge is among the best of each part, so nothing is lost).
+#[derive(serde::Serialize)]
+struct ConnSummaryOut<'a> {
+    by_status: &'a [u64; 4],
+    top_bytes: Vec<ConnWire>,
+    top_duration: Vec<ConnWire>,
+    pairs: &'a [PairTally; 2],
+}
+
+#[derive(serde::Deserialize)]
+struct ConnSummaryIn {
+    by_status: [u64; 4],
+    top_bytes: Vec<ConnWire>,
+    top_duration: Vec<ConnWire>,
+    pairs: [PairTally; 2],
+}
+
+impl serde::Serialize for ConnSummary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Complete only once every group has ended (recent closes folded in).
+        debug_assert!(self
+            .recent
+            .iter()
+            .all(|r| r.v4.is_empty() && r.v6.is_empty()));
+        let wire = |t: &TopConns| t.sorted().iter().map(ConnWire::from).collect();
+        ConnSummaryOut {
+            by_status: &self.by_status,
+            top_bytes: wire(&self.top_bytes),
+            top_duration: wire(&self.top_duration),
+            pairs: &self.pairs,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConnSummary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ConnSummary, D::Error> {
+        let w = ConnSummaryIn::deserialize(d)?;
+        let mut c = ConnSummary {
+            by_status: w.by_status,
+            pairs: w.pairs,
+            ..ConnSummary::default()
+        };
+        for x in w.top_bytes {
+            c.top_bytes.offer(&x.into_connection()?);
+        }
+        for x in w.top_duration {
+            c.top_duration.offer(&x.into_connection()?);
+        }
+        Ok(c)
     }
 }
 

@@ -3,9 +3,8 @@
 //! sources and destinations. Bins with no tuple are listed with zeros between the first and
 //! the last bin, so a gap in the logs shows as a gap.
 
-use crate::aggregate::Counters;
+use super::{Counters, Fold};
 use crate::parse::{RuleTable, TableSink};
-use crate::pipeline::Fold;
 use crate::text::fmt_ms;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
