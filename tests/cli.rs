@@ -1434,3 +1434,439 @@ fn index_html_renders_in_headless_chromium_without_console_errors() {
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+/// Run nsgflow in the package root; (exit code, stdout, stderr).
+fn run_in_root(args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = nsgflow().args(args).current_dir(root()).output().unwrap();
+    (
+        out.status.code().unwrap(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every file under a folder, by relative path, with its bytes.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            (rel, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// For N = 1..4: every shard of `input` saved as a partial, then merged (in reverse shard
+/// order) gives byte for byte the single run's `summary --format json` and report folder.
+fn assert_shards_merge_to_the_single_run(input: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name).display().to_string();
+    let (code, single_summary, err) = run_in_root(&["summary", input, "--format", "json"]);
+    assert!(code == 0 || code == 3, "{err}");
+    let (code, _, err) = run_in_root(&["report", input, "-o", &w("single"), "--quiet"]);
+    assert!(code == 0 || code == 3, "{err}");
+    let single = tree(&work.path().join("single"));
+    assert!(single.len() >= 14, "{:?}", single.keys());
+    for n in 1..=4 {
+        let mut parts = Vec::new();
+        let mut blobs = 0;
+        for k in (1..=n).rev() {
+            let part = w(&format!("r{k}of{n}.part"));
+            let shard = format!("{k}/{n}");
+            let out = w(&format!("shard{k}of{n}"));
+            let (code, _, err) = run_in_root(&[
+                "report",
+                input,
+                "-o",
+                &out,
+                "--quiet",
+                "--shard",
+                &shard,
+                "--save-partial",
+                &part,
+            ]);
+            assert!(code == 0 || code == 3 || code == 1, "{shard}: {err}");
+            let head = std::fs::read(&part).unwrap();
+            let line = head.split(|b| *b == b'\n').next().unwrap();
+            let h: Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(h["shard"]["k"], k, "{shard}");
+            blobs += h["blobs"].as_array().unwrap().len();
+            parts.push(part);
+        }
+        let mut args = vec!["merge"];
+        args.extend(parts.iter().map(String::as_str));
+        let merged = w(&format!("merged{n}"));
+        let mut to_dir = args.clone();
+        to_dir.extend(["-o", merged.as_str(), "--quiet"]);
+        let (code, _, err) = run_in_root(&to_dir);
+        assert!(code == 0 || code == 3, "merge of {n}: {err}");
+        let got = tree(Path::new(&merged));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            single.keys().collect::<Vec<_>>()
+        );
+        for (name, bytes) in &single {
+            assert!(
+                got[name] == *bytes,
+                "{input}: {name} differs after {n} shards + merge"
+            );
+        }
+        args.extend(["--format", "json"]);
+        let (_, summary, err) = run_in_root(&args);
+        assert!(
+            summary == single_summary,
+            "{input}: summary differs after {n} shards: {err}"
+        );
+        let v: Value = serde_json::from_slice(&summary).unwrap();
+        assert_eq!(
+            v["ledger"]["blobs"], blobs as u64,
+            "every blob in one shard"
+        );
+    }
+}
+
+#[test]
+fn shards_and_merge_give_the_single_run_byte_for_byte_on_the_fixtures() {
+    assert_shards_merge_to_the_single_run("fixtures/container");
+}
+
+#[test]
+fn shards_and_merge_give_the_single_run_byte_for_byte_on_a_generated_container() {
+    let c = gen_container(&["--family", "mixed", "--nsgs", "2", "--nics-per-nsg", "3"]);
+    assert_shards_merge_to_the_single_run(c.path().to_str().unwrap());
+}
+
+#[test]
+fn shards_split_whole_nics_balanced_by_bytes_and_cover_every_blob_once() {
+    let c = gen_container(&["--nsgs", "3", "--nics-per-nsg", "3"]);
+    let d = c.path().to_str().unwrap();
+    let (_, all) = summary_json(&[d]);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut bytes = Vec::new();
+    let work = tempfile::tempdir().unwrap();
+    for k in 1..=3 {
+        let part = work.path().join(format!("{k}.part"));
+        let (_, s) = summary_json(&[
+            d,
+            "--shard",
+            &format!("{k}/3"),
+            "--save-partial",
+            part.to_str().unwrap(),
+        ]);
+        bytes.push(s["ledger"]["bytes"].as_u64().unwrap());
+        let head = std::fs::read(&part).unwrap();
+        let h: Value = serde_json::from_slice(head.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        for b in h["blobs"].as_array().unwrap() {
+            let p = b["path"].as_str().unwrap().to_string();
+            let mac = p
+                .split("macAddress=")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap();
+            seen.insert((mac.to_string(), k));
+            assert!(b["size"].as_u64().unwrap() > 0 && b["mtime_ms"].as_i64().is_some());
+        }
+    }
+    let macs: BTreeMap<String, Vec<i32>> = seen.iter().fold(BTreeMap::new(), |mut m, (mac, k)| {
+        m.entry(mac.clone()).or_default().push(*k);
+        m
+    });
+    assert_eq!(macs.len(), 9);
+    // A NIC's blobs are all in one shard.
+    assert!(macs.values().all(|ks| ks.len() == 1), "{macs:?}");
+    assert_eq!(
+        bytes.iter().sum::<u64>(),
+        all["ledger"]["bytes"].as_u64().unwrap()
+    );
+    // 9 NICs of about equal size over 3 shards: 3 each, within a NIC's size of each other.
+    let (lo, hi) = (bytes.iter().min().unwrap(), bytes.iter().max().unwrap());
+    assert!(hi - lo < hi / 3, "{bytes:?}");
+    // The same split on a second run.
+    let (_, again) = summary_json(&[d, "--shard", "2/3"]);
+    assert_eq!(again["ledger"]["bytes"].as_u64().unwrap(), bytes[1]);
+}
+
+#[test]
+fn merge_refuses_partials_it_cannot_merge_with_a_clear_message() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name).display().to_string();
+    let save = |name: &str, extra: &[&str]| {
+        let mut args = vec!["summary", "fixtures/container", "--save-partial"];
+        let p = w(name);
+        args.push(&p);
+        args.extend(extra);
+        let (code, _, err) = run_in_root(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    save("all.part", &[]);
+    save("web.part", &["--nsg", "web-nsg", "--shard", "1/2"]);
+    save("half.part", &["--shard", "1/2"]);
+    save("half-again.part", &["--shard", "1/2"]);
+    save("other-half.part", &["--shard", "2/2"]);
+    let merge = |args: &[&str]| {
+        let mut a = vec!["merge"];
+        let paths: Vec<String> = args.iter().map(|x| w(x)).collect();
+        a.extend(paths.iter().map(String::as_str));
+        a.extend(["--format", "json"]);
+        run_in_root(&a)
+    };
+    // Different filters.
+    let (code, _, err) = merge(&["web.part", "other-half.part"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("different options (filters: \"--nsg web-nsg\""),
+        "{err}"
+    );
+    // The same blob in two partials.
+    let (code, _, err) = merge(&["half.part", "half-again.part"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("both read") && err.contains("PT1H.json"),
+        "{err}"
+    );
+    // Another format version: refused before the body is read.
+    let bytes = std::fs::read(w("half.part")).unwrap();
+    let text = String::from_utf8_lossy(&bytes[..200]).into_owned();
+    assert!(text.contains("\"format_version\":1,"));
+    let mut edited = bytes.clone();
+    let at = text.find("\"format_version\":1,").unwrap() + "\"format_version\":".len();
+    edited[at] = b'9';
+    std::fs::write(w("v9.part"), edited).unwrap();
+    let (code, _, err) = merge(&["v9.part", "other-half.part"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("partial format version 9"), "{err}");
+    // Not a partial at all.
+    let (code, _, err) = merge(&["../../fixtures-not-here"]);
+    assert_eq!(code, 2, "{err}");
+    let not = root().join("fixtures/malformed/bom.json");
+    let (code, _, err) = run_in_root(&["merge", not.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not an nsgflow partial file"), "{err}");
+    // A damaged body.
+    std::fs::write(w("cut.part"), &bytes[..bytes.len() - 40]).unwrap();
+    let (code, _, err) = merge(&["cut.part"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("damaged partial file"), "{err}");
+    // Summary partials cannot make a report.
+    let out = w("report");
+    let (a, b) = (w("half.part"), w("other-half.part"));
+    let (code, _, err) = run_in_root(&["merge", &a, &b, "-o", &out]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("needs partials from `report --save-partial`"),
+        "{err}"
+    );
+    // The two halves merge in either order to the single run.
+    let (_, single, _) = run_in_root(&["summary", "fixtures/container", "--format", "json"]);
+    let (code, ab, _) = merge(&["half.part", "other-half.part"]);
+    let (_, ba, _) = merge(&["other-half.part", "half.part"]);
+    assert_eq!(code, 0);
+    assert!(ab == ba && ab == single, "a+b == b+a == one run");
+}
+
+/// A folder whose largest (and first by path) blob rejects tuples, beside five good blobs
+/// without a NIC in their path (each its own group).
+fn strict_container() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = std::fs::read(root().join("fixtures/malformed/bad-tuples.json")).unwrap();
+    bad.extend(std::iter::repeat_n(b' ', 200_000));
+    std::fs::write(tmp.path().join("a-bad.json"), bad).unwrap();
+    let good = walkdir::WalkDir::new(root().join("fixtures/container"))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .unwrap();
+    for i in 1..=5 {
+        std::fs::copy(good.path(), tmp.path().join(format!("g{i}.json"))).unwrap();
+    }
+    tmp
+}
+
+#[test]
+fn strict_stops_every_command_at_the_first_loss_and_counts_what_it_left_unread() {
+    let c = strict_container();
+    let d = c.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("r");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["summary", "--format", "json"],
+        vec!["top", "--by", "src"],
+        vec!["top", "--by", "connection", "--metric", "bytes"],
+        vec!["flows"],
+        vec!["timeline"],
+        vec!["connections"],
+        vec!["graph"],
+        vec!["report", "--quiet", "-o", o.to_str().unwrap()],
+    ];
+    for cmd in commands {
+        let mut args = vec![cmd[0], d, "--strict", "-j", "1"];
+        args.extend(&cmd[1..]);
+        let (code, stdout, err) = run_in_root(&args);
+        assert_eq!(code, 3, "{cmd:?}: {err}");
+        assert!(
+            err.contains("stopped early (--strict)") && err.contains("5 blobs left unread"),
+            "{cmd:?}: {err}"
+        );
+        if cmd[0] == "summary" {
+            let v: Value = serde_json::from_slice(&stdout).unwrap();
+            assert_eq!(v["ledger"]["blobs"], 1);
+            assert_eq!(v["ledger"]["blobs_unread"], 5);
+            assert_eq!(v["ledger"]["tuples_rejected"], 13);
+        }
+        if cmd[0] == "flows" {
+            // Only the bad blob's two accepted tuples were written.
+            assert_eq!(String::from_utf8(stdout).unwrap().lines().count(), 3);
+        }
+    }
+    // Without --strict every blob is read.
+    let (code, stdout, _) = run_in_root(&["summary", d, "--format", "json"]);
+    assert_eq!(code, 3);
+    let v: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(
+        (
+            v["ledger"]["blobs"].as_u64(),
+            v["ledger"]["blobs_unread"].as_u64()
+        ),
+        (Some(6), Some(0))
+    );
+}
+
+#[test]
+fn unusable_outputs_exit_2_before_any_input_is_read() {
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    // A report into a path that is a file; the input does not even exist, so the output
+    // was checked first.
+    let (code, _, err) = run_in_root(&["report", "/no/such/input", "-o", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("-o") && !err.contains("no flow-log blobs"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    // A report through a symbolic link.
+    let link = work.path().join("link");
+    std::os::unix::fs::symlink(work.path(), &link).unwrap();
+    let (code, _, err) = run_in_root(&["report", "/no/such/input", "-o", link.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("symbolic link"), "{err}");
+    // A partial into a folder that does not exist.
+    let (code, _, err) = run_in_root(&[
+        "summary",
+        "/no/such/input",
+        "--save-partial",
+        "/no/such/dir/x.part",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--save-partial /no/such/dir/x.part"), "{err}");
+    // Bad shard values are usage errors.
+    for bad in ["0/2", "3/2", "2", "a/b"] {
+        let (code, _, err) = run_in_root(&["summary", "fixtures/container", "--shard", bad]);
+        assert_eq!(code, 2, "{bad}");
+        assert!(err.contains("--shard"), "{err}");
+    }
+    // A shard with no blob left reads nothing: exit 1, and says which shard.
+    let one = root().join("fixtures/malformed/bom.json");
+    let (code, _, err) = run_in_root(&["summary", one.to_str().unwrap(), "--shard", "2/2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in shard 2/2"), "{err}");
+}
+
+/// (key, tuples, bytes) of each row of a JSON list.
+fn rows_of(v: &Value, key: &str) -> Vec<(String, u64, u64)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[key].as_str().unwrap().to_string(),
+                r["tuples"].as_u64().unwrap(),
+                r["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn report_top_and_graph_agree_on_every_top_list_row_for_row() {
+    let c = gen_container(&["--nsgs", "2", "--nics-per-nsg", "2"]);
+    for input in [root().join("fixtures/container"), c.path().to_path_buf()] {
+        let d = input.to_str().unwrap();
+        let out = report_into(&[d]);
+        let r: Value = serde_json::from_str(&read(out.path(), "report.json")).unwrap();
+        for (section, dir) in [("ingress", "in"), ("egress", "out")] {
+            for (list, by, key) in [
+                ("sources", "src", "key"),
+                ("destinations", "dst", "key"),
+                ("pairs", "pair", "key"),
+                ("ports", "dport", "port"),
+            ] {
+                let top = run_json(&[
+                    "top",
+                    d,
+                    "--by",
+                    by,
+                    "--direction",
+                    dir,
+                    "-n",
+                    "15",
+                    "--format",
+                    "json",
+                ]);
+                let want = rows_of(&top["rows"], "key");
+                assert!(!want.is_empty(), "{section} {list}");
+                assert_eq!(
+                    rows_of(&r[section][list], key),
+                    want,
+                    "{d}: {section} {list}"
+                );
+            }
+            // The flow pictures' edges are the graph's heaviest edges.
+            let g = run_json(&[
+                "graph",
+                d,
+                "--direction",
+                dir,
+                "--top",
+                "15",
+                "--format",
+                "json",
+            ]);
+            let names: Vec<&str> = g["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["name"].as_str().unwrap())
+                .collect();
+            let edges: Vec<(String, u64, u64)> = g["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let (s, t) = (e["source"].as_u64().unwrap(), e["target"].as_u64().unwrap());
+                    (
+                        format!("{} -> {}", names[s as usize], names[t as usize]),
+                        e["tuples"].as_u64().unwrap(),
+                        e["bytes"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                rows_of(&r[section]["pairs"], "key"),
+                edges,
+                "{d}: {section} edges"
+            );
+        }
+        let all_ports = run_json(&["top", d, "--by", "dport", "-n", "20", "--format", "json"]);
+        assert_eq!(
+            rows_of(&r["ports"], "port"),
+            rows_of(&all_ports["rows"], "key")
+        );
+    }
+}
