@@ -4,22 +4,22 @@
 //! ripgrep style), data to stdout.
 
 use crate::addr::AddressBook;
-use crate::aggregate::connections::{ConnMetric, Connection, TopConnections};
+use crate::aggregate::connections::TopConnections;
 use crate::aggregate::graph::GraphAgg;
 use crate::aggregate::timeline::Timeline;
-use crate::aggregate::top::{TopAgg, TopSpec};
+use crate::aggregate::top::TopAgg;
 use crate::aggregate::{report_pass, summary_pass};
-use crate::cli::{Config, Format, GraphFormat, InputConfig, MergeOutput, TableFormat};
+use crate::cli::{Config, Format, GraphFormat, InputConfig, MergeOutput};
 use crate::discover::{discover, Discovered};
-use crate::export::CONNECTION_COLUMNS;
-use crate::export::{export_connections, export_flows, write_connections, RowFormat};
+use crate::export::{export_connections, export_flows};
 use crate::gen::generate;
 use crate::parse::Ledger;
 use crate::pipeline::{run as run_folds, run_nics, Progress};
 use crate::report::build::{assemble, ReportContext};
 use crate::state::{self, Body, BodyRef};
 use crate::summary::SummaryReport;
-use crate::text::{fmt_ms, table, term_safe};
+use crate::tables::{render_timeline, render_top, render_top_connections, to_json};
+use crate::text::{fmt_ms, term_safe};
 use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
@@ -212,12 +212,6 @@ fn progress_bar(blobs: usize, quiet: bool) -> indicatif::ProgressBar {
         .expect("valid template"),
     );
     b
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    let mut s = serde_json::to_string_pretty(v).expect("output serializes");
-    s.push('\n');
-    s
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error.
@@ -438,166 +432,4 @@ fn write_report(
         );
     }
     Ok(finish(&data.ledger, d, strict))
-}
-
-fn render_rows(
-    header: &[&str],
-    rows: Vec<Vec<String>>,
-    numeric: &[usize],
-    format: TableFormat,
-) -> anyhow::Result<String> {
-    Ok(match format {
-        TableFormat::Table => table(header, &rows, numeric),
-        TableFormat::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(header)?;
-            for r in &rows {
-                w.write_record(r.iter().map(|c| crate::text::csv_safe(c).into_owned()))?;
-            }
-            String::from_utf8(w.into_inner().context("writing CSV")?)?
-        }
-        TableFormat::Json => unreachable!("JSON is rendered from the typed rows"),
-    })
-}
-
-fn render_top(agg: &TopAgg<'_>, spec: TopSpec, format: TableFormat) -> anyhow::Result<String> {
-    let rows = agg.rows();
-    if format == TableFormat::Json {
-        return Ok(to_json(&serde_json::json!({
-            "by": format!("{:?}", spec.by).to_lowercase(),
-            "metric": spec.metric.name(),
-            "rows": rows,
-        })));
-    }
-    let header = [
-        "RANK",
-        "KEY",
-        "SCOPE",
-        "LABEL",
-        spec.metric.name(),
-        "TUPLES",
-        "ALLOWED",
-        "DENIED",
-        "PACKETS",
-        "BYTES",
-    ];
-    let cells = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.rank.to_string(),
-                r.key.clone(),
-                r.scope.clone().unwrap_or_default(),
-                r.label.clone().unwrap_or_default(),
-                r.value.to_string(),
-                r.tuples.to_string(),
-                r.allowed.to_string(),
-                r.denied.to_string(),
-                r.packets.to_string(),
-                r.bytes.to_string(),
-            ]
-        })
-        .collect();
-    render_rows(&header, cells, &[0, 4, 5, 6, 7, 8, 9], format)
-}
-
-fn render_top_connections(
-    best: &[Connection],
-    metric: ConnMetric,
-    format: TableFormat,
-) -> anyhow::Result<String> {
-    Ok(match format {
-        TableFormat::Json => {
-            let rows: Vec<serde_json::Value> = best
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let mut v = serde_json::to_value(c).expect("serializes");
-                    v["rank"] = (i + 1).into();
-                    v["start"] = fmt_ms(c.start_ms).into();
-                    v["end"] = fmt_ms(c.end_ms).into();
-                    v["duration_ms"] = c.duration_ms().into();
-                    v
-                })
-                .collect();
-            to_json(
-                &serde_json::json!({ "by": "connection", "metric": metric.name(), "rows": rows }),
-            )
-        }
-        TableFormat::Csv => {
-            let mut buf = Vec::new();
-            writeln!(buf, "{}", CONNECTION_COLUMNS.join(","))?;
-            write_connections(best, RowFormat::Csv, &mut buf)?;
-            String::from_utf8(buf)?
-        }
-        TableFormat::Table => {
-            let header = [
-                "RANK",
-                "START",
-                "DURATION_S",
-                "SRC",
-                "DST",
-                "PROTO",
-                "DIR",
-                "STATUS",
-                "BYTES",
-                "PACKETS",
-                "NSG/RULE",
-            ];
-            let rows: Vec<Vec<String>> = best
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    vec![
-                        (i + 1).to_string(),
-                        fmt_ms(c.start_ms),
-                        format!("{:.3}", c.duration_ms() as f64 / 1000.0),
-                        format!("{}:{}", c.src, c.sport),
-                        format!("{}:{}", c.dst, c.dport),
-                        c.protocol.to_string(),
-                        c.direction.to_string(),
-                        c.status.name().to_string(),
-                        c.bytes().to_string(),
-                        (c.packets_src_to_dst + c.packets_dst_to_src).to_string(),
-                        format!("{}/{}", c.nsg, c.rule),
-                    ]
-                })
-                .collect();
-            table(&header, &rows, &[0, 2, 8, 9])
-        }
-    })
-}
-
-fn render_timeline(tl: &Timeline, bin_ms: i64, format: TableFormat) -> anyhow::Result<String> {
-    let rows = tl.rows();
-    if format == TableFormat::Json {
-        return Ok(to_json(
-            &serde_json::json!({ "bin_ms": bin_ms, "bins": rows }),
-        ));
-    }
-    let header = [
-        "START",
-        "TUPLES",
-        "ALLOWED",
-        "DENIED",
-        "IN",
-        "OUT",
-        "PKTS_S2D",
-        "BYTES_S2D",
-        "PKTS_D2S",
-        "BYTES_D2S",
-        "SRCS",
-        "DSTS",
-    ];
-    let cells = rows
-        .iter()
-        .map(|r| {
-            let mut row = vec![r.start.clone()];
-            row.extend(r.counters.cells());
-            row.push(r.distinct_src.to_string());
-            row.push(r.distinct_dst.to_string());
-            row
-        })
-        .collect();
-    render_rows(&header, cells, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], format)
 }

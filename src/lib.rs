@@ -21,4 +21,5 @@ pub mod pipeline;
 pub mod report;
 pub mod state;
 pub mod summary;
+pub mod tables;
 pub mod text;

@@ -278,6 +278,19 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// A temporary file in `dir` to be renamed over the target, created as an ordinary file is
+/// (mode 0666 less the umask, not tempfile's private 0600): partials go to shared storage.
+pub fn new_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".nsgflow-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.tempfile_in(dir)
+}
+
 fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -294,8 +307,7 @@ pub fn save(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let shown = path.display().to_string();
-    let mut tmp = tempfile::NamedTempFile::new_in(parent(path))
-        .with_context(|| format!("--save-partial {shown}"))?;
+    let mut tmp = new_file_in(parent(path)).with_context(|| format!("--save-partial {shown}"))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         serde_json::to_writer(&mut w, header).context("writing the partial header")?;

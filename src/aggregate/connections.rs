@@ -1,3 +1,6 @@
+//! The connection folds: the stitcher and what it feeds ([`ConnFold`] for the report,
+//! [`TopConnections`] for `top --by connection`, [`ConnRows`] for `connections`).
+//!
 //! Connections: the B/C/E tuples (and VNet `D`) of one 5-tuple and direction on one NIC
 //! stitched into one connection with start, end, duration, and packets and bytes each way
 //! (the sum of the C and E deltas, see FORMATS.md "Counters of C and E are deltas").

@@ -1,12 +1,10 @@
-//! `report`: the main job. One pass over the input builds a [`Report`] — the ledger and
-//! coverage, the per-rule table, top talkers for ingress and egress, a time series, the
-//! destination-port distribution, connections — and small renderers write it as JSON,
-//! Markdown, HTML with inline SVG charts, and CSV tables. Renderers and charts read the model
-//! and never recompute, so every number in every file is the same number.
-//!
-//! The pass groups blobs by NIC (as `connections` does) so one thread reads a NIC's blobs in
-//! time order and can stitch connections while the other aggregates fold; NIC groups run in
-//! parallel and their aggregates merge.
+//! `report`: the main job's output. [`build::assemble`] turns the finished folds of one pass
+//! ([`crate::aggregate::report_pass`], or a merge of partial files) into a [`Report`] — the
+//! ledger and coverage, the per-rule table, top talkers for ingress and egress, a time
+//! series, the destination-port distribution, connections — and small renderers write it as
+//! JSON, Markdown, HTML with inline SVG charts, and CSV tables. Nothing here parses, schedules
+//! or tallies: renderers and charts read the model and never recompute, so every number in
+//! every file is the same number.
 
 pub mod build;
 pub mod charts;
