@@ -130,6 +130,14 @@ impl AddressBook {
 
     /// Whether an address is internal.
     pub fn is_internal(&self, ip: &IpAddr) -> bool {
+        builtin_internal(ip) || self.internal.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// Internal by the built-in ranges alone (RFC 1918, RFC 6598, loopback, link-local, IPv6
+/// ULA), without `--internal`: what a fold can decide without the run's address book.
+pub fn builtin_internal(ip: &IpAddr) -> bool {
+    {
         let builtin = match ip {
             IpAddr::V4(v4) => {
                 let o = v4.octets();
@@ -143,9 +151,11 @@ impl AddressBook {
                 v6.is_loopback() || (s & 0xFE00) == 0xFC00 || (s & 0xFFC0) == 0xFE80
             }
         };
-        builtin || self.internal.iter().any(|n| n.contains(ip))
+        builtin
     }
+}
 
+impl AddressBook {
     /// The longest-prefix label of an address, and the network it came from.
     pub fn label(&self, ip: &IpAddr) -> Option<(&str, IpNet)> {
         if self.names.is_empty() {

@@ -9,13 +9,14 @@ use crate::aggregate::graph::GraphAgg;
 use crate::aggregate::timeline::Timeline;
 use crate::aggregate::top::TopAgg;
 use crate::aggregate::{report_pass, summary_pass};
-use crate::cli::{Config, Format, GraphFormat, InputConfig, MergeOutput};
+use crate::cli::{Config, DetectOptions, Format, GraphFormat, InputConfig, MergeOutput};
 use crate::discover::{discover, Discovered};
 use crate::export::{export_connections, export_flows};
 use crate::gen::generate;
 use crate::parse::Ledger;
 use crate::pipeline::{run as run_folds, run_nics, Progress};
 use crate::report::build::{assemble, ReportContext};
+use crate::report::Findings;
 use crate::state::{self, Body, BodyRef};
 use crate::summary::SummaryReport;
 use crate::tables::{render_timeline, render_top, render_top_connections, to_json};
@@ -36,6 +37,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Finished, but some input was rejected or failed.
     pub const LOSSES: u8 = 3;
+    /// `--fail-on`: a finding at or above the given severity (wins over 0 and 3).
+    pub const FINDINGS: u8 = 4;
 }
 
 /// At most this many problem lines on stderr; `summary --format json` has them all.
@@ -51,6 +54,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             quiet,
             filters,
             save_partial,
+            detect,
         } => {
             let out_dir = crate::report::render::prepare_dir(&out)?;
             check_partial_target(save_partial.as_deref())?;
@@ -59,10 +63,11 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1));
             bar.finish_and_clear();
             if let Some(p) = &save_partial {
-                let header = state::Header::new("report", &input, &filters, &book, &d);
+                let header = state::Header::new("report", &input, &filters, &book, &d, &detect);
                 state::save(p, &header, &data.ledger, BodyRef::Report(&data))?;
             }
-            write_report(
+            let findings = findings_of(&data, &book, &detect, &input)?;
+            let code = write_report(
                 &data,
                 &d,
                 &input_names(&input),
@@ -72,7 +77,25 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 &book,
                 &out_dir,
                 input.run.strict,
-            )
+                &findings,
+            )?;
+            Ok(fail_on(code, &findings.items, &detect))
+        }
+        Config::Anomalies {
+            input,
+            book,
+            detect,
+            format,
+        } => {
+            let d = start(&input)?;
+            let bar = progress_bar(d.blobs.len(), false);
+            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1));
+            bar.finish_and_clear();
+            let findings = findings_of(&data, &book, &detect, &input)?;
+            let ledger = crate::summary::LedgerReport::new(&data.ledger, &d);
+            emit(&crate::tables::render_findings(&findings, &ledger, format)?)?;
+            let code = finish(&data.ledger, &d, input.run.strict);
+            Ok(fail_on(code, &findings.items, &detect))
         }
         Config::Summary {
             input,
@@ -87,8 +110,14 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             bar.finish_and_clear();
             s.ledger = ledger;
             if let Some(p) = &save_partial {
-                let header =
-                    state::Header::new("summary", &input, &filters, &AddressBook::default(), &d);
+                let header = state::Header::new(
+                    "summary",
+                    &input,
+                    &filters,
+                    &AddressBook::default(),
+                    &d,
+                    &DetectOptions::default(),
+                );
                 state::save(p, &header, &s.ledger, BodyRef::Summary(&s, &coverage))?;
             }
             let report = SummaryReport::new(&s, &coverage, &d);
@@ -368,6 +397,7 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
         (MergeOutput::Summary(format), body) => {
             let (mut s, coverage) = body.into_summary();
             s.ledger = merged.ledger;
+
             let report = SummaryReport::new(&s, &coverage, &d);
             emit(&match format {
                 Format::Json => report.to_json(),
@@ -379,8 +409,10 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
             data.ledger = merged.ledger;
             let book = merged.header.options.book()?;
             let filters = merged.header.options.filters.clone();
+            let detect = merged.header.options.detect_options()?;
             let out = out_dir.expect("prepared above");
-            write_report(
+            let findings = findings_of(&data, &book, &detect, &InputConfig::default())?;
+            let code = write_report(
                 &data,
                 &d,
                 &merged.header.inputs,
@@ -390,9 +422,67 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 &book,
                 &out,
                 strict,
-            )
+                &findings,
+            )?;
+            Ok(fail_on(code, &findings.items, &detect))
         }
         (MergeOutput::Report { .. }, Body::Summary(..)) => Err(state::StateError::NotReport.into()),
+    }
+}
+
+/// The findings of a finished pass, with the baseline `--baseline` names (a report partial,
+/// or a folder read with the same options).
+fn findings_of(
+    data: &crate::aggregate::ReportData,
+    book: &AddressBook,
+    opts: &DetectOptions,
+    input: &InputConfig,
+) -> anyhow::Result<Findings> {
+    let baseline = match &opts.baseline {
+        None => None,
+        Some(p) if p.is_file() => match state::load(p)?.body {
+            Body::Report(b) => Some((b, format!("partial {}", p.display()))),
+            Body::Summary(..) => anyhow::bail!(
+                "--baseline {}: a summary partial holds no detector state; use one from report --save-partial",
+                p.display()
+            ),
+        },
+        Some(p) => {
+            let d = discover(std::slice::from_ref(p), &input.discover);
+            if d.blobs.is_empty() {
+                anyhow::bail!("--baseline {}: no flow-log blobs found", p.display());
+            }
+            let b = report_pass(&d.blobs, &input.run, &|| {});
+            Some((b, format!("input {} ({} blobs)", p.display(), d.blobs.len())))
+        }
+    };
+    let s = &data.summary;
+    let (first, last) = (s.first_ms.unwrap_or(0), s.last_ms.unwrap_or(0));
+    let cx = crate::detect::Context::new(
+        book,
+        &opts.config,
+        first,
+        last,
+        baseline.as_ref().map(|(b, n)| (&b.detect, n.clone())),
+    );
+    Ok(Findings::new(
+        crate::detect::findings(&data.detect, &data.conns.beacons, &cx, opts.min_severity),
+        opts.min_severity,
+        cx.baseline_name.clone(),
+    ))
+}
+
+/// `--fail-on`: exit 4 when a finding at or above the severity exists (unless nothing was
+/// read).
+fn fail_on(code: ExitCode, findings: &[crate::detect::Finding], opts: &DetectOptions) -> ExitCode {
+    match opts.fail_on {
+        Some(sev)
+            if code != ExitCode::from(exit::NOTHING_READ)
+                && findings.iter().any(|f| f.severity >= sev) =>
+        {
+            ExitCode::from(exit::FINDINGS)
+        }
+        _ => code,
     }
 }
 
@@ -408,8 +498,10 @@ fn write_report(
     book: &AddressBook,
     out: &Path,
     strict: bool,
+    findings: &Findings,
 ) -> anyhow::Result<ExitCode> {
     let cx = ReportContext {
+        findings,
         inputs: inputs.to_vec(),
         filters,
         generated_at: stamp.then(|| {

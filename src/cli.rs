@@ -6,6 +6,7 @@ pub use crate::aggregate::connections::ConnMetric;
 use crate::aggregate::graph::Weight;
 use crate::aggregate::timeline::parse_bin;
 use crate::aggregate::top::{Metric, TopBy, TopSpec};
+use crate::detect::{DetectConfig, Severity};
 use crate::discover::{DiscoverOptions, LogKind, Shard};
 use crate::export::RowFormat;
 use crate::filter::{parse_net, parse_protocol, Filter};
@@ -23,7 +24,8 @@ Exit codes:
   1  nothing usable was read (no blobs found, or no record parsed)
   2  usage or environment error (bad flag value, unusable output location, a write that
      failed, partial files that cannot be merged)
-  3  finished, but some input was rejected or failed (see stderr and the ledger)";
+  3  finished, but some input was rejected or failed (see stderr and the ledger)
+  4  --fail-on: a finding at or above the given severity (anomalies, report)";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +45,11 @@ pub enum Command {
     /// tables and SVG charts into a folder.
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
+    /// Findings: port scans, sweeps, exfiltration, beacons, new talkers, denied spikes,
+    /// lateral movement and exposed admin ports, each with its method, value, threshold and
+    /// evidence.
+    #[command(after_help = EXIT_CODES)]
+    Anomalies(AnomaliesArgs),
     /// The ledger (what was read, rejected, skipped) and counters per NSG rule.
     #[command(after_help = EXIT_CODES)]
     Summary(SummaryArgs),
@@ -161,6 +168,65 @@ pub struct SummaryArgs {
     /// Also save the run's unfinished folds and ledger to FILE, for `nsgflow merge`.
     #[arg(long, value_name = "FILE")]
     pub save_partial: Option<PathBuf>,
+}
+
+/// How the detectors run (`anomalies`, `report`).
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    /// What "before" looks like for new talkers and lateral movement: a folder of flow logs
+    /// or a partial file from `report --save-partial` (default: the first part of the window).
+    #[arg(long, value_name = "INPUT_OR_PARTIAL")]
+    pub baseline: Option<PathBuf>,
+    /// Detector thresholds and allow-lists (TOML; see the README for every key).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// List findings at or above this severity.
+    #[arg(long, value_name = "SEVERITY", default_value = "info")]
+    pub min_severity: String,
+    /// Exit 4 when a finding at or above this severity exists.
+    #[arg(long, value_name = "SEVERITY")]
+    pub fail_on: Option<String>,
+}
+
+/// Validated detector options.
+#[derive(Clone, Debug, Default)]
+pub struct DetectOptions {
+    pub baseline: Option<PathBuf>,
+    pub config: DetectConfig,
+    pub min_severity: Severity,
+    pub fail_on: Option<Severity>,
+}
+
+impl DetectArgs {
+    pub fn to_options(&self) -> Result<DetectOptions, String> {
+        Ok(DetectOptions {
+            baseline: self.baseline.clone(),
+            config: match &self.config {
+                Some(p) => DetectConfig::load(p)?,
+                None => DetectConfig::default(),
+            },
+            min_severity: Severity::parse(&self.min_severity)
+                .map_err(|e| format!("--min-severity {e}"))?,
+            fail_on: self
+                .fail_on
+                .as_deref()
+                .map(Severity::parse)
+                .transpose()
+                .map_err(|e| format!("--fail-on {e}"))?,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AnomaliesArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub addr: AddrArgs,
+    #[command(flatten)]
+    pub detect: DetectArgs,
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    pub format: TableFormat,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +358,8 @@ pub struct ReportArgs {
     pub input: InputArgs,
     #[command(flatten)]
     pub addr: AddrArgs,
+    #[command(flatten)]
+    pub detect: DetectArgs,
     /// Folder to write the report into (created if missing; files in it are replaced).
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: PathBuf,
@@ -425,7 +493,7 @@ fn parse_state(s: &str) -> Result<FlowState, String> {
 }
 
 /// Validated configuration for a run over inputs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct InputConfig {
     pub inputs: Vec<PathBuf>,
     pub discover: DiscoverOptions,
@@ -461,6 +529,13 @@ pub enum Config {
         filters: Vec<String>,
         /// `--save-partial`; `None` saves nothing.
         save_partial: Option<PathBuf>,
+        detect: DetectOptions,
+    },
+    Anomalies {
+        input: InputConfig,
+        book: AddressBook,
+        detect: DetectOptions,
+        format: TableFormat,
     },
     Top {
         input: InputConfig,
@@ -722,6 +797,13 @@ impl Cli {
                 quiet: a.quiet,
                 filters: a.input.describe_filters(),
                 save_partial: a.save_partial.clone(),
+                detect: a.detect.to_options()?,
+            }),
+            Command::Anomalies(a) => Ok(Config::Anomalies {
+                input: a.input.to_config()?,
+                book: a.addr.to_book()?,
+                detect: a.detect.to_options()?,
+                format: a.format,
             }),
             Command::Flows(a) => Ok(Config::Flows {
                 input: a.input.to_config()?,

@@ -11,6 +11,7 @@ pub mod addr;
 pub mod aggregate;
 pub mod app;
 pub mod cli;
+pub mod detect;
 pub mod discover;
 pub mod export;
 pub mod filter;

@@ -16,7 +16,8 @@
 use crate::addr::AddressBook;
 use crate::aggregate::coverage::Coverage;
 use crate::aggregate::{Fold, ReportData, Summary};
-use crate::cli::InputConfig;
+use crate::cli::{DetectOptions, InputConfig};
+use crate::detect::{DetectConfig, Severity};
 use crate::discover::{Discovered, Shard, Skipped};
 use crate::parse::Ledger;
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,7 @@ pub struct BlobId {
 }
 
 /// The options that change results; partials merge only when these are equal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Options {
     /// Filters and `--dedup` as given, one `--flag value` each.
     pub filters: Vec<String>,
@@ -84,9 +85,29 @@ pub struct Options {
     pub internal: Vec<String>,
     /// `--labels` as read: (network, name), sorted by network.
     pub labels: Vec<(String, String)>,
+    /// The detectors' configuration, `--min-severity` and `--baseline` (reports).
+    pub detect: DetectRecord,
+}
+
+/// What a merged report's findings need: the same configuration as the parts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectRecord {
+    pub config: DetectConfig,
+    pub min_severity: Severity,
+    pub baseline: Option<String>,
 }
 
 impl Options {
+    /// The detector options of a merged report (no `--fail-on`: merge has its own exit).
+    pub fn detect_options(&self) -> anyhow::Result<DetectOptions> {
+        Ok(DetectOptions {
+            baseline: self.detect.baseline.as_ref().map(PathBuf::from),
+            config: self.detect.config.clone(),
+            min_severity: self.detect.min_severity,
+            fail_on: None,
+        })
+    }
+
     /// The address book these options describe.
     pub fn book(&self) -> anyhow::Result<AddressBook> {
         let net = |s: &str| crate::filter::parse_net(s).map_err(anyhow::Error::msg);
@@ -142,6 +163,7 @@ impl Header {
         filters: &[String],
         book: &AddressBook,
         d: &Discovered,
+        detect: &DetectOptions,
     ) -> Header {
         let path = |p: &Path| p.display().to_string();
         Header {
@@ -158,6 +180,11 @@ impl Header {
                     .iter()
                     .map(|(n, l)| (n.to_string(), l.clone()))
                     .collect(),
+                detect: DetectRecord {
+                    config: detect.config.clone(),
+                    min_severity: detect.min_severity,
+                    baseline: detect.baseline.as_ref().map(|p| path(p)),
+                },
             },
             inputs: input.inputs.iter().map(|p| path(p)).collect(),
             shard: input.shard,
@@ -217,6 +244,7 @@ impl Body {
                 a.traffic.merge(b.traffic);
                 Fold::merge(&mut a.coverage, b.coverage);
                 a.conns.merge(b.conns);
+                a.detect.merge(b.detect);
                 Body::Report(a)
             }
             // A summary and a report merge into a summary.
@@ -413,6 +441,13 @@ pub fn merge(parts: Vec<(PathBuf, Partial)>) -> Result<Partial, StateError> {
                 "--internal",
                 a.internal.join(" "),
                 b.internal.join(" "),
+            ));
+        }
+        if a.detect != b.detect {
+            return Err(differ(
+                "detector --config, --min-severity or --baseline",
+                format!("{:?}", a.detect.min_severity),
+                format!("{:?}", b.detect.min_severity),
             ));
         }
         if a.labels != b.labels {

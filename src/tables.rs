@@ -179,3 +179,87 @@ pub fn render_timeline(tl: &Timeline, bin_ms: i64, format: TableFormat) -> anyho
         .collect();
     render_rows(&header, cells, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], format)
 }
+
+/// `anomalies`: the findings as a table, CSV (one row each) or JSON (the contract:
+/// `findings` with every field, the counts, what was checked, the baseline, the ledger).
+pub fn render_findings(
+    f: &crate::report::Findings,
+    ledger: &crate::summary::LedgerReport,
+    format: TableFormat,
+) -> anyhow::Result<String> {
+    if format == TableFormat::Json {
+        return Ok(to_json(&serde_json::json!({
+            "findings": f.items,
+            "counts": f.counts,
+            "min_severity": f.min_severity,
+            "checked": f.checked,
+            "baseline": f.baseline,
+            "ledger": ledger,
+        })));
+    }
+    let header = [
+        "SEVERITY",
+        "KIND",
+        "SCORE",
+        "TITLE",
+        "SUBJECTS",
+        "FIRST",
+        "LAST",
+        "THRESHOLD",
+        "EVIDENCE",
+    ];
+    let rows: Vec<Vec<String>> = f
+        .items
+        .iter()
+        .map(|x| {
+            vec![
+                x.severity.name().to_string(),
+                x.kind.to_string(),
+                x.score.to_string(),
+                x.title.clone(),
+                x.subject_line(),
+                x.window.first.clone(),
+                x.window.last.clone(),
+                x.threshold.clone(),
+                x.first_evidence(),
+            ]
+        })
+        .collect();
+    if format == TableFormat::Csv {
+        return render_rows(&header, rows, &[], format);
+    }
+    let mut o = String::new();
+    if f.items.is_empty() {
+        o.push_str(&format!(
+            "no findings at or above {} (checked: {})\n",
+            f.min_severity.name(),
+            f.checked.join(", ")
+        ));
+        return Ok(o);
+    }
+    o.push_str(&format!(
+        "findings: {} ({} and above; baseline: {})\n\n",
+        f.count_line(),
+        f.min_severity.name(),
+        crate::text::term_safe(&f.baseline)
+    ));
+    let short: Vec<Vec<String>> = f
+        .items
+        .iter()
+        .map(|x| {
+            vec![
+                x.severity.name().to_string(),
+                x.kind.to_string(),
+                x.window
+                    .first
+                    .get(..16)
+                    .unwrap_or(&x.window.first)
+                    .to_string(),
+                x.title.clone(),
+            ]
+        })
+        .collect();
+    o.push_str(&table(&["SEVERITY", "KIND", "FIRST", "WHAT"], &short, &[]));
+    o.push_str("\n(why each fired, and its evidence: --format json or csv)\n");
+    Ok(o)
+}

@@ -1362,7 +1362,13 @@ fn report_snapshots_of_each_renderer() {
     let d = discover(&inputs, &DiscoverOptions::default());
     let data = report_pass(&d.blobs, &Default::default(), &|| {});
     let book = nsgflow::addr::AddressBook::default();
+    let findings = nsgflow::report::Findings::new(
+        vec![],
+        nsgflow::detect::Severity::Info,
+        "the first 25% of the window".into(),
+    );
     let cx = ReportContext {
+        findings: &findings,
         inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
         filters: vec![],
         generated_at: None,

@@ -328,6 +328,8 @@ pub struct ConnSummary {
     /// [`Stitcher::finish`] has run.
     pub pairs: [PairTally; 2],
     recent: [PairTally; 2],
+    /// Outbound allowed connections by (source, destination, port), for beacon detection.
+    pub beacons: crate::detect::beacon::Beacons,
 }
 
 impl Default for ConnSummary {
@@ -338,6 +340,7 @@ impl Default for ConnSummary {
             top_duration: TopConns::new(order_by_duration),
             pairs: Default::default(),
             recent: Default::default(),
+            beacons: Default::default(),
         }
     }
 }
@@ -354,6 +357,7 @@ impl ConnSummary {
         let [e, i] = o.pairs;
         self.pairs[0].merge(e);
         self.pairs[1].merge(i);
+        self.beacons.merge(o.beacons);
     }
 
     /// Add the recent pair tallies to the totals.
@@ -620,6 +624,11 @@ impl Out<'_> {
         let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
         let pairs = &mut sum.recent[inbound as usize];
         if k.meta & META_V6 == 0 {
+            if !inbound && !o.denied() {
+                let dport = (k.meta >> 16) as u16;
+                sum.beacons
+                    .add((k.ips >> 32) as u32, k.ips as u32, dport, o.start_ms, bytes);
+            }
             pairs.v4.entry(k.ips).or_default().merge(&tally);
         } else {
             pairs.v6.entry(self.names.ips(k)).or_default().merge(&tally);
@@ -1245,6 +1254,7 @@ struct ConnSummaryOut<'a> {
     top_bytes: Vec<ConnWire>,
     top_duration: Vec<ConnWire>,
     pairs: &'a [PairTally; 2],
+    beacons: &'a crate::detect::beacon::Beacons,
 }
 
 #[derive(serde::Deserialize)]
@@ -1253,6 +1263,7 @@ struct ConnSummaryIn {
     top_bytes: Vec<ConnWire>,
     top_duration: Vec<ConnWire>,
     pairs: [PairTally; 2],
+    beacons: crate::detect::beacon::Beacons,
 }
 
 impl serde::Serialize for ConnSummary {
@@ -1268,6 +1279,7 @@ impl serde::Serialize for ConnSummary {
             top_bytes: wire(&self.top_bytes),
             top_duration: wire(&self.top_duration),
             pairs: &self.pairs,
+            beacons: &self.beacons,
         }
         .serialize(s)
     }
@@ -1279,6 +1291,7 @@ impl<'de> serde::Deserialize<'de> for ConnSummary {
         let mut c = ConnSummary {
             by_status: w.by_status,
             pairs: w.pairs,
+            beacons: w.beacons,
             ..ConnSummary::default()
         };
         for x in w.top_bytes {

@@ -58,27 +58,35 @@ pub struct ReportData {
     pub summary: Summary,
     pub traffic: traffic::Traffic,
     pub coverage: coverage::Coverage,
-    /// Connections by status, the top connections and the address-pair edges.
+    /// Connections by status, the top connections, the address-pair edges and the
+    /// connections beacon detection reads.
     pub conns: connections::ConnSummary,
+    /// The tuple-level detectors.
+    pub detect: crate::detect::Detect,
     /// The run's ledger (a partial file keeps it beside the folds, not in them).
     #[serde(skip)]
     pub ledger: Ledger,
 }
 
-/// The one pass behind `report`: every fold at once. The order-free folds (rules, traffic,
+/// The one pass behind `report` and `anomalies`: every fold at once, the detectors with them. The order-free folds (rules, traffic,
 /// coverage) and the stitcher see the same tables; NIC groups are read in time order.
 pub fn report_pass(blobs: &[BlobMeta], opts: &RunOptions, progress: &Progress<'_>) -> ReportData {
-    let ((summary, traffic, coverage), conns, ledger) = run_nics(
+    let (((summary, traffic), coverage, detect), conns, ledger) = run_nics(
         blobs,
         opts,
         progress,
-        <(Summary, traffic::Traffic, coverage::Coverage)>::default,
+        <(
+            (Summary, traffic::Traffic),
+            coverage::Coverage,
+            crate::detect::Detect,
+        )>::default,
         connections::ConnFold::default,
     );
     ReportData {
         summary,
         traffic,
         coverage,
+        detect,
         conns: conns.into_summary(),
         ledger,
     }

@@ -187,6 +187,7 @@ fn series(hours: &FxHashMap<i64, Hour>) -> (i64, Vec<HourRow>) {
 
 /// Context the model records besides the data.
 pub struct ReportContext<'a> {
+    pub findings: &'a Findings,
     pub inputs: Vec<String>,
     pub filters: Vec<String>,
     pub generated_at: Option<String>,
@@ -217,6 +218,7 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
         generated_at: cx.generated_at.clone(),
         inputs: cx.inputs.clone(),
         filters: cx.filters.clone(),
+        findings: cx.findings.clone(),
         ledger: LedgerSection::new(&data.ledger, d),
         coverage: coverage(s, &data.coverage),
         totals: s.totals,

@@ -31,6 +31,8 @@ pub struct Report {
     pub inputs: Vec<String>,
     /// Filters applied, one human-readable line each (empty: none).
     pub filters: Vec<String>,
+    /// What needs attention first: the detectors' findings.
+    pub findings: Findings,
     pub ledger: LedgerSection,
     pub coverage: Coverage,
     /// Counters over every counted tuple.
@@ -51,6 +53,93 @@ pub struct Report {
     pub connections: ConnectionsSection,
     /// Things the reader should know (double logging, …).
     pub warnings: Vec<String>,
+}
+
+pub use crate::detect::Finding;
+use crate::detect::Severity;
+
+/// Every detector, as `kind` names it.
+pub const DETECTORS: [&str; 8] = [
+    "port_scan",
+    "horizontal_sweep",
+    "exfiltration",
+    "beacon",
+    "new_talker",
+    "denied_spike",
+    "lateral_movement",
+    "exposure",
+];
+
+/// The detectors' answer (the `findings` of `report.json`; `anomalies --format json` prints
+/// the same fields beside the ledger).
+#[derive(Clone, Debug, Serialize)]
+pub struct Findings {
+    /// Findings below this severity are left out.
+    pub min_severity: Severity,
+    /// The detectors that ran.
+    pub checked: Vec<&'static str>,
+    /// Findings per severity (every severity listed).
+    pub counts: BTreeMap<&'static str, usize>,
+    /// What new talkers and lateral movement were compared with.
+    pub baseline: String,
+    /// Sorted by severity, then score, then id.
+    pub items: Vec<Finding>,
+}
+
+impl Findings {
+    pub fn new(items: Vec<Finding>, min_severity: Severity, baseline: String) -> Findings {
+        let counts = Severity::ALL
+            .iter()
+            .map(|s| (s.name(), items.iter().filter(|f| f.severity == *s).count()))
+            .collect();
+        Findings {
+            min_severity,
+            checked: DETECTORS.to_vec(),
+            counts,
+            baseline,
+            items,
+        }
+    }
+
+    /// "3 high, 1 medium" (severities with findings, highest first), or "none".
+    pub fn count_line(&self) -> String {
+        let v: Vec<String> = Severity::ALL
+            .iter()
+            .filter_map(|s| {
+                let n = self.counts[s.name()];
+                (n > 0).then(|| format!("{n} {}", s.name()))
+            })
+            .collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    }
+}
+
+impl Finding {
+    /// `src=…, dst=…` for tables.
+    pub fn subject_line(&self) -> String {
+        self.subjects
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `path: record R, rule X, tuple K` of the first evidence, or empty.
+    pub fn first_evidence(&self) -> String {
+        self.evidence
+            .first()
+            .map(|e| {
+                format!(
+                    "{}: record {}, rule {}, tuple {}",
+                    e.path, e.record, e.rule, e.tuple
+                )
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// What was read and what was not: the same ledger `summary --format json` prints.

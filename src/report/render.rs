@@ -174,6 +174,45 @@ pub fn markdown(r: &Report) -> String {
                 .join("; ")
         );
     }
+    let f = &r.findings;
+    let _ = writeln!(o, "\n## Findings\n");
+    if f.items.is_empty() {
+        let _ = writeln!(
+            o,
+            "No findings at or above {}. Checked: {}.",
+            f.min_severity.name(),
+            f.checked.join(", ")
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "{} ({} and above; baseline: {}).\n",
+            f.count_line(),
+            f.min_severity.name(),
+            md(&f.baseline)
+        );
+        md_table(
+            &mut o,
+            &[
+                "severity",
+                "what",
+                "who",
+                "when",
+                "why it fired",
+                "evidence",
+            ],
+            f.items.iter().map(|x| {
+                vec![
+                    x.severity.name().to_string(),
+                    md(&x.title),
+                    md(&x.subject_line()),
+                    format!("{} .. {}", x.window.first, x.window.last),
+                    md(&x.threshold),
+                    md(&x.first_evidence()),
+                ]
+            }),
+        );
+    }
     let _ = writeln!(o, "\n## Ledger and coverage\n");
     md_table(
         &mut o,
@@ -407,6 +446,38 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
             row
         }),
     );
+    let findings = csv_rows(
+        &[
+            "severity",
+            "kind",
+            "score",
+            "title",
+            "subjects",
+            "first",
+            "last",
+            "threshold",
+            "evidence",
+            "id",
+        ],
+        r.findings.items.iter().map(|x| {
+            vec![
+                x.severity.name().to_string(),
+                x.kind.to_string(),
+                x.score.to_string(),
+                x.title.clone(),
+                x.subject_line(),
+                x.window.first.clone(),
+                x.window.last.clone(),
+                x.threshold.clone(),
+                x.evidence
+                    .iter()
+                    .map(|e| format!("{}:{}:{}:{}", e.path, e.record, e.rule, e.tuple))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                x.id.clone(),
+            ]
+        }),
+    );
     let mut talkers = Vec::new();
     for (dir, t) in [("ingress", &r.ingress), ("egress", &r.egress)] {
         for (kind, rows) in [
@@ -545,6 +616,10 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
         OutFile {
             name: "rejects.csv".into(),
             bytes: rejects,
+        },
+        OutFile {
+            name: "findings.csv".into(),
+            bytes: findings,
         },
     ]
 }

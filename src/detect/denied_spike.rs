@@ -1,0 +1,197 @@
+//! `denied_spike`: hours whose denied tuples stand far above the robust level of the series,
+//! per NSG and over all NSGs.
+//!
+//! Method: the hourly series of denied tuples (dense from the first to the last hour, empty
+//! hours as zeros), its median and MAD scaled by 1.4826 to estimate a standard deviation
+//! (Rousseeuw and Croux 1993; Leys et al. 2013 recommend a cut of 2.5 to 3 such deviations,
+//! `k` = 5 here because a denied series is bursty by nature and a false spike costs a
+//! reader's time). An hour fires when it is above median + k * sigma, and at least `ratio`
+//! (3) times the median, and at least `min_denied` (200) tuples; with a MAD of 0 the Poisson
+//! deviation sqrt(median) stands in. It needs `min_hours` (3) hours of series. Severity:
+//! medium; high from 10 times the median. The finding names the hour and the top
+//! contributing sources of that NSG in that hour.
+
+use super::{ip_key, ip_of, median_mad, Context, Finding, Ip, Loc, Seen, Severity, Window};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const HOUR_MS: i64 = 3_600_000;
+/// Most bins of a series: the rest of a longer window is not scanned for spikes.
+const MAX_HOURS: i64 = 24 * 400;
+
+/// `[denied_spike]` in the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub k: f64,
+    pub ratio: f64,
+    pub min_denied: u64,
+    pub min_hours: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            k: 5.0,
+            ratio: 3.0,
+            min_denied: 200,
+            min_hours: 3,
+        }
+    }
+}
+
+/// Denied tuples by (NSG, hour) and by (NSG, hour, source). Mergeable.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Denied {
+    pub hours: FxHashMap<(Arc<str>, i64), (u64, Option<Loc>)>,
+    pub sources: FxHashMap<(Arc<str>, i64, Ip), u64>,
+    #[serde(skip)]
+    names: FxHashMap<Box<str>, Arc<str>>,
+}
+
+impl Denied {
+    #[inline]
+    pub fn see(&mut self, s: &Seen<'_>) {
+        if !s.deny {
+            return;
+        }
+        let nsg = match self.names.get(s.nsg) {
+            Some(n) => n.clone(),
+            None => {
+                let n: Arc<str> = Arc::from(s.nsg);
+                self.names.insert(s.nsg.into(), n.clone());
+                n
+            }
+        };
+        let hour = s.t.time_ms - s.t.time_ms.rem_euclid(HOUR_MS);
+        let e = self.hours.entry((nsg.clone(), hour)).or_insert((0, None));
+        e.0 += 1;
+        if e.1.is_none() {
+            e.1 = Some(s.loc());
+        }
+        *self
+            .sources
+            .entry((nsg, hour, ip_key(&s.t.src)))
+            .or_default() += 1;
+    }
+
+    pub fn merge(&mut self, o: Denied) {
+        for (k, (n, loc)) in o.hours {
+            let e = self.hours.entry(k).or_insert((0, None));
+            e.0 += n;
+            e.1 = match (e.1.take(), loc) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        for (k, n) in o.sources {
+            *self.sources.entry(k).or_default() += n;
+        }
+    }
+}
+
+pub fn finish(d: &Denied, cx: &Context<'_>) -> Vec<Finding> {
+    let c = &cx.config.denied_spike;
+    // Series per NSG and over all ("" stands for all NSGs).
+    let mut series: BTreeMap<&str, BTreeMap<i64, u64>> = BTreeMap::new();
+    let mut locs: BTreeMap<(&str, i64), &Loc> = BTreeMap::new();
+    for ((nsg, h), (n, loc)) in &d.hours {
+        *series.entry(nsg).or_default().entry(*h).or_default() += n;
+        *series.entry("").or_default().entry(*h).or_default() += n;
+        if let Some(l) = loc {
+            for key in [(&**nsg, *h), ("", *h)] {
+                let e = locs.entry(key).or_insert(l);
+                if l < *e {
+                    *e = l;
+                }
+            }
+        }
+    }
+    let (lo, hi) = (
+        cx.first_ms - cx.first_ms.rem_euclid(HOUR_MS),
+        cx.last_ms - cx.last_ms.rem_euclid(HOUR_MS),
+    );
+    let hours: Vec<i64> = (0..MAX_HOURS)
+        .map(|i| lo + i * HOUR_MS)
+        .take_while(|h| *h <= hi)
+        .collect();
+    let mut out = Vec::new();
+    if hours.len() < c.min_hours {
+        return out;
+    }
+    for (nsg, s) in &series {
+        let values: Vec<f64> = hours
+            .iter()
+            .map(|h| *s.get(h).unwrap_or(&0) as f64)
+            .collect();
+        let (m, mad) = median_mad(&values);
+        let sigma = if mad > 0.0 {
+            1.4826 * mad
+        } else {
+            m.sqrt().max(1.0)
+        };
+        let limit = (m + c.k * sigma).max(c.ratio * m).max(c.min_denied as f64);
+        for (h, v) in hours.iter().zip(&values) {
+            if *v <= limit {
+                continue;
+            }
+            let mut top: Vec<(Ip, u64)> = d
+                .sources
+                .iter()
+                .filter(|((n, hh, _), _)| *hh == *h && (nsg.is_empty() || &**n == *nsg))
+                .fold(
+                    BTreeMap::new(),
+                    |mut acc: BTreeMap<Ip, u64>, ((_, _, ip), k)| {
+                        *acc.entry(*ip).or_default() += k;
+                        acc
+                    },
+                )
+                .into_iter()
+                .collect();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let top_list: Vec<String> = top
+                .iter()
+                .take(5)
+                .map(|(ip, k)| format!("{} ({k})", ip_of(*ip)))
+                .collect();
+            let times = v / m.max(1.0);
+            let severity = if *v >= 10.0 * m.max(1.0) {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+            let scope = if nsg.is_empty() {
+                "all NSGs".to_string()
+            } else {
+                nsg.to_string()
+            };
+            let hour = crate::text::fmt_ms(*h);
+            let mut subjects = BTreeMap::from([("hour", hour.clone())]);
+            subjects.insert("nsg", scope.clone());
+            out.push(
+                Finding::new(
+                    "denied_spike",
+                    severity,
+                    times,
+                    format!("{v:.0} denied tuples in the hour {hour} at {scope} ({times:.1}x the hourly median {m:.0}); top source {}", top_list.first().cloned().unwrap_or_default()),
+                    subjects,
+                    Window::new(*h, *h + HOUR_MS - 1),
+                )
+                .metric("denied", *v as u64)
+                .metric("median", m)
+                .metric("mad", mad)
+                .metric("limit", limit.round())
+                .metric("top_sources", top_list)
+                .threshold(format!(
+                    "{v:.0} > max(median {m:.0} + k {} x 1.4826 MAD ({sigma:.1}), ratio {} x median, min_denied {}) = {limit:.0}",
+                    c.k, c.ratio, c.min_denied
+                ))
+                .baseline(format!("the hourly series of {} hours ({} .. {})", hours.len(), crate::text::fmt_ms(lo), crate::text::fmt_ms(hi)))
+                .evidence(locs.get(&(*nsg, *h)).copied()),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,164 @@
+//! `exposure`: allowed inbound traffic from the Internet to admin or database ports — which
+//! rule let it in, and how many sources used it.
+//!
+//! Admin ports (SSH 22, RDP 3389, SMB 445, RPC 135, WinRM 5985/5986) and database or cache
+//! ports (1433, 3306, 5432, 6379, 9200, 27017, 9042, 11211) are the services Microsoft's
+//! Defender for Cloud recommendation "management ports should be closed" and the CIS Azure
+//! benchmark (6.1-6.4) say must not be open to the Internet. Any allowed tuple from an
+//! external address to one is a finding; severity grows with the distinct sources: medium
+//! for 1-2, high from `high_sources` (3), critical from `critical_sources` (50: the port is
+//! being found and used by the Internet at large).
+
+use super::{
+    ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window, ADMIN_PORTS, DATABASE_PORTS,
+};
+use crate::addr::builtin_internal;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Most sources and destinations kept per exposed rule and port (the count goes on).
+const KEEP: usize = 10_000;
+
+/// `[exposure]` in the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub high_sources: usize,
+    pub critical_sources: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            high_sources: 3,
+            critical_sources: 50,
+        }
+    }
+}
+
+/// One rule and port that let external traffic in.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Exposure {
+    pub sources: BTreeSet<Ip>,
+    pub hosts: BTreeSet<Ip>,
+    pub tuples: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub locs: Vec<Loc>,
+}
+
+/// (NSG, rule, port, protocol code) → what came in. Mergeable.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Exposed {
+    pub map: FxHashMap<(Arc<str>, Arc<str>, u16, u16), Exposure>,
+}
+
+impl Exposed {
+    #[inline]
+    pub fn see(&mut self, s: &Seen<'_>) {
+        let t = s.t;
+        if !s.inbound
+            || !(ADMIN_PORTS.contains(&t.dport) || DATABASE_PORTS.contains(&t.dport))
+            || builtin_internal(&t.src)
+        {
+            return;
+        }
+        let key = (Arc::from(s.nsg), s.rule.clone(), t.dport, t.protocol.code());
+        let e = self.map.entry(key).or_insert_with(|| Exposure {
+            first_ms: t.time_ms,
+            last_ms: t.time_ms,
+            ..Exposure::default()
+        });
+        e.tuples += 1;
+        e.first_ms = e.first_ms.min(t.time_ms);
+        e.last_ms = e.last_ms.max(t.time_ms);
+        if e.sources.len() < KEEP {
+            e.sources.insert(ip_key(&t.src));
+        }
+        if e.hosts.len() < KEEP {
+            e.hosts.insert(ip_key(&t.dst));
+        }
+        if e.locs.len() < super::EVIDENCE_PER_FINDING {
+            e.locs.push(s.loc());
+        }
+    }
+
+    pub fn merge(&mut self, o: Exposed) {
+        for (k, v) in o.map {
+            let e = self.map.entry(k).or_insert_with(|| Exposure {
+                first_ms: v.first_ms,
+                last_ms: v.last_ms,
+                ..Exposure::default()
+            });
+            e.tuples += v.tuples;
+            e.first_ms = e.first_ms.min(v.first_ms);
+            e.last_ms = e.last_ms.max(v.last_ms);
+            e.sources.extend(v.sources);
+            e.hosts.extend(v.hosts);
+            e.locs.extend(v.locs);
+            e.locs.sort();
+            e.locs.truncate(super::EVIDENCE_PER_FINDING);
+        }
+    }
+}
+
+pub fn finish(x: &Exposed, cx: &Context<'_>) -> Vec<Finding> {
+    let c = &cx.config.exposure;
+    let mut out = Vec::new();
+    let mut keys: Vec<_> = x.map.keys().collect();
+    keys.sort();
+    for k in keys {
+        let e = &x.map[k];
+        let (nsg, rule, port, proto) = k;
+        let sources: Vec<std::net::IpAddr> = e
+            .sources
+            .iter()
+            .map(|ip| ip_of(*ip))
+            .filter(|ip| cx.external(ip) && !cx.allowed(ip))
+            .collect();
+        if sources.is_empty() {
+            continue;
+        }
+        let n = sources.len();
+        let severity = if n >= c.critical_sources {
+            Severity::Critical
+        } else if n >= c.high_sources {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        let p = crate::model::Protocol::from_code(*proto);
+        let kind = if ADMIN_PORTS.contains(port) {
+            "admin"
+        } else {
+            "database"
+        };
+        out.push(
+            Finding::new(
+                "exposure",
+                severity,
+                n as f64,
+                format!("{rule} at {nsg} let {n} internet sources in to {kind} port {port}/{p} on {} hosts", e.hosts.len()),
+                BTreeMap::from([
+                    ("nsg", nsg.to_string()),
+                    ("rule", rule.to_string()),
+                    ("dport", port.to_string()),
+                    ("protocol", p.to_string()),
+                ]),
+                Window::new(e.first_ms, e.last_ms),
+            )
+            .metric("sources", n)
+            .metric("hosts", e.hosts.len())
+            .metric("tuples", e.tuples)
+            .metric("first_sources", sources.iter().take(10).map(|s| s.to_string()).collect::<Vec<_>>())
+            .threshold(format!(
+                "allowed inbound from the Internet to {kind} port {port}: {n} distinct sources (high from {}, critical from {})",
+                c.high_sources, c.critical_sources
+            ))
+            .evidence(&e.locs),
+        );
+    }
+    out
+}

@@ -1,0 +1,581 @@
+//! Anomaly detection: folds in the same single read of the input whose finish yields
+//! [`Finding`]s, each with its method, the measured value, the threshold that fired, and
+//! evidence a user can open (path, record, rule, tuple).
+//!
+//! [`Detect`] is one fold holding every tuple-level detector's state, so a table's tuples are
+//! walked once for all of them; each detector owns its state, its merge and its finish in a
+//! file of its own: [`port_scan`] (vertical scans and, from the same first contacts,
+//! [`horizontal_sweep`] and [`lateral_movement`]), [`exfiltration`], [`new_talker`],
+//! [`denied_spike`], [`exposure`]. [`beacon`] reads stitched connections (its tally is fed by
+//! the stitcher in the pipeline's ordered mode). Addresses are classified (internal,
+//! external, Azure platform) at finish, with the run's `--internal` networks, so the folds
+//! hold no reference and merge and save like every other fold.
+//!
+//! Thresholds live in [`DetectConfig`] (`--config FILE`, TOML, one section per detector);
+//! each detector's docs say where its defaults come from.
+
+pub mod beacon;
+pub mod denied_spike;
+pub mod exfiltration;
+pub mod exposure;
+pub mod horizontal_sweep;
+pub mod lateral_movement;
+pub mod new_talker;
+pub mod port_scan;
+
+use crate::addr::AddressBook;
+use crate::aggregate::Fold;
+use crate::discover::BlobMeta;
+use crate::model::{Decision, Direction, FlowState, FlowTuple};
+use crate::parse::{RuleTable, TableSink};
+use crate::text::fmt_ms;
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// How much a finding needs attention.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Severity, String> {
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| format!("{s:?}: use info, low, medium, high or critical"))
+    }
+}
+
+/// Where a tuple is: a user can open the blob and find it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Loc {
+    pub path: Arc<str>,
+    pub rule: Arc<str>,
+    /// 0-based record index in the blob.
+    pub record: u32,
+    /// 0-based index in the rule's `flowTuples` array.
+    pub tuple: u32,
+}
+
+/// One piece of evidence in a finding (`path: record R, rule X, tuple K`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub path: String,
+    pub record: u32,
+    pub rule: String,
+    pub tuple: u32,
+}
+
+impl From<&Loc> for Evidence {
+    fn from(l: &Loc) -> Evidence {
+        Evidence {
+            path: l.path.to_string(),
+            record: l.record,
+            rule: l.rule.to_string(),
+            tuple: l.tuple,
+        }
+    }
+}
+
+/// First and last time of what a finding covers (RFC 3339 UTC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub first: String,
+    pub last: String,
+}
+
+impl Window {
+    pub fn new(first_ms: i64, last_ms: i64) -> Window {
+        Window {
+            first: fmt_ms(first_ms),
+            last: fmt_ms(last_ms),
+        }
+    }
+}
+
+/// Most evidence entries listed per finding.
+pub const EVIDENCE_PER_FINDING: usize = 5;
+
+/// One finding (the `anomalies --format json` contract; names are stable).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    /// Stable across runs: the kind and the subjects.
+    pub id: String,
+    /// `port_scan`, `horizontal_sweep`, `exfiltration`, `beacon`, `new_talker`,
+    /// `denied_spike`, `lateral_movement` or `exposure`.
+    pub kind: &'static str,
+    pub severity: Severity,
+    /// The detector's measure of how strongly it fired (comparable within a kind).
+    pub score: f64,
+    /// One line: what happened, who, to whom.
+    pub title: String,
+    /// Who: `src`, `dst`, `dport`, `protocol`, `nsg`, `rule`, `mac`, `hour`, … as strings.
+    pub subjects: BTreeMap<&'static str, String>,
+    pub window: Window,
+    /// What was measured, by name.
+    pub metrics: BTreeMap<&'static str, serde_json::Value>,
+    /// What fired: the method, the measured value and the limit.
+    pub threshold: String,
+    /// The first few tuples behind the finding.
+    pub evidence: Vec<Evidence>,
+    /// What it was compared with, when it has a baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+}
+
+impl Finding {
+    /// A finding with its id made of the kind and the subjects.
+    pub fn new(
+        kind: &'static str,
+        severity: Severity,
+        score: f64,
+        title: String,
+        subjects: BTreeMap<&'static str, String>,
+        window: Window,
+    ) -> Finding {
+        let id = std::iter::once(kind.to_string())
+            .chain(subjects.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join(":");
+        Finding {
+            id,
+            kind,
+            severity,
+            score: (score * 1000.0).round() / 1000.0,
+            title,
+            subjects,
+            window,
+            metrics: BTreeMap::new(),
+            threshold: String::new(),
+            evidence: Vec::new(),
+            baseline: None,
+        }
+    }
+
+    pub fn metric(mut self, name: &'static str, v: impl Into<serde_json::Value>) -> Finding {
+        self.metrics.insert(name, v.into());
+        self
+    }
+
+    pub fn threshold(mut self, t: String) -> Finding {
+        self.threshold = t;
+        self
+    }
+
+    pub fn evidence<'a>(mut self, locs: impl IntoIterator<Item = &'a Loc>) -> Finding {
+        let mut v: Vec<&Loc> = locs.into_iter().collect();
+        v.sort();
+        v.dedup();
+        self.evidence = v
+            .into_iter()
+            .take(EVIDENCE_PER_FINDING)
+            .map(Evidence::from)
+            .collect();
+        self
+    }
+
+    pub fn baseline(mut self, b: String) -> Finding {
+        self.baseline = Some(b);
+        self
+    }
+}
+
+/// Severity first (highest first), then score, then id: one order for every listing.
+pub fn sort_findings(v: &mut [Finding]) {
+    v.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.score.total_cmp(&a.score))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// Admin ports (lateral movement, exposure, new talkers): SSH, RDP, SMB, RPC, WinRM.
+pub const ADMIN_PORTS: [u16; 6] = [22, 3389, 445, 135, 5985, 5986];
+/// Database and cache ports often exposed by mistake (MSSQL, MySQL, PostgreSQL, Redis,
+/// Elasticsearch, MongoDB, Cassandra, Memcached).
+pub const DATABASE_PORTS: [u16; 8] = [1433, 3306, 5432, 6379, 9200, 27017, 9042, 11211];
+
+/// Thresholds and allow-lists of every detector (`--config FILE`, TOML; every key optional).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Addresses or networks no detector reports as a subject (scanners you run, backup
+    /// targets, monitoring).
+    pub allow: Vec<String>,
+    /// The share of the window (from its start) used as the baseline when `--baseline` is
+    /// not given (new talkers, lateral movement).
+    pub baseline_fraction: Option<f64>,
+    pub port_scan: port_scan::Config,
+    pub horizontal_sweep: horizontal_sweep::Config,
+    pub exfiltration: exfiltration::Config,
+    pub beacon: beacon::Config,
+    pub new_talker: new_talker::Config,
+    pub denied_spike: denied_spike::Config,
+    pub lateral_movement: lateral_movement::Config,
+    pub exposure: exposure::Config,
+}
+
+impl DetectConfig {
+    /// Read a TOML config; unknown keys are an error naming them.
+    pub fn load(path: &std::path::Path) -> Result<DetectConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let c: DetectConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        c.allowed()
+            .map_err(|e| format!("{}: allow: {e}", path.display()))?;
+        Ok(c)
+    }
+
+    /// The allow-list as networks.
+    pub fn allowed(&self) -> Result<Vec<IpNet>, String> {
+        self.allow
+            .iter()
+            .map(|s| crate::filter::parse_net(s))
+            .collect()
+    }
+}
+
+/// What the detectors' finish needs besides their state.
+pub struct Context<'a> {
+    pub book: &'a AddressBook,
+    pub config: &'a DetectConfig,
+    /// Allow-listed networks (config `allow`), plus the Azure platform addresses.
+    pub allow: Vec<IpNet>,
+    /// First and last tuple time of the run.
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// The baseline: a second fold (from `--baseline`), or `None` for the first part of
+    /// the window ending at `baseline_end_ms`.
+    pub baseline: Option<&'a Detect>,
+    pub baseline_end_ms: i64,
+    /// How the baseline reads in a finding.
+    pub baseline_name: String,
+}
+
+impl Context<'_> {
+    pub fn new<'a>(
+        book: &'a AddressBook,
+        config: &'a DetectConfig,
+        first_ms: i64,
+        last_ms: i64,
+        baseline: Option<(&'a Detect, String)>,
+    ) -> Context<'a> {
+        let mut allow = config.allowed().unwrap_or_default();
+        for p in ["168.63.129.16/32", "169.254.169.254/32"] {
+            allow.push(p.parse().expect("valid"));
+        }
+        let frac = config.baseline_fraction.unwrap_or(0.25).clamp(0.0, 0.9);
+        let baseline_end_ms = first_ms + ((last_ms - first_ms) as f64 * frac) as i64;
+        let (baseline, baseline_name) = match baseline {
+            Some((b, name)) => (Some(b), format!("the baseline {name}")),
+            None => (
+                None,
+                format!(
+                    "the first {:.0}% of the window ({} .. {})",
+                    frac * 100.0,
+                    fmt_ms(first_ms),
+                    fmt_ms(baseline_end_ms)
+                ),
+            ),
+        };
+        Context {
+            book,
+            config,
+            allow,
+            first_ms,
+            last_ms,
+            baseline,
+            baseline_end_ms,
+            baseline_name,
+        }
+    }
+
+    pub fn allowed(&self, ip: &IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(ip))
+    }
+
+    pub fn internal(&self, ip: &IpAddr) -> bool {
+        self.book.is_internal(ip)
+    }
+
+    /// External: neither internal nor an Azure platform address.
+    pub fn external(&self, ip: &IpAddr) -> bool {
+        !self.book.is_internal(ip)
+            && !matches!(
+                self.book.class(ip, ip),
+                crate::addr::FlowClass::AzurePlatform
+            )
+    }
+}
+
+/// Addresses as map keys: IPv4 in the low 32 bits with bit 127 set, IPv6 as is.
+pub type Ip = u128;
+
+pub fn ip_key(ip: &IpAddr) -> Ip {
+    match ip {
+        IpAddr::V4(v) => u32::from(*v) as u128 | 1 << 127,
+        IpAddr::V6(v) => u128::from(*v),
+    }
+}
+
+pub fn ip_of(k: Ip) -> IpAddr {
+    if k >> 127 == 1 && (k >> 32) & ((1u128 << 95) - 1) == 0 {
+        IpAddr::from((k as u32).to_be_bytes())
+    } else {
+        IpAddr::from(k.to_be_bytes())
+    }
+}
+
+/// Every tuple-level detector's state: one fold, one walk over each table.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Detect {
+    pub contacts: port_scan::Contacts,
+    pub exfil: exfiltration::Uploads,
+    pub talkers: new_talker::Talkers,
+    pub denied: denied_spike::Denied,
+    pub exposure: exposure::Exposed,
+    /// The blob being read and the current table's rule, shared by the locations taken.
+    #[serde(skip)]
+    path: Option<Arc<str>>,
+    #[serde(skip)]
+    rules: FxHashMap<Box<str>, Arc<str>>,
+}
+
+/// What the detectors see of one tuple besides its fields.
+pub struct Seen<'a> {
+    pub t: &'a FlowTuple,
+    pub nsg: &'a str,
+    pub record: u32,
+    pub tuple: u32,
+    pub path: &'a Arc<str>,
+    pub rule: &'a Arc<str>,
+    pub inbound: bool,
+    pub deny: bool,
+    /// The tuple shows the other side answered (packets back), or a later state of an
+    /// allowed flow (C or E).
+    pub replied: bool,
+}
+
+impl Seen<'_> {
+    pub fn loc(&self) -> Loc {
+        Loc {
+            path: self.path.clone(),
+            rule: self.rule.clone(),
+            record: self.record,
+            tuple: self.tuple,
+        }
+    }
+}
+
+impl TableSink for Detect {
+    fn table(&mut self, table: &RuleTable<'_>) {
+        if table.tuples.is_empty() {
+            return;
+        }
+        let path = self.path.get_or_insert_with(|| Arc::from("")).clone();
+        let rule = match self.rules.get(table.ctx.rule) {
+            Some(r) => r.clone(),
+            None => {
+                let r: Arc<str> = Arc::from(table.ctx.rule);
+                self.rules.insert(table.ctx.rule.into(), r.clone());
+                r
+            }
+        };
+        for (t, i) in table.tuples.iter().zip(table.indices) {
+            let deny = t.decision == Decision::Deny;
+            let replied = !deny
+                && (t.packets_d2s.unwrap_or(0) > 0
+                    || matches!(t.state, Some(FlowState::Continuing | FlowState::End)));
+            let s = Seen {
+                t,
+                nsg: table.ctx.nsg,
+                record: table.ctx.record_index as u32,
+                tuple: *i,
+                path: &path,
+                rule: &rule,
+                inbound: t.direction == Direction::Inbound,
+                deny,
+                replied,
+            };
+            self.contacts.see(&s);
+            self.denied.see(&s);
+            if !deny {
+                self.exfil.see(&s);
+                self.talkers.see(&s);
+                self.exposure.see(&s);
+            }
+        }
+    }
+}
+
+impl Fold for Detect {
+    fn begin_blob(&mut self, blob: &BlobMeta) {
+        self.path = Some(Arc::from(blob.path.display().to_string()));
+    }
+
+    fn merge(&mut self, o: Detect) {
+        self.contacts.merge(o.contacts);
+        self.exfil.merge(o.exfil);
+        self.talkers.merge(o.talkers);
+        self.denied.merge(o.denied);
+        self.exposure.merge(o.exposure);
+    }
+}
+
+/// Every finding of a finished run, sorted, at or above `min`.
+pub fn findings(
+    d: &Detect,
+    beacons: &beacon::Beacons,
+    cx: &Context<'_>,
+    min: Severity,
+) -> Vec<Finding> {
+    let mut v = Vec::new();
+    v.extend(port_scan::finish(&d.contacts, cx));
+    v.extend(horizontal_sweep::finish(&d.contacts, cx));
+    v.extend(lateral_movement::finish(&d.contacts, cx));
+    v.extend(exfiltration::finish(&d.exfil, &d.talkers, cx));
+    v.extend(beacon::finish(beacons, &d.exfil, cx));
+    v.extend(new_talker::finish(&d.talkers, cx));
+    v.extend(denied_spike::finish(&d.denied, cx));
+    v.extend(exposure::finish(&d.exposure, cx));
+    v.retain(|f| f.severity >= min);
+    sort_findings(&mut v);
+    v
+}
+
+/// Median of a sorted slice (0 when empty).
+pub fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Median and median absolute deviation of the values (Hampel 1974; the robust centre and
+/// spread behind every robust z-score here).
+pub fn median_mad(values: &[f64]) -> (f64, f64) {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = median(&v);
+    let mut dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    (m, median(&dev))
+}
+
+/// Robust z-score (Iglewicz and Hoaglin 1993): 0.6745 (x - median) / MAD. With a MAD of 0
+/// (most values equal), the mean absolute deviation times 1.2533 stands in (their
+/// recommendation), and failing that a spread of 1.
+pub fn robust_z(x: f64, values: &[f64]) -> f64 {
+    let (m, mad) = median_mad(values);
+    if mad > 0.0 {
+        return 0.6745 * (x - m) / mad;
+    }
+    let mean_ad = values.iter().map(|v| (v - m).abs()).sum::<f64>() / values.len().max(1) as f64;
+    if mean_ad > 0.0 {
+        (x - m) / (1.2533 * mean_ad)
+    } else {
+        x - m
+    }
+}
+
+/// `a -> b` with the protocol's port, for titles.
+pub fn endpoint(ip: &IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V6(_) => format!("[{ip}]:{port}"),
+        IpAddr::V4(_) => format!("{ip}:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_keys_round_trip_both_families() {
+        for s in [
+            "10.0.0.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::1",
+            "::",
+        ] {
+            let ip: IpAddr = s.parse().unwrap();
+            assert_eq!(ip_of(ip_key(&ip)), ip, "{s}");
+        }
+    }
+
+    #[test]
+    fn robust_z_follows_iglewicz_and_hoaglin() {
+        let v = [1.0, 2.0, 3.0, 4.0, 100.0];
+        // median 3, MAD 1: z(100) = 0.6745 * 97.
+        assert!((robust_z(100.0, &v) - 65.4265).abs() < 1e-3);
+        assert_eq!(median_mad(&v), (3.0, 1.0));
+        // Equal values: the mean absolute deviation stands in.
+        let flat = [5.0, 5.0, 5.0, 9.0];
+        assert!(robust_z(9.0, &flat) > 3.0);
+    }
+
+    #[test]
+    fn findings_sort_by_severity_then_score_then_id() {
+        let f = |sev, score, id: &str| {
+            let mut x = Finding::new(
+                "exposure",
+                sev,
+                score,
+                id.into(),
+                BTreeMap::new(),
+                Window::new(0, 0),
+            );
+            x.id = id.into();
+            x
+        };
+        let mut v = vec![
+            f(Severity::Low, 9.0, "a"),
+            f(Severity::High, 1.0, "b"),
+            f(Severity::High, 2.0, "c"),
+            f(Severity::High, 2.0, "a"),
+        ];
+        sort_findings(&mut v);
+        let ids: Vec<&str> = v.iter().map(|x| x.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c", "b", "a"]);
+        assert_eq!(v[3].severity, Severity::Low);
+    }
+}

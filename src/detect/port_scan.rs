@@ -1,0 +1,254 @@
+//! `port_scan` (vertical): one source probing many destination ports of one host.
+//!
+//! Method: Threshold Random Walk (Jung, Paxson, Berger and Balakrishnan, "Fast Portscan
+//! Detection Using Sequential Hypothesis Testing", IEEE S&P 2004), as SiLK's `rwscan` applies
+//! it, over the source's first contacts with each port of the host in time order. A first
+//! contact is a failure when it was denied, or allowed with no reply (a B and nothing back);
+//! else a success. Each success multiplies the likelihood ratio by theta1/theta0 and each
+//! failure by (1-theta1)/(1-theta0); the source is a scanner once the ratio reaches
+//! eta1 = beta/alpha, benign once it falls to eta0 = (1-beta)/(1-alpha). Defaults are the
+//! paper's and rwscan's: theta0 0.8 (a benign first contact succeeds 80% of the time), theta1
+//! 0.2 (a scanner's 20%), alpha 0.01 (false positive rate), beta 0.99 (detection rate): four
+//! failures in a row decide "scanner".
+//!
+//! TRW alone fires on a source that failed four times, which internet background radiation
+//! does all day; a finding also needs `min_ports` distinct ports (default 20: more than the
+//! favourite-port lists of common scanners and worms, Mirai's 2 and the ~10 of the usual
+//! SSH/RDP/SMB/SQL sweepers). Severity: low from 20 ports, medium from 100 (a tool scan, nmap's
+//! default list is 1000), high from 1000 or when a scan of 100 ports or more found ports that
+//! answered.
+//!
+//! This file also owns the first-contacts table that [`super::horizontal_sweep`] and
+//! [`super::lateral_movement`] read: one entry per (source, destination, port, protocol), with
+//! the first time, whether it ever succeeded, and the first tuple's location.
+
+use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `[port_scan]` in the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub theta0: f64,
+    pub theta1: f64,
+    pub alpha: f64,
+    pub beta: f64,
+    pub min_ports: usize,
+    pub medium_ports: usize,
+    pub high_ports: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            theta0: 0.8,
+            theta1: 0.2,
+            alpha: 0.01,
+            beta: 0.99,
+            min_ports: 20,
+            medium_ports: 100,
+            high_ports: 1000,
+        }
+    }
+}
+
+/// One first contact.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Contact {
+    pub first_ms: i64,
+    /// Any tuple of it was answered.
+    pub success: bool,
+    /// Any tuple of it was allowed.
+    pub allowed: bool,
+    pub loc: Loc,
+}
+
+/// (source, destination, destination port, protocol code) → first contact.
+pub type ContactKey = (Ip, Ip, u16, u16);
+
+/// The first-contacts table (see the module docs). Mergeable: the earliest contact wins,
+/// outcomes are or-ed.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Contacts {
+    pub map: FxHashMap<ContactKey, Contact>,
+    /// The last key seen and whether it is already a success: runs of one flow's tuples
+    /// skip the map.
+    #[serde(skip)]
+    last: Option<(ContactKey, bool, bool)>,
+}
+
+impl Contacts {
+    #[inline]
+    pub fn see(&mut self, s: &Seen<'_>) {
+        let t = s.t;
+        let key = (ip_key(&t.src), ip_key(&t.dst), t.dport, t.protocol.code());
+        let allowed = !s.deny;
+        if let Some((k, succ, allw)) = &self.last {
+            if *k == key && (*succ || !s.replied) && (*allw || !allowed) {
+                return;
+            }
+        }
+        let c = self.map.entry(key).or_insert_with(|| Contact {
+            first_ms: t.time_ms,
+            success: false,
+            allowed: false,
+            loc: s.loc(),
+        });
+        if t.time_ms < c.first_ms {
+            c.first_ms = t.time_ms;
+            c.loc = s.loc();
+        }
+        c.success |= s.replied;
+        c.allowed |= allowed;
+        self.last = Some((key, c.success, c.allowed));
+    }
+
+    pub fn merge(&mut self, o: Contacts) {
+        for (k, c) in o.map {
+            match self.map.entry(k) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(c);
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let m = e.get_mut();
+                    if (c.first_ms, &c.loc) < (m.first_ms, &m.loc) {
+                        m.first_ms = c.first_ms;
+                        m.loc = c.loc;
+                    }
+                    m.success |= c.success;
+                    m.allowed |= c.allowed;
+                }
+            }
+        }
+        self.last = None;
+    }
+
+    /// Contacts grouped by a key of theirs, each group sorted by (first time, key).
+    pub fn grouped<G: Ord + Copy>(
+        &self,
+        keep: impl Fn(&ContactKey, &Contact) -> Option<G>,
+    ) -> BTreeMap<G, Vec<(&ContactKey, &Contact)>> {
+        let mut g: BTreeMap<G, Vec<(&ContactKey, &Contact)>> = BTreeMap::new();
+        for (k, c) in &self.map {
+            if let Some(key) = keep(k, c) {
+                g.entry(key).or_default().push((k, c));
+            }
+        }
+        for v in g.values_mut() {
+            v.sort_by(|a, b| (a.1.first_ms, a.0).cmp(&(b.1.first_ms, b.0)));
+        }
+        g
+    }
+}
+
+/// The TRW decision over outcomes in order: `Some(n)` when the walk reached "scanner" at the
+/// n-th contact, `None` when it decided "benign" first or never decided.
+pub fn trw(outcomes: impl IntoIterator<Item = bool>, c: &Config) -> Option<usize> {
+    let (eta1, eta0) = (c.beta / c.alpha, (1.0 - c.beta) / (1.0 - c.alpha));
+    let (up, down) = ((1.0 - c.theta1) / (1.0 - c.theta0), c.theta1 / c.theta0);
+    let mut l = 1.0;
+    for (i, success) in outcomes.into_iter().enumerate() {
+        l *= if success { down } else { up };
+        if l >= eta1 {
+            return Some(i + 1);
+        }
+        if l <= eta0 {
+            return None;
+        }
+    }
+    None
+}
+
+pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
+    let c = &cx.config.port_scan;
+    let groups = contacts.grouped(|k, _| Some((k.0, k.1)));
+    let mut out = Vec::new();
+    for ((src, dst), v) in groups {
+        let (s, d) = (ip_of(src), ip_of(dst));
+        if v.len() < c.min_ports || cx.allowed(&s) || cx.allowed(&d) {
+            continue;
+        }
+        let mut ports: Vec<u16> = v.iter().map(|(k, _)| k.2).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.len() < c.min_ports {
+            continue;
+        }
+        let Some(at) = trw(v.iter().map(|(_, x)| x.success), c) else {
+            continue;
+        };
+        let failures = v.iter().filter(|(_, x)| !x.success).count();
+        let open: Vec<u16> = {
+            let mut o: Vec<u16> = v
+                .iter()
+                .filter(|(_, x)| x.success)
+                .map(|(k, _)| k.2)
+                .collect();
+            o.sort_unstable();
+            o.dedup();
+            o
+        };
+        let (first, last) = (v[0].1.first_ms, v[v.len() - 1].1.first_ms);
+        let n = ports.len();
+        let severity = if n >= c.high_ports || (n >= c.medium_ports && !open.is_empty()) {
+            Severity::High
+        } else if n >= c.medium_ports {
+            Severity::Medium
+        } else {
+            Severity::Low
+        };
+        let minutes = ((last - first) as f64 / 60_000.0).max(1.0);
+        let subjects = BTreeMap::from([("src", s.to_string()), ("dst", d.to_string())]);
+        out.push(
+            Finding::new(
+                "port_scan",
+                severity,
+                n as f64,
+                format!(
+                    "{s} probed {n} ports of {d} in {:.0} min ({failures} failed, {} answered)",
+                    minutes,
+                    open.len()
+                ),
+                subjects,
+                Window::new(first, last),
+            )
+            .metric("distinct_ports", n)
+            .metric("first_contacts", v.len())
+            .metric("failures", failures)
+            .metric("answered_ports", open.iter().take(20).copied().collect::<Vec<_>>())
+            .metric("ports_per_minute", (n as f64 / minutes * 10.0).round() / 10.0)
+            .metric("trw_decided_at_contact", at)
+            .threshold(format!(
+                "Threshold Random Walk (theta0 {}, theta1 {}, alpha {}, beta {}) decided \"scanner\" at first contact {at}, and {n} distinct ports >= min_ports {} (medium from {}, high from {})",
+                c.theta0, c.theta1, c.alpha, c.beta, c.min_ports, c.medium_ports, c.high_ports
+            ))
+            .evidence(v.iter().map(|(_, x)| &x.loc)),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trw_decides_scanner_after_four_failures_and_benign_after_successes() {
+        let c = Config::default();
+        // (1-0.2)/(1-0.8) = 4 per failure: 4^3 = 64 < 99 <= 4^4 = 256.
+        assert_eq!(trw([false; 10], &c), Some(4));
+        assert_eq!(trw([false, false, false], &c), None);
+        // 0.25 per success: two successes reach 0.0625 > 0.0101, four reach 0.0039: benign.
+        assert_eq!(
+            trw(
+                [true, true, true, true, false, false, false, false, false],
+                &c
+            ),
+            None
+        );
+        // A success between failures delays the decision: 4*4*0.25*4*4 = 64, then 256.
+        assert_eq!(trw([false, false, true, false, false, false], &c), Some(6));
+    }
+}
