@@ -14,7 +14,7 @@
 //! score 0.8, high from 0.9 with 100 connections or more.
 //!
 //! Azure platform addresses (168.63.129.16, 169.254.169.254) and the config's `allow` list are
-//! never beacons. Up to [`MAX_STARTS`] connections are kept per pair (about 17 hours at one a
+//! never beacons. Up to [`MAX_STARTS`] connections are kept per pair (five hours at one a
 //! minute), so memory stays bounded by the pairs.
 
 use super::{Context, Finding, Severity, Window};
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Connections kept per (source, destination, port).
-pub const MAX_STARTS: usize = 1024;
+pub const MAX_STARTS: usize = 300;
 
 const AZURE_DNS: u32 = u32::from_be_bytes([168, 63, 129, 16]);
 
@@ -94,7 +94,7 @@ fn quartiles(sorted: &[f64]) -> (f64, f64, f64) {
 /// (skew score, dispersion score, median) of values.
 fn regularity(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
+    v.sort_unstable_by(f64::total_cmp);
     let (q1, q2, q3) = quartiles(&v);
     let bowley = if q3 > q1 {
         (q1 + q3 - 2.0 * q2) / (q3 - q1)

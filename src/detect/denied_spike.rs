@@ -42,13 +42,18 @@ impl Default for Config {
     }
 }
 
-/// Denied tuples by (NSG, hour) and by (NSG, hour, source). Mergeable.
+/// Denied tuples by (NSG, hour) and by (NSG, hour, source); NSGs by [`super::name_hash`].
+/// Mergeable.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Denied {
-    pub hours: FxHashMap<(Arc<str>, i64), (u64, Option<Loc>)>,
-    pub sources: FxHashMap<(Arc<str>, i64, Ip), u64>,
+    pub hours: FxHashMap<(u64, i64), (u64, Option<Loc>)>,
+    pub sources: FxHashMap<(u64, i64, Ip), u64>,
+    /// The current (NSG, hour) run: counted here, added to `hours` when it changes.
     #[serde(skip)]
-    names: FxHashMap<Box<str>, Arc<str>>,
+    cur: Option<((u64, i64), u64, Loc)>,
+    /// The current (NSG, hour, source) run.
+    #[serde(skip)]
+    cur_src: Option<((u64, i64, Ip), u64)>,
 }
 
 impl Denied {
@@ -57,27 +62,48 @@ impl Denied {
         if !s.deny {
             return;
         }
-        let nsg = match self.names.get(s.nsg) {
-            Some(n) => n.clone(),
-            None => {
-                let n: Arc<str> = Arc::from(s.nsg);
-                self.names.insert(s.nsg.into(), n.clone());
-                n
-            }
-        };
         let hour = s.t.time_ms - s.t.time_ms.rem_euclid(HOUR_MS);
-        let e = self.hours.entry((nsg.clone(), hour)).or_insert((0, None));
-        e.0 += 1;
-        if e.1.is_none() {
-            e.1 = Some(s.loc());
+        let key = (s.nsg, hour);
+        match &mut self.cur {
+            Some((k, n, _)) if *k == key => *n += 1,
+            _ => {
+                self.flush_hour();
+                self.cur = Some((key, 1, s.loc()));
+            }
         }
-        *self
-            .sources
-            .entry((nsg, hour, ip_key(&s.t.src)))
-            .or_default() += 1;
+        let skey = (s.nsg, hour, ip_key(&s.t.src));
+        match &mut self.cur_src {
+            Some((k, n)) if *k == skey => *n += 1,
+            _ => {
+                if let Some((k, n)) = self.cur_src.take() {
+                    *self.sources.entry(k).or_default() += n;
+                }
+                self.cur_src = Some((skey, 1));
+            }
+        }
     }
 
-    pub fn merge(&mut self, o: Denied) {
+    fn flush_hour(&mut self) {
+        if let Some((k, n, loc)) = self.cur.take() {
+            let e = self.hours.entry(k).or_insert((0, None));
+            e.0 += n;
+            if e.1.is_none_or(|l| loc < l) {
+                e.1 = Some(loc);
+            }
+        }
+    }
+
+    /// Add the current runs to the maps (end of a table).
+    pub fn flush(&mut self) {
+        self.flush_hour();
+        if let Some((k, n)) = self.cur_src.take() {
+            *self.sources.entry(k).or_default() += n;
+        }
+    }
+
+    pub fn merge(&mut self, mut o: Denied) {
+        self.flush();
+        o.flush();
         for (k, (n, loc)) in o.hours {
             let e = self.hours.entry(k).or_insert((0, None));
             e.0 += n;
@@ -92,16 +118,18 @@ impl Denied {
     }
 }
 
-pub fn finish(d: &Denied, cx: &Context<'_>) -> Vec<Finding> {
+pub fn finish(d: &Denied, names: &FxHashMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.denied_spike;
     // Series per NSG and over all ("" stands for all NSGs).
     let mut series: BTreeMap<&str, BTreeMap<i64, u64>> = BTreeMap::new();
     let mut locs: BTreeMap<(&str, i64), &Loc> = BTreeMap::new();
+    let name = |h: &u64| names.get(h).map(|s| &**s).unwrap_or("?");
     for ((nsg, h), (n, loc)) in &d.hours {
+        let nsg = name(nsg);
         *series.entry(nsg).or_default().entry(*h).or_default() += n;
         *series.entry("").or_default().entry(*h).or_default() += n;
         if let Some(l) = loc {
-            for key in [(&**nsg, *h), ("", *h)] {
+            for key in [(nsg, *h), ("", *h)] {
                 let e = locs.entry(key).or_insert(l);
                 if l < *e {
                     *e = l;
@@ -140,7 +168,7 @@ pub fn finish(d: &Denied, cx: &Context<'_>) -> Vec<Finding> {
             let mut top: Vec<(Ip, u64)> = d
                 .sources
                 .iter()
-                .filter(|((n, hh, _), _)| *hh == *h && (nsg.is_empty() || &**n == *nsg))
+                .filter(|((n, hh, _), _)| *hh == *h && (nsg.is_empty() || name(n) == *nsg))
                 .fold(
                     BTreeMap::new(),
                     |mut acc: BTreeMap<Ip, u64>, ((_, _, ip), k)| {

@@ -52,7 +52,8 @@ pub struct Exposure {
 /// (NSG, rule, port, protocol code) → what came in. Mergeable.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Exposed {
-    pub map: FxHashMap<(Arc<str>, Arc<str>, u16, u16), Exposure>,
+    /// Keyed by NSG and rule [`super::name_hash`].
+    pub map: FxHashMap<(u64, u64, u16, u16), Exposure>,
 }
 
 impl Exposed {
@@ -65,7 +66,7 @@ impl Exposed {
         {
             return;
         }
-        let key = (Arc::from(s.nsg), s.rule.clone(), t.dport, t.protocol.code());
+        let key = (s.nsg, s.rule, t.dport, t.protocol.code());
         let e = self.map.entry(key).or_insert_with(|| Exposure {
             first_ms: t.time_ms,
             last_ms: t.time_ms,
@@ -104,14 +105,15 @@ impl Exposed {
     }
 }
 
-pub fn finish(x: &Exposed, cx: &Context<'_>) -> Vec<Finding> {
+pub fn finish(x: &Exposed, names: &FxHashMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<Finding> {
+    let name = |h: &u64| names.get(h).map(|s| s.to_string()).unwrap_or_default();
     let c = &cx.config.exposure;
     let mut out = Vec::new();
     let mut keys: Vec<_> = x.map.keys().collect();
     keys.sort();
     for k in keys {
         let e = &x.map[k];
-        let (nsg, rule, port, proto) = k;
+        let (nsg, rule, port, proto) = (name(&k.0), name(&k.1), &k.2, &k.3);
         let sources: Vec<std::net::IpAddr> = e
             .sources
             .iter()

@@ -63,7 +63,7 @@ pub fn max_in_window(times: &[i64], window_ms: i64) -> (usize, i64, i64) {
 pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.horizontal_sweep;
     let window_ms = c.window_min * 60_000;
-    let groups = contacts.grouped(|k, _| {
+    let groups = contacts.grouped(c.min_hosts, |k, _| {
         let d = ip_of(k.1);
         cx.internal(&d).then_some((k.0, k.2, k.3))
     });

@@ -62,7 +62,7 @@ fn baseline_hosts(
 pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.lateral_movement;
     let window_ms = c.window_min * 60_000;
-    let groups = contacts.grouped(|k, _| {
+    let groups = contacts.grouped(c.min_hosts, |k, _| {
         let (s, d) = (ip_of(k.0), ip_of(k.1));
         (c.ports.contains(&k.2)
             && k.0 != k.1

@@ -77,15 +77,25 @@ impl Severity {
     }
 }
 
-/// Where a tuple is: a user can open the blob and find it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where a tuple is: a user can open the blob and find it. The blob path and rule name are
+/// kept as 64-bit FxHash values of the strings (the same in every thread, run and shard, so
+/// locations merge without renumbering), resolved through [`Detect`]'s name table at finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Loc {
-    pub path: Arc<str>,
-    pub rule: Arc<str>,
+    pub blob: u64,
+    pub rule: u64,
     /// 0-based record index in the blob.
     pub record: u32,
     /// 0-based index in the rule's `flowTuples` array.
     pub tuple: u32,
+}
+
+/// The name-table key of a string (see [`Loc`]).
+pub fn name_hash(s: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(s.as_bytes());
+    h.finish()
 }
 
 /// One piece of evidence in a finding (`path: record R, rule X, tuple K`).
@@ -97,12 +107,13 @@ pub struct Evidence {
     pub tuple: u32,
 }
 
-impl From<&Loc> for Evidence {
-    fn from(l: &Loc) -> Evidence {
+impl Evidence {
+    fn of(l: &Loc, names: &FxHashMap<u64, Arc<str>>) -> Evidence {
+        let name = |h: &u64| names.get(h).map(|s| s.to_string()).unwrap_or_default();
         Evidence {
-            path: l.path.to_string(),
+            path: name(&l.blob),
             record: l.record,
-            rule: l.rule.to_string(),
+            rule: name(&l.rule),
             tuple: l.tuple,
         }
     }
@@ -149,6 +160,9 @@ pub struct Finding {
     pub threshold: String,
     /// The first few tuples behind the finding.
     pub evidence: Vec<Evidence>,
+    /// The same, as locations, until [`findings`] resolves them.
+    #[serde(skip)]
+    locs: Vec<Loc>,
     /// What it was compared with, when it has a baseline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
@@ -179,6 +193,7 @@ impl Finding {
             metrics: BTreeMap::new(),
             threshold: String::new(),
             evidence: Vec::new(),
+            locs: Vec::new(),
             baseline: None,
         }
     }
@@ -193,15 +208,16 @@ impl Finding {
         self
     }
 
+    /// The first few locations, in the order given (earliest first, as callers give them).
     pub fn evidence<'a>(mut self, locs: impl IntoIterator<Item = &'a Loc>) -> Finding {
-        let mut v: Vec<&Loc> = locs.into_iter().collect();
-        v.sort();
-        v.dedup();
-        self.evidence = v
-            .into_iter()
-            .take(EVIDENCE_PER_FINDING)
-            .map(Evidence::from)
-            .collect();
+        for l in locs {
+            if self.locs.len() == EVIDENCE_PER_FINDING {
+                break;
+            }
+            if !self.locs.contains(l) {
+                self.locs.push(*l);
+            }
+        }
         self
     }
 
@@ -366,21 +382,42 @@ pub struct Detect {
     pub talkers: new_talker::Talkers,
     pub denied: denied_spike::Denied,
     pub exposure: exposure::Exposed,
-    /// The blob being read and the current table's rule, shared by the locations taken.
+    /// Blob paths, rule and NSG names by [`name_hash`].
+    pub names: FxHashMap<u64, Arc<str>>,
+    /// The blob being read.
     #[serde(skip)]
-    path: Option<Arc<str>>,
+    blob: u64,
+    /// The last table's rule and NSG (tables of one record share them).
     #[serde(skip)]
-    rules: FxHashMap<Box<str>, Arc<str>>,
+    last: Option<(Box<str>, u64, Box<str>, u64)>,
+}
+
+impl Detect {
+    fn name(&mut self, s: &str) -> u64 {
+        let h = name_hash(s);
+        self.names.entry(h).or_insert_with(|| Arc::from(s));
+        h
+    }
+
+    /// Resolve locations into evidence.
+    pub fn resolve(&self, f: &mut Finding) {
+        f.evidence = f
+            .locs
+            .iter()
+            .map(|l| Evidence::of(l, &self.names))
+            .collect();
+    }
 }
 
 /// What the detectors see of one tuple besides its fields.
 pub struct Seen<'a> {
     pub t: &'a FlowTuple,
-    pub nsg: &'a str,
+    /// [`name_hash`] of the NSG name.
+    pub nsg: u64,
     pub record: u32,
     pub tuple: u32,
-    pub path: &'a Arc<str>,
-    pub rule: &'a Arc<str>,
+    pub blob: u64,
+    pub rule: u64,
     pub inbound: bool,
     pub deny: bool,
     /// The tuple shows the other side answered (packets back), or a later state of an
@@ -389,10 +426,11 @@ pub struct Seen<'a> {
 }
 
 impl Seen<'_> {
+    #[inline]
     pub fn loc(&self) -> Loc {
         Loc {
-            path: self.path.clone(),
-            rule: self.rule.clone(),
+            blob: self.blob,
+            rule: self.rule,
             record: self.record,
             tuple: self.tuple,
         }
@@ -404,15 +442,15 @@ impl TableSink for Detect {
         if table.tuples.is_empty() {
             return;
         }
-        let path = self.path.get_or_insert_with(|| Arc::from("")).clone();
-        let rule = match self.rules.get(table.ctx.rule) {
-            Some(r) => r.clone(),
-            None => {
-                let r: Arc<str> = Arc::from(table.ctx.rule);
-                self.rules.insert(table.ctx.rule.into(), r.clone());
-                r
+        let (rule, nsg) = match &self.last {
+            Some((r, rh, n, nh)) if **r == *table.ctx.rule && **n == *table.ctx.nsg => (*rh, *nh),
+            _ => {
+                let (rh, nh) = (self.name(table.ctx.rule), self.name(table.ctx.nsg));
+                self.last = Some((table.ctx.rule.into(), rh, table.ctx.nsg.into(), nh));
+                (rh, nh)
             }
         };
+        let blob = self.blob;
         for (t, i) in table.tuples.iter().zip(table.indices) {
             let deny = t.decision == Decision::Deny;
             let replied = !deny
@@ -420,11 +458,11 @@ impl TableSink for Detect {
                     || matches!(t.state, Some(FlowState::Continuing | FlowState::End)));
             let s = Seen {
                 t,
-                nsg: table.ctx.nsg,
+                nsg,
                 record: table.ctx.record_index as u32,
                 tuple: *i,
-                path: &path,
-                rule: &rule,
+                blob,
+                rule,
                 inbound: t.direction == Direction::Inbound,
                 deny,
                 replied,
@@ -437,15 +475,19 @@ impl TableSink for Detect {
                 self.exposure.see(&s);
             }
         }
+        self.denied.flush();
     }
 }
 
 impl Fold for Detect {
     fn begin_blob(&mut self, blob: &BlobMeta) {
-        self.path = Some(Arc::from(blob.path.display().to_string()));
+        self.blob = self.name(&blob.path.display().to_string());
     }
 
     fn merge(&mut self, o: Detect) {
+        for (k, v) in o.names {
+            self.names.entry(k).or_insert(v);
+        }
         self.contacts.merge(o.contacts);
         self.exfil.merge(o.exfil);
         self.talkers.merge(o.talkers);
@@ -468,9 +510,12 @@ pub fn findings(
     v.extend(exfiltration::finish(&d.exfil, &d.talkers, cx));
     v.extend(beacon::finish(beacons, &d.exfil, cx));
     v.extend(new_talker::finish(&d.talkers, cx));
-    v.extend(denied_spike::finish(&d.denied, cx));
-    v.extend(exposure::finish(&d.exposure, cx));
+    v.extend(denied_spike::finish(&d.denied, &d.names, cx));
+    v.extend(exposure::finish(&d.exposure, &d.names, cx));
     v.retain(|f| f.severity >= min);
+    for f in &mut v {
+        d.resolve(f);
+    }
     sort_findings(&mut v);
     v
 }
@@ -492,10 +537,10 @@ pub fn median(sorted: &[f64]) -> f64 {
 /// spread behind every robust z-score here).
 pub fn median_mad(values: &[f64]) -> (f64, f64) {
     let mut v: Vec<f64> = values.to_vec();
-    v.sort_by(f64::total_cmp);
+    v.sort_unstable_by(f64::total_cmp);
     let m = median(&v);
     let mut dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
-    dev.sort_by(f64::total_cmp);
+    dev.sort_unstable_by(f64::total_cmp);
     (m, median(&dev))
 }
 

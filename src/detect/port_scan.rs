@@ -125,15 +125,25 @@ impl Contacts {
         self.last = None;
     }
 
-    /// Contacts grouped by a key of theirs, each group sorted by (first time, key).
-    pub fn grouped<G: Ord + Copy>(
+    /// Contacts grouped by a key of theirs, groups of `min` contacts or more only (counted
+    /// first, so the many small groups are never built), each sorted by (first time, key).
+    pub fn grouped<G: Ord + Copy + std::hash::Hash>(
         &self,
+        min: usize,
         keep: impl Fn(&ContactKey, &Contact) -> Option<G>,
     ) -> BTreeMap<G, Vec<(&ContactKey, &Contact)>> {
+        let mut sizes: FxHashMap<G, usize> = FxHashMap::default();
+        for (k, c) in &self.map {
+            if let Some(key) = keep(k, c) {
+                *sizes.entry(key).or_default() += 1;
+            }
+        }
         let mut g: BTreeMap<G, Vec<(&ContactKey, &Contact)>> = BTreeMap::new();
         for (k, c) in &self.map {
             if let Some(key) = keep(k, c) {
-                g.entry(key).or_default().push((k, c));
+                if sizes[&key] >= min {
+                    g.entry(key).or_default().push((k, c));
+                }
             }
         }
         for v in g.values_mut() {
@@ -163,7 +173,7 @@ pub fn trw(outcomes: impl IntoIterator<Item = bool>, c: &Config) -> Option<usize
 
 pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.port_scan;
-    let groups = contacts.grouped(|k, _| Some((k.0, k.1)));
+    let groups = contacts.grouped(c.min_ports, |k, _| Some((k.0, k.1)));
     let mut out = Vec::new();
     for ((src, dst), v) in groups {
         let (s, d) = (ip_of(src), ip_of(dst));
