@@ -480,6 +480,11 @@ pub struct GenArgs {
     /// Approximate total size (e.g. 1G, 200M); overrides --flows-per-minute.
     #[arg(long)]
     pub size: Option<String>,
+    /// Inject one attack of each kind the detectors know (scan, sweep, exfiltration, beacon,
+    /// new talker, denied spike, lateral movement, exposed RDP) and write their ground truth
+    /// to <OUT>.attacks.json beside the container. Needs 6 NICs and 3 hours.
+    #[arg(long)]
+    pub attacks: bool,
 }
 
 fn parse_state(s: &str) -> Result<FlowState, String> {
@@ -858,6 +863,7 @@ impl Cli {
                     start_ms,
                     flows_per_minute: g.flows_per_minute,
                     size,
+                    attacks: g.attacks,
                 }))
             }
         }

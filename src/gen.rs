@@ -55,6 +55,9 @@ pub struct GenOptions {
     pub flows_per_minute: f64,
     /// Approximate total size in bytes; sets `flows_per_minute`.
     pub size: Option<u64>,
+    /// Inject one attack of each kind the detectors know (see [`attacks`]) and write their
+    /// ground truth beside the container, in `<out>.attacks.json`.
+    pub attacks: bool,
 }
 
 impl Default for GenOptions {
@@ -70,6 +73,7 @@ impl Default for GenOptions {
             start_ms: 1_767_571_200_000, // 2026-01-05T00:00:00Z, a Monday
             flows_per_minute: 6.0,
             size: None,
+            attacks: false,
         }
     }
 }
@@ -123,6 +127,8 @@ enum Rule {
     AllowVnetOutBound,
     DenySmbOut,
     Platform,
+    /// Only in `--attacks`: an RDP allow rule open to the Internet.
+    AllowRdpAny,
 }
 
 impl Rule {
@@ -136,6 +142,7 @@ impl Rule {
             Rule::AllowVnetOutBound => "DefaultRule_AllowVnetOutBound",
             Rule::DenySmbOut => "UserRule_DenySmbOutbound",
             Rule::Platform => "PlatformRule",
+            Rule::AllowRdpAny => "UserRule_AllowRdpFromAnywhere",
         }
     }
 }
@@ -699,10 +706,307 @@ fn families_for(opts: &GenOptions, nsg: usize, hour: usize) -> Vec<Family> {
     }
 }
 
+/// The attacks `gen --attacks` injects, one of each kind, with their ground truth. Each is
+/// built to be found at medium or above by the detector of its kind with default settings,
+/// inside ordinary generated traffic.
+pub mod attacks {
+    use super::{GTuple, Nic, Rule, HOUR_MS, MIN_MS};
+    use serde::Serialize;
+    use std::net::Ipv4Addr;
+
+    pub const MIN_NICS: usize = 6;
+    pub const MIN_HOURS: usize = 3;
+
+    pub const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+    pub const SWEEPER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 23);
+    pub const DROP_SITE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
+    pub const C2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
+    pub const NEWCOMER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 44);
+    /// Scan ports: 300 ports from 1000.
+    pub const SCAN_PORTS: u16 = 300;
+
+    /// One injected attack: what a detector must report.
+    #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+    pub struct Truth {
+        pub kind: &'static str,
+        pub src: String,
+        pub dst: String,
+        pub dport: Option<u16>,
+        /// Its window, Unix ms.
+        pub first_ms: i64,
+        pub last_ms: i64,
+    }
+
+    fn base(time_ms: i64, rule: Rule, src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> GTuple {
+        GTuple {
+            time_ms,
+            rule,
+            src,
+            dst,
+            sport: 40_000 + (time_ms / 1000 % 20_000) as u16,
+            dport,
+            udp: false,
+            inbound: false,
+            deny: false,
+            state: b'B',
+            enc: 0,
+            counts: None,
+        }
+    }
+
+    /// A short allowed connection: B, then E `dur` later with its counts.
+    fn conn(out: &mut Vec<GTuple>, b: GTuple, dur: i64, counts: [u64; 4]) {
+        out.push(b);
+        out.push(GTuple {
+            time_ms: b.time_ms + dur,
+            state: b'E',
+            counts: Some(counts),
+            ..b
+        });
+    }
+
+    /// Hour indexes: the middle hour and the last.
+    fn hours(n: usize) -> (usize, usize) {
+        (n / 2, n - 1)
+    }
+
+    /// The attack tuples NIC `i` logs in hour `h` (starting at `hour`).
+    pub(super) fn tuples(i: usize, nics: &[Nic], h: usize, n: usize, hour: i64) -> Vec<GTuple> {
+        let (mid, last) = hours(n);
+        let me = nics[i].ip;
+        let mut out = Vec::new();
+        // port_scan: 300 ports of NIC 0, two a second, denied.
+        if i == 0 && h == mid {
+            for p in 0..SCAN_PORTS as i64 {
+                out.push(GTuple {
+                    inbound: true,
+                    deny: true,
+                    ..base(
+                        hour + 10 * MIN_MS + p * 500,
+                        Rule::DenyAllInBound,
+                        SCANNER,
+                        me,
+                        1000 + p as u16,
+                    )
+                });
+            }
+        }
+        // horizontal_sweep: WinRM on every NIC, 2 s apart, denied.
+        if h == mid {
+            out.push(GTuple {
+                inbound: true,
+                deny: true,
+                ..base(
+                    hour + 20 * MIN_MS + i as i64 * 2_000,
+                    Rule::DenyAllInBound,
+                    SWEEPER,
+                    me,
+                    5985,
+                )
+            });
+        }
+        // exfiltration: NIC 1 uploads ~3.2 GB over 40 minutes to one address.
+        if i == 1 && h == mid {
+            let b = base(
+                hour + 5 * MIN_MS,
+                Rule::AllowInternetOutBound,
+                me,
+                DROP_SITE,
+                443,
+            );
+            out.push(b);
+            for k in 1..=8 {
+                out.push(GTuple {
+                    time_ms: b.time_ms + k * 5 * MIN_MS,
+                    state: if k == 8 { b'E' } else { b'C' },
+                    counts: Some([300_000, 400_000_000, 60_000, 4_000_000]),
+                    ..b
+                });
+            }
+        }
+        // beacon: NIC 2 calls home every 60 s (jitter up to 2 s), ~1.2 KB each, all along.
+        if i == 2 {
+            for m in 0..60i64 {
+                let jitter = (m * 7919 + h as i64 * 104_729) % 2_000;
+                let size = 880 + ((m * 31) % 40) as u64;
+                conn(
+                    &mut out,
+                    base(
+                        hour + m * MIN_MS + 30_000 + jitter,
+                        Rule::AllowInternetOutBound,
+                        me,
+                        C2,
+                        443,
+                    ),
+                    800,
+                    [6, size, 4, 300],
+                );
+            }
+        }
+        // new_talker: NIC 3 sends 30 MB to an address never seen before, in the last hour.
+        if i == 3 && h == last {
+            conn(
+                &mut out,
+                base(
+                    hour + 15 * MIN_MS,
+                    Rule::AllowInternetOutBound,
+                    me,
+                    NEWCOMER,
+                    8443,
+                ),
+                4 * MIN_MS,
+                [25_000, 30_000_000, 8_000, 500_000],
+            );
+        }
+        // exposure: 30 internet sources in on RDP to NIC 4 through an allow-any rule.
+        if i == 4 && h == mid {
+            for s in 0..30u8 {
+                let b = GTuple {
+                    inbound: true,
+                    ..base(
+                        hour + (25 + s as i64) * MIN_MS,
+                        Rule::AllowRdpAny,
+                        Ipv4Addr::new(203, 0, 113, 1 + s),
+                        me,
+                        3389,
+                    )
+                };
+                conn(&mut out, b, 90_000, [200, 40_000, 300, 250_000]);
+            }
+        }
+        // denied_spike: 50 sources hammer telnet on NIC 5, 40 attempts each, in one hour.
+        if i == 5 && h == mid {
+            for s in 0..50u8 {
+                for k in 0..40i64 {
+                    out.push(GTuple {
+                        inbound: true,
+                        deny: true,
+                        ..base(
+                            hour + 5 * MIN_MS + k * 80_000 + s as i64 * 700,
+                            Rule::DenyAllInBound,
+                            Ipv4Addr::new(192, 0, 2, 100 + s),
+                            me,
+                            23,
+                        )
+                    });
+                }
+            }
+        }
+        // lateral_movement: NIC 0 opens SMB and RDP on every other NIC within 2 minutes.
+        if i == 0 && h == last {
+            for (j, other) in nics.iter().enumerate().filter(|(j, _)| *j != 0) {
+                for (k, port) in [445u16, 3389].into_iter().enumerate() {
+                    let t = hour + 30 * MIN_MS + (j * 2 + k) as i64 * 5_000;
+                    conn(
+                        &mut out,
+                        base(t, Rule::AllowVnetOutBound, me, other.ip, port),
+                        20_000,
+                        [40, 9_000, 40, 60_000],
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// What was injected, for tests and the README's demo.
+    pub(super) fn truth(nics: &[Nic], n: usize, start: i64) -> Vec<Truth> {
+        let (mid, last) = hours(n);
+        let at = |h: usize, ms: i64| start + h as i64 * HOUR_MS + ms;
+        let t = |kind, src: Ipv4Addr, dst: &str, dport, first_ms, last_ms| Truth {
+            kind,
+            src: src.to_string(),
+            dst: dst.to_string(),
+            dport,
+            first_ms,
+            last_ms,
+        };
+        let ip = |i: usize| nics[i].ip.to_string();
+        vec![
+            t(
+                "port_scan",
+                SCANNER,
+                &ip(0),
+                None,
+                at(mid, 10 * MIN_MS),
+                at(mid, 10 * MIN_MS + (SCAN_PORTS as i64 - 1) * 500),
+            ),
+            t(
+                "horizontal_sweep",
+                SWEEPER,
+                "",
+                Some(5985),
+                at(mid, 20 * MIN_MS),
+                at(mid, 20 * MIN_MS + (nics.len() as i64 - 1) * 2_000),
+            ),
+            t(
+                "exfiltration",
+                nics[1].ip,
+                &DROP_SITE.to_string(),
+                None,
+                at(mid, 5 * MIN_MS),
+                at(mid, 45 * MIN_MS),
+            ),
+            t(
+                "beacon",
+                nics[2].ip,
+                &C2.to_string(),
+                Some(443),
+                at(0, 30_000),
+                at(n - 1, 59 * MIN_MS + 32_000),
+            ),
+            t(
+                "new_talker",
+                nics[3].ip,
+                &NEWCOMER.to_string(),
+                None,
+                at(last, 15 * MIN_MS),
+                at(last, 19 * MIN_MS),
+            ),
+            t(
+                "exposure",
+                Ipv4Addr::new(203, 0, 113, 1),
+                &ip(4),
+                Some(3389),
+                at(mid, 25 * MIN_MS),
+                at(mid, 55 * MIN_MS + 90_000),
+            ),
+            t(
+                "denied_spike",
+                Ipv4Addr::new(192, 0, 2, 100),
+                &ip(5),
+                Some(23),
+                at(mid, 0),
+                at(mid, HOUR_MS - 1),
+            ),
+            t(
+                "lateral_movement",
+                nics[0].ip,
+                "",
+                None,
+                at(last, 30 * MIN_MS),
+                at(last, 31 * MIN_MS),
+            ),
+        ]
+    }
+}
+
 /// Write the container. Returns what was written.
 pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
     if opts.nsgs == 0 || opts.nics_per_nsg == 0 || opts.hours == 0 {
         return Ok(GenStats::default());
+    }
+    if opts.attacks
+        && (opts.nsgs * opts.nics_per_nsg < attacks::MIN_NICS || opts.hours < attacks::MIN_HOURS)
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "--attacks needs at least {} NICs (--nsgs x --nics-per-nsg) and {} hours",
+                attacks::MIN_NICS,
+                attacks::MIN_HOURS
+            ),
+        ));
     }
     let start = opts.start_ms - opts.start_ms.rem_euclid(HOUR_MS);
     let nics: Vec<Nic> = (0..opts.nsgs)
@@ -750,6 +1054,10 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
                         let t0 = hour + m * MIN_MS + tg.rng.i64(0..MIN_MS);
                         tg.connection(t0, &mut buf);
                     }
+                }
+                if opts.attacks {
+                    let i = nic.nsg * opts.nics_per_nsg + nic.nic;
+                    buf.extend(attacks::tuples(i, &nics, h, opts.hours, hour));
                 }
                 pending.append(&mut buf);
                 // Bucket into this hour's records; later tuples wait for their hour.
@@ -800,6 +1108,15 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
             Ok(stats)
         })
         .collect::<std::io::Result<Vec<GenStats>>>()?;
+    if opts.attacks {
+        let start = opts.start_ms - opts.start_ms.rem_euclid(HOUR_MS);
+        let truth = attacks::truth(&nics, opts.hours, start);
+        let mut name = opts.out.file_name().unwrap_or_default().to_os_string();
+        name.push(".attacks.json");
+        let mut text = serde_json::to_string_pretty(&truth).expect("serializes");
+        text.push('\n');
+        std::fs::write(opts.out.with_file_name(name), text)?;
+    }
     let mut all = GenStats::default();
     for s in totals {
         all.blobs += s.blobs;

@@ -131,28 +131,17 @@ pub fn finish(t: &Talkers, cx: &Context<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     let (mut quiet_in, mut quiet_out, mut first, mut last) = (0usize, 0usize, i64::MAX, i64::MIN);
     let mut quiet_locs = Vec::new();
+    let mut admin: BTreeMap<(Ip, u16), Vec<(std::net::IpAddr, &Talker)>> = BTreeMap::new();
     for (ip, x) in new {
         let addr = ip_of(*ip);
         let host = ip_of(x.host);
         let window = Window::new(x.first_ms, x.last_ms);
         let base = format!("absent from {}", cx.baseline_name);
         if let Some(port) = x.admin_in {
-            out.push(
-                Finding::new(
-                    "new_talker",
-                    Severity::High,
-                    x.allowed_in as f64,
-                    format!("new external address {addr} was allowed in on admin port {port} (first to {host})"),
-                    BTreeMap::from([("src", addr.to_string()), ("dst", host.to_string()), ("dport", port.to_string())]),
-                    window,
-                )
-                .metric("allowed_in_tuples", x.allowed_in)
-                .metric("bytes_to", x.bytes_to)
-                .threshold(format!("first seen {} after the baseline, allowed in on an admin port", crate::text::fmt_ms(x.first_ms)))
-                .baseline(base)
-                .evidence([&x.loc]),
-            );
-        } else if x.bytes_to >= c.min_bytes {
+            admin.entry((x.host, port)).or_default().push((addr, x));
+            continue;
+        }
+        if x.bytes_to >= c.min_bytes {
             let mib = x.bytes_to as f64 / (1u64 << 20) as f64;
             out.push(
                 Finding::new(
@@ -186,6 +175,33 @@ pub fn finish(t: &Talkers, cx: &Context<'_>) -> Vec<Finding> {
                 quiet_locs.push(&x.loc);
             }
         }
+    }
+    for ((host, port), v) in admin {
+        let host = ip_of(host);
+        let first = v.iter().map(|(_, x)| x.first_ms).min().unwrap_or(0);
+        let last = v.iter().map(|(_, x)| x.last_ms).max().unwrap_or(0);
+        let mut v = v;
+        v.sort_by_key(|(a, x)| (x.first_ms, *a));
+        let n = v.len();
+        out.push(
+            Finding::new(
+                "new_talker",
+                Severity::High,
+                n as f64,
+                format!("{n} new external addresses were allowed in to {host} on admin port {port} (first {})", v[0].0),
+                BTreeMap::from([("dst", host.to_string()), ("dport", port.to_string())]),
+                Window::new(first, last),
+            )
+            .metric("new_sources", n)
+            .metric("sources", v.iter().take(20).map(|(a, _)| a.to_string()).collect::<Vec<_>>())
+            .metric("allowed_in_tuples", v.iter().map(|(_, x)| x.allowed_in).sum::<u64>())
+            .threshold(format!(
+                "first seen after the baseline (the first at {}), allowed in on an admin port",
+                crate::text::fmt_ms(first)
+            ))
+            .baseline(format!("absent from {}", cx.baseline_name))
+            .evidence(v.iter().map(|(_, x)| &x.loc)),
+        );
     }
     if quiet_in + quiet_out > 0 {
         out.push(
