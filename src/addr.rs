@@ -137,21 +137,18 @@ impl AddressBook {
 /// Internal by the built-in ranges alone (RFC 1918, RFC 6598, loopback, link-local, IPv6
 /// ULA), without `--internal`: what a fold can decide without the run's address book.
 pub fn builtin_internal(ip: &IpAddr) -> bool {
-    {
-        let builtin = match ip {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                v4.is_private()
-                    || v4.is_loopback()
-                    || v4.is_link_local()
-                    || (o[0] == 100 && (o[1] & 0xC0) == 64)
-            }
-            IpAddr::V6(v6) => {
-                let s = v6.segments()[0];
-                v6.is_loopback() || (s & 0xFE00) == 0xFC00 || (s & 0xFFC0) == 0xFE80
-            }
-        };
-        builtin
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || (o[0] == 100 && (o[1] & 0xC0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments()[0];
+            v6.is_loopback() || (s & 0xFE00) == 0xFC00 || (s & 0xFFC0) == 0xFE80
+        }
     }
 }
 

@@ -1876,3 +1876,234 @@ fn report_top_and_graph_agree_on_every_top_list_row_for_row() {
         );
     }
 }
+
+/// A generated container with every kind of attack, its ground truth, and a clean twin.
+fn attack_containers() -> (tempfile::TempDir, Value, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    let gen = |name: &str, attacks: bool| {
+        let out = work.path().join(name);
+        let mut cmd = nsgflow();
+        cmd.args([
+            "gen",
+            "--out",
+            out.to_str().unwrap(),
+            "--hours",
+            "4",
+            "--seed",
+            "5",
+        ]);
+        if attacks {
+            cmd.arg("--attacks");
+        }
+        cmd.assert().success();
+    };
+    gen("atk", true);
+    gen("clean", false);
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(work.path().join("atk.attacks.json")).unwrap(),
+    )
+    .unwrap();
+    let clean = tempfile::tempdir().unwrap();
+    std::fs::rename(work.path().join("clean"), clean.path().join("c")).unwrap();
+    (work, truth, clean)
+}
+
+fn anomalies_json(dir: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["anomalies", dir.to_str().unwrap(), "--format", "json"];
+    args.extend(extra);
+    run_json(&args)
+}
+
+#[test]
+fn every_injected_attack_is_found_at_medium_or_above_with_its_subjects_and_window() {
+    let (work, truth, _) = attack_containers();
+    let v = anomalies_json(&work.path().join("atk"), &["--min-severity", "medium"]);
+    let findings = v["findings"].as_array().unwrap();
+    let truth = truth.as_array().unwrap();
+    assert_eq!(truth.len(), 8);
+    let ms = |s: &Value| ms_of(s);
+    for t in truth {
+        let kind = t["kind"].as_str().unwrap();
+        let hit = findings.iter().find(|f| {
+            let s = &f["subjects"];
+            let same = |k: &str| {
+                let want = t[k].as_str().unwrap_or("");
+                want.is_empty() || s[k].as_str().is_none() || s[k].as_str() == Some(want)
+            };
+            let (first, last) = (ms(&f["window"]["first"]), ms(&f["window"]["last"]));
+            f["kind"] == kind
+                && same("src")
+                && same("dst")
+                && first <= t["last_ms"].as_i64().unwrap()
+                && last >= t["first_ms"].as_i64().unwrap()
+        });
+        let f = hit.unwrap_or_else(|| panic!("{kind} not found: {t}"));
+        assert!(
+            ["medium", "high", "critical"].contains(&f["severity"].as_str().unwrap()),
+            "{f}"
+        );
+        // The contract: every finding explains itself.
+        for k in [
+            "id",
+            "kind",
+            "severity",
+            "score",
+            "title",
+            "subjects",
+            "window",
+            "metrics",
+            "threshold",
+            "evidence",
+        ] {
+            assert!(!f[k].is_null(), "{kind}: {k}");
+        }
+        assert!(!f["threshold"].as_str().unwrap().is_empty());
+        if kind != "beacon" || !f["evidence"].as_array().unwrap().is_empty() {
+            let e = &f["evidence"][0];
+            assert!(
+                e["path"].as_str().unwrap().ends_with("PT1H.json"),
+                "{kind}: {e}"
+            );
+            assert!(
+                e["rule"].as_str().is_some()
+                    && e["record"].as_u64().is_some()
+                    && e["tuple"].as_u64().is_some()
+            );
+        }
+    }
+    // Exact subjects of a few.
+    let by = |kind: &str| findings.iter().find(|f| f["kind"] == kind).unwrap();
+    assert_eq!(by("port_scan")["subjects"]["src"], "203.0.113.66");
+    assert_eq!(by("port_scan")["metrics"]["distinct_ports"], 300);
+    assert_eq!(by("horizontal_sweep")["subjects"]["dport"], "5985");
+    assert_eq!(by("horizontal_sweep")["metrics"]["hosts"], 6);
+    assert_eq!(by("beacon")["subjects"]["dst"], "198.51.100.77");
+    assert_eq!(
+        by("exposure")["subjects"]["rule"],
+        "UserRule_AllowRdpFromAnywhere"
+    );
+    assert_eq!(by("exposure")["metrics"]["sources"], 30);
+    assert_eq!(by("lateral_movement")["metrics"]["hosts_in_window"], 5);
+    assert_eq!(
+        by("denied_spike")["subjects"]["hour"],
+        "2026-01-05T02:00:00.000Z"
+    );
+    assert_eq!(by("exfiltration")["metrics"]["bytes"], 3_200_000_000u64);
+    // Sorted by severity, then score.
+    let rank = |s: &str| {
+        ["info", "low", "medium", "high", "critical"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap()
+    };
+    let sev: Vec<usize> = findings
+        .iter()
+        .map(|f| rank(f["severity"].as_str().unwrap()))
+        .collect();
+    assert!(sev.windows(2).all(|w| w[0] >= w[1]), "{sev:?}");
+    assert_eq!(v["checked"].as_array().unwrap().len(), 8);
+    assert!(v["ledger"]["tuples"].as_u64().unwrap() > 10_000);
+}
+
+#[test]
+fn a_clean_container_has_nothing_high_and_at_most_two_medium_findings() {
+    let (_, _, clean) = attack_containers();
+    let v = anomalies_json(&clean.path().join("c"), &[]);
+    let f = v["findings"].as_array().unwrap();
+    let count = |s: &str| f.iter().filter(|x| x["severity"] == s).count();
+    assert_eq!(count("critical") + count("high"), 0, "{v:#}");
+    assert!(count("medium") <= 2, "{v:#}");
+    // Background scanning is summarised, not listed scanner by scanner.
+    assert!(f.iter().filter(|x| x["kind"] == "horizontal_sweep").count() <= 1);
+}
+
+#[test]
+fn fail_on_exits_4_config_changes_thresholds_and_output_is_reproducible() {
+    let (work, _, clean) = attack_containers();
+    let atk = work.path().join("atk");
+    let d = atk.to_str().unwrap();
+    nsgflow()
+        .args(["anomalies", d, "--fail-on", "high"])
+        .assert()
+        .code(4);
+    let c = clean.path().join("c");
+    nsgflow()
+        .args(["anomalies", c.to_str().unwrap(), "--fail-on", "high"])
+        .assert()
+        .code(0);
+    nsgflow()
+        .args(["anomalies", d, "--fail-on", "bad"])
+        .assert()
+        .code(2);
+    // A config that asks beacons for more connections than the injected one has.
+    let cfg = work.path().join("detect.toml");
+    std::fs::write(&cfg, "[beacon]\nmin_connections = 5000\n").unwrap();
+    let v = anomalies_json(&atk, &["--config", cfg.to_str().unwrap()]);
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["kind"] != "beacon"));
+    std::fs::write(&cfg, "[beacon]\nmin_conections = 5\n").unwrap();
+    let out = nsgflow()
+        .args(["anomalies", d, "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("min_conections"));
+    // An allow-listed scanner is no longer reported.
+    std::fs::write(&cfg, "allow = [\"203.0.113.66\"]\n").unwrap();
+    let v = anomalies_json(&atk, &["--config", cfg.to_str().unwrap()]);
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["subjects"]["src"] != "203.0.113.66"));
+    // Byte-identical across runs and thread counts.
+    let run = |j: &str| {
+        nsgflow()
+            .args(["anomalies", d, "--format", "json", "-j", j])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let one = run("1");
+    assert_eq!(one, run("2"));
+    assert_eq!(one, run("2"));
+}
+
+#[test]
+fn the_report_opens_with_its_findings_in_every_format() {
+    let (work, _, clean) = attack_containers();
+    let out = report_into(&[work.path().join("atk").to_str().unwrap()]);
+    let html = read(out.path(), "index.html");
+    let (f, l) = (
+        html.find("<h2>Findings</h2>").unwrap(),
+        html.find("<h2>Ledger and coverage</h2>").unwrap(),
+    );
+    assert!(f < l);
+    assert!(html.contains("203.0.113.66 probed 300 ports of 10.0.0.4"));
+    let md = read(out.path(), "report.md");
+    assert!(md.find("## Findings").unwrap() < md.find("## Ledger and coverage").unwrap());
+    let csv = read(out.path(), "findings.csv");
+    assert!(
+        csv.starts_with("severity,kind,score,title,subjects,first,last,threshold,evidence,id\n")
+    );
+    assert!(csv.lines().any(|l| l.starts_with("high,beacon,")));
+    let r: Value = serde_json::from_str(&read(out.path(), "report.json")).unwrap();
+    let items = r["findings"]["items"].as_array().unwrap();
+    let direct = anomalies_json(&work.path().join("atk"), &[]);
+    assert_eq!(
+        items,
+        direct["findings"].as_array().unwrap(),
+        "report and anomalies agree"
+    );
+    // No placeholder when nothing is found: say so and what was checked.
+    let out = report_into(&[
+        clean.path().join("c").to_str().unwrap(),
+        "--min-severity",
+        "high",
+    ]);
+    let html = read(out.path(), "index.html");
+    assert!(html.contains("No findings at or above high. Checked: port_scan, horizontal_sweep"));
+}

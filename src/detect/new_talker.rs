@@ -101,7 +101,7 @@ impl Talkers {
                     if (v.first_ms, &v.loc) < (m.first_ms, &m.loc) {
                         m.first_ms = v.first_ms;
                         m.host = v.host;
-                        m.loc = v.loc.clone();
+                        m.loc = v.loc;
                     }
                     m.last_ms = m.last_ms.max(v.last_ms);
                     m.allowed_in += v.allowed_in;
