@@ -60,7 +60,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             check_partial_target(save_partial.as_deref())?;
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), quiet);
-            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1));
+            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1), detect.enabled);
             bar.finish_and_clear();
             if let Some(p) = &save_partial {
                 let header = state::Header::new("report", &input, &filters, &book, &d, &detect);
@@ -89,7 +89,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         } => {
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
-            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1));
+            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1), detect.enabled);
             bar.finish_and_clear();
             let findings = findings_of(&data, &book, &detect, &input)?;
             let ledger = crate::summary::LedgerReport::new(&data.ledger, &d);
@@ -438,6 +438,9 @@ fn findings_of(
     opts: &DetectOptions,
     input: &InputConfig,
 ) -> anyhow::Result<Findings> {
+    if !opts.enabled {
+        return Ok(Findings::not_run());
+    }
     let baseline = match &opts.baseline {
         None => None,
         Some(p) if p.is_file() => match state::load(p)?.body {
@@ -452,7 +455,7 @@ fn findings_of(
             if d.blobs.is_empty() {
                 anyhow::bail!("--baseline {}: no flow-log blobs found", p.display());
             }
-            let b = report_pass(&d.blobs, &input.run, &|| {});
+            let b = report_pass(&d.blobs, &input.run, &|| {}, true);
             Some((b, format!("input {} ({} blobs)", p.display(), d.blobs.len())))
         }
     };
@@ -465,8 +468,9 @@ fn findings_of(
         last,
         baseline.as_ref().map(|(b, n)| (&b.detect, n.clone())),
     );
+    let items = crate::detect::findings(&data.detect, &data.conns.beacons, &cx, opts.min_severity);
     Ok(Findings::new(
-        crate::detect::findings(&data.detect, &data.conns.beacons, &cx, opts.min_severity),
+        items,
         opts.min_severity,
         cx.baseline_name.clone(),
     ))

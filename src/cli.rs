@@ -186,11 +186,17 @@ pub struct DetectArgs {
     /// Exit 4 when a finding at or above this severity exists.
     #[arg(long, value_name = "SEVERITY")]
     pub fail_on: Option<String>,
+    /// `report`: run the detectors too and open the report with their findings (about twice
+    /// the time of a report without them; `anomalies` always runs them).
+    #[arg(long)]
+    pub findings: bool,
 }
 
 /// Validated detector options.
 #[derive(Clone, Debug, Default)]
 pub struct DetectOptions {
+    /// Run the detectors (`anomalies` always; `report` with `--findings`).
+    pub enabled: bool,
     pub baseline: Option<PathBuf>,
     pub config: DetectConfig,
     pub min_severity: Severity,
@@ -200,6 +206,7 @@ pub struct DetectOptions {
 impl DetectArgs {
     pub fn to_options(&self) -> Result<DetectOptions, String> {
         Ok(DetectOptions {
+            enabled: self.findings,
             baseline: self.baseline.clone(),
             config: match &self.config {
                 Some(p) => DetectConfig::load(p)?,
@@ -807,7 +814,10 @@ impl Cli {
             Command::Anomalies(a) => Ok(Config::Anomalies {
                 input: a.input.to_config()?,
                 book: a.addr.to_book()?,
-                detect: a.detect.to_options()?,
+                detect: DetectOptions {
+                    enabled: true,
+                    ..a.detect.to_options()?
+                },
                 format: a.format,
             }),
             Command::Flows(a) => Ok(Config::Flows {

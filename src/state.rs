@@ -92,6 +92,8 @@ pub struct Options {
 /// What a merged report's findings need: the same configuration as the parts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DetectRecord {
+    /// Whether the detectors ran (`report --findings`).
+    pub enabled: bool,
     pub config: DetectConfig,
     pub min_severity: Severity,
     pub baseline: Option<String>,
@@ -101,6 +103,7 @@ impl Options {
     /// The detector options of a merged report (no `--fail-on`: merge has its own exit).
     pub fn detect_options(&self) -> anyhow::Result<DetectOptions> {
         Ok(DetectOptions {
+            enabled: self.detect.enabled,
             baseline: self.detect.baseline.as_ref().map(PathBuf::from),
             config: self.detect.config.clone(),
             min_severity: self.detect.min_severity,
@@ -181,6 +184,7 @@ impl Header {
                     .map(|(n, l)| (n.to_string(), l.clone()))
                     .collect(),
                 detect: DetectRecord {
+                    enabled: detect.enabled,
                     config: detect.config.clone(),
                     min_severity: detect.min_severity,
                     baseline: detect.baseline.as_ref().map(|p| path(p)),

@@ -330,6 +330,8 @@ pub struct ConnSummary {
     recent: [PairTally; 2],
     /// Outbound allowed connections by (source, destination, port), for beacon detection.
     pub beacons: crate::detect::beacon::Beacons,
+    /// Whether `beacons` is collected.
+    pub collect_beacons: bool,
 }
 
 impl Default for ConnSummary {
@@ -341,6 +343,7 @@ impl Default for ConnSummary {
             pairs: Default::default(),
             recent: Default::default(),
             beacons: Default::default(),
+            collect_beacons: true,
         }
     }
 }
@@ -624,7 +627,7 @@ impl Out<'_> {
         let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
         let pairs = &mut sum.recent[inbound as usize];
         if k.meta & META_V6 == 0 {
-            if !inbound && !o.denied() {
+            if sum.collect_beacons && !inbound && !o.denied() {
                 let dport = (k.meta >> 16) as u16;
                 sum.beacons
                     .add((k.ips >> 32) as u32, k.ips as u32, dport, o.start_ms, bytes);
@@ -988,16 +991,24 @@ pub struct ConnFold {
 
 impl Default for ConnFold {
     fn default() -> Self {
-        ConnFold {
-            stitch: Stitcher {
-                summary: Some(ConnSummary::default()),
-                ..Stitcher::default()
-            },
-        }
+        ConnFold::new(true)
     }
 }
 
 impl ConnFold {
+    /// With `beacons`, outbound connections are kept for beacon detection too.
+    pub fn new(beacons: bool) -> ConnFold {
+        ConnFold {
+            stitch: Stitcher {
+                summary: Some(ConnSummary {
+                    collect_beacons: beacons,
+                    ..ConnSummary::default()
+                }),
+                ..Stitcher::default()
+            },
+        }
+    }
+
     /// What the groups read so far summarise to.
     pub fn summary(&self) -> &ConnSummary {
         self.stitch.summary.as_ref().expect("summary mode")

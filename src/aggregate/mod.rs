@@ -68,19 +68,28 @@ pub struct ReportData {
     pub ledger: Ledger,
 }
 
-/// The one pass behind `report` and `anomalies`: every fold at once, the detectors with them. The order-free folds (rules, traffic,
-/// coverage) and the stitcher see the same tables; NIC groups are read in time order.
-pub fn report_pass(blobs: &[BlobMeta], opts: &RunOptions, progress: &Progress<'_>) -> ReportData {
+/// The one pass behind `report` and `anomalies`: every fold at once. The order-free folds
+/// (rules, traffic, coverage, the detectors) and the stitcher see the same tables; NIC groups
+/// are read in time order. `detect` runs the detectors as well (`anomalies`, `report
+/// --findings`): they cost about as much again as the rest (see the README's performance).
+pub fn report_pass(
+    blobs: &[BlobMeta],
+    opts: &RunOptions,
+    progress: &Progress<'_>,
+    detect: bool,
+) -> ReportData {
     let (((summary, traffic), coverage, detect), conns, ledger) = run_nics(
         blobs,
         opts,
         progress,
-        <(
-            (Summary, traffic::Traffic),
-            coverage::Coverage,
-            crate::detect::Detect,
-        )>::default,
-        connections::ConnFold::default,
+        || {
+            (
+                <(Summary, traffic::Traffic)>::default(),
+                coverage::Coverage::default(),
+                crate::detect::Detect::new(detect),
+            )
+        },
+        || connections::ConnFold::new(detect),
     );
     ReportData {
         summary,

@@ -390,9 +390,20 @@ pub struct Detect {
     /// The last table's rule and NSG (tables of one record share them).
     #[serde(skip)]
     last: Option<(Box<str>, u64, Box<str>, u64)>,
+    /// Not run: tables pass through untouched.
+    #[serde(skip)]
+    off: bool,
 }
 
 impl Detect {
+    /// Detectors that run (`true`) or a fold that ignores every table.
+    pub fn new(on: bool) -> Detect {
+        Detect {
+            off: !on,
+            ..Detect::default()
+        }
+    }
+
     fn name(&mut self, s: &str) -> u64 {
         let h = name_hash(s);
         self.names.entry(h).or_insert_with(|| Arc::from(s));
@@ -439,7 +450,7 @@ impl Seen<'_> {
 
 impl TableSink for Detect {
     fn table(&mut self, table: &RuleTable<'_>) {
-        if table.tuples.is_empty() {
+        if self.off || table.tuples.is_empty() {
             return;
         }
         let (rule, nsg) = match &self.last {
@@ -481,7 +492,9 @@ impl TableSink for Detect {
 
 impl Fold for Detect {
     fn begin_blob(&mut self, blob: &BlobMeta) {
-        self.blob = self.name(&blob.path.display().to_string());
+        if !self.off {
+            self.blob = self.name(&blob.path.display().to_string());
+        }
     }
 
     fn merge(&mut self, o: Detect) {

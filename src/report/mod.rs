@@ -74,6 +74,8 @@ pub const DETECTORS: [&str; 8] = [
 /// the same fields beside the ledger).
 #[derive(Clone, Debug, Serialize)]
 pub struct Findings {
+    /// Whether the detectors ran (`anomalies`, `report --findings`).
+    pub ran: bool,
     /// Findings below this severity are left out.
     pub min_severity: Severity,
     /// The detectors that ran.
@@ -93,11 +95,21 @@ impl Findings {
             .map(|s| (s.name(), items.iter().filter(|f| f.severity == *s).count()))
             .collect();
         Findings {
+            ran: true,
             min_severity,
             checked: DETECTORS.to_vec(),
             counts,
             baseline,
             items,
+        }
+    }
+
+    /// The detectors did not run (a report without `--findings`).
+    pub fn not_run() -> Findings {
+        Findings {
+            ran: false,
+            checked: Vec::new(),
+            ..Findings::new(Vec::new(), Severity::Info, String::new())
         }
     }
 

@@ -146,6 +146,9 @@ fn talker_rows(t: &[Talker]) -> impl Iterator<Item = Vec<String>> + '_ {
 }
 
 /// `report.md`: the same content for tickets and wikis.
+/// What the findings section says when the detectors did not run.
+pub const NOT_RUN: &str = "The detectors did not run for this report: `nsgflow report --findings` (or `nsgflow anomalies`) runs them.";
+
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let l = &r.ledger;
@@ -176,7 +179,9 @@ pub fn markdown(r: &Report) -> String {
     }
     let f = &r.findings;
     let _ = writeln!(o, "\n## Findings\n");
-    if f.items.is_empty() {
+    if !f.ran {
+        let _ = writeln!(o, "{NOT_RUN}");
+    } else if f.items.is_empty() {
         let _ = writeln!(
             o,
             "No findings at or above {}. Checked: {}.",
