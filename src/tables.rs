@@ -197,36 +197,9 @@ pub fn render_findings(
             "ledger": ledger,
         })));
     }
-    let header = [
-        "SEVERITY",
-        "KIND",
-        "SCORE",
-        "TITLE",
-        "SUBJECTS",
-        "FIRST",
-        "LAST",
-        "THRESHOLD",
-        "EVIDENCE",
-    ];
-    let rows: Vec<Vec<String>> = f
-        .items
-        .iter()
-        .map(|x| {
-            vec![
-                x.severity.name().to_string(),
-                x.kind.to_string(),
-                x.score.to_string(),
-                x.title.clone(),
-                x.subject_line(),
-                x.window.first.clone(),
-                x.window.last.clone(),
-                x.threshold.clone(),
-                x.first_evidence(),
-            ]
-        })
-        .collect();
     if format == TableFormat::Csv {
-        return render_rows(&header, rows, &[], format);
+        let rows = f.items.iter().map(crate::report::Finding::cells).collect();
+        return render_rows(&crate::report::FINDING_COLUMNS, rows, &[], format);
     }
     let mut o = String::new();
     if f.items.is_empty() {

@@ -130,7 +130,42 @@ impl Findings {
     }
 }
 
+/// Columns of `findings.csv` and `anomalies --format csv` ([`Finding::cells`]).
+pub const FINDING_COLUMNS: [&str; 10] = [
+    "severity",
+    "kind",
+    "score",
+    "title",
+    "subjects",
+    "first",
+    "last",
+    "threshold",
+    "evidence",
+    "id",
+];
+
 impl Finding {
+    /// The finding as CSV cells, in [`FINDING_COLUMNS`] order; evidence as
+    /// `path:record:rule:tuple`, space-separated.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.severity.name().to_string(),
+            self.kind.to_string(),
+            self.score.to_string(),
+            self.title.clone(),
+            self.subject_line(),
+            self.window.first.clone(),
+            self.window.last.clone(),
+            self.threshold.clone(),
+            self.evidence
+                .iter()
+                .map(|e| format!("{}:{}:{}:{}", e.path, e.record, e.rule, e.tuple))
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.id.clone(),
+        ]
+    }
+
     /// `src=…, dst=…` for tables.
     pub fn subject_line(&self) -> String {
         self.subjects

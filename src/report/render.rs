@@ -4,7 +4,7 @@
 //! `csv_text` (quoting, and neutralising cells a spreadsheet would run as formulas).
 
 use super::charts::{charts, Chart};
-use super::{ConnectionRow, PortRow, Report, Talker, Talkers};
+use super::{ConnectionRow, Finding, PortRow, Report, Talker, Talkers};
 use crate::export::csv_text;
 use askama::Template;
 use std::fmt::Write as _;
@@ -452,36 +452,8 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
         }),
     );
     let findings = csv_rows(
-        &[
-            "severity",
-            "kind",
-            "score",
-            "title",
-            "subjects",
-            "first",
-            "last",
-            "threshold",
-            "evidence",
-            "id",
-        ],
-        r.findings.items.iter().map(|x| {
-            vec![
-                x.severity.name().to_string(),
-                x.kind.to_string(),
-                x.score.to_string(),
-                x.title.clone(),
-                x.subject_line(),
-                x.window.first.clone(),
-                x.window.last.clone(),
-                x.threshold.clone(),
-                x.evidence
-                    .iter()
-                    .map(|e| format!("{}:{}:{}:{}", e.path, e.record, e.rule, e.tuple))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                x.id.clone(),
-            ]
-        }),
+        &crate::report::FINDING_COLUMNS,
+        r.findings.items.iter().map(Finding::cells),
     );
     let mut talkers = Vec::new();
     for (dir, t) in [("ingress", &r.ingress), ("egress", &r.egress)] {
