@@ -102,11 +102,7 @@ impl Uploads {
     }
 }
 
-pub fn finish(
-    up: &Uploads,
-    _talkers: &super::new_talker::Talkers,
-    cx: &Context<'_>,
-) -> Vec<Finding> {
+pub fn finish(up: &Uploads, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.exfiltration;
     let pairs: Vec<(&(Ip, Ip), &Upload)> = {
         let mut v: Vec<_> = up

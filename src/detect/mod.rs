@@ -520,7 +520,7 @@ pub fn findings(
     v.extend(port_scan::finish(&d.contacts, cx));
     v.extend(horizontal_sweep::finish(&d.contacts, cx));
     v.extend(lateral_movement::finish(&d.contacts, cx));
-    v.extend(exfiltration::finish(&d.exfil, &d.talkers, cx));
+    v.extend(exfiltration::finish(&d.exfil, cx));
     v.extend(beacon::finish(beacons, &d.exfil, cx));
     v.extend(new_talker::finish(&d.talkers, cx));
     v.extend(denied_spike::finish(&d.denied, &d.names, cx));
