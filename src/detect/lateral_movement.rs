@@ -46,7 +46,6 @@ fn baseline_hosts(
     until_ms: Option<i64>,
 ) -> usize {
     contacts
-        .map
         .iter()
         .filter(|(k, c)| {
             k.0 == src

@@ -497,6 +497,10 @@ impl Fold for Detect {
         }
     }
 
+    fn end_blob(&mut self) {
+        self.contacts.end_blob();
+    }
+
     fn merge(&mut self, o: Detect) {
         for (k, v) in o.names {
             self.names.entry(k).or_insert(v);
