@@ -66,7 +66,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 let header = state::Header::new("report", &input, &filters, &book, &d, &detect);
                 state::save(p, &header, &data.ledger, BodyRef::Report(&data))?;
             }
-            let findings = findings_of(&data, &book, &detect, &input)?;
+            let findings = findings_of(data.detect_data(), &book, &detect, &input)?;
             let code = write_report(
                 &data,
                 &d,
@@ -89,12 +89,18 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         } => {
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
-            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1), detect.enabled);
+            let (summary, found, conns, ledger) =
+                crate::aggregate::detect_pass(&d.blobs, &input.run, &|| bar.inc(1));
             bar.finish_and_clear();
-            let findings = findings_of(&data, &book, &detect, &input)?;
-            let ledger = crate::summary::LedgerReport::new(&data.ledger, &d);
-            emit(&crate::tables::render_findings(&findings, &ledger, format)?)?;
-            let code = finish(&data.ledger, &d, input.run.strict);
+            let data = crate::aggregate::DetectData {
+                summary: &summary,
+                detect: &found,
+                beacons: &conns.beacons,
+            };
+            let findings = findings_of(data, &book, &detect, &input)?;
+            let report = crate::summary::LedgerReport::new(&ledger, &d);
+            emit(&crate::tables::render_findings(&findings, &report, format)?)?;
+            let code = finish(&ledger, &d, input.run.strict);
             Ok(fail_on(code, &findings.items, &detect))
         }
         Config::Summary {
@@ -411,7 +417,8 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
             let filters = merged.header.options.filters.clone();
             let detect = merged.header.options.detect_options()?;
             let out = out_dir.expect("prepared above");
-            let findings = findings_of(&data, &book, &detect, &InputConfig::default())?;
+            let findings =
+                findings_of(data.detect_data(), &book, &detect, &InputConfig::default())?;
             let code = write_report(
                 &data,
                 &d,
@@ -433,7 +440,7 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
 /// The findings of a finished pass, with the baseline `--baseline` names (a report partial,
 /// or a folder read with the same options).
 fn findings_of(
-    data: &crate::aggregate::ReportData,
+    data: crate::aggregate::DetectData<'_>,
     book: &AddressBook,
     opts: &DetectOptions,
     input: &InputConfig,
@@ -444,7 +451,7 @@ fn findings_of(
     let baseline = match &opts.baseline {
         None => None,
         Some(p) if p.is_file() => match state::load(p)?.body {
-            Body::Report(b) => Some((b, format!("partial {}", p.display()))),
+            Body::Report(b) => Some((b.detect, format!("partial {}", p.display()))),
             Body::Summary(..) => anyhow::bail!(
                 "--baseline {}: a summary partial holds no detector state; use one from report --save-partial",
                 p.display()
@@ -455,7 +462,7 @@ fn findings_of(
             if d.blobs.is_empty() {
                 anyhow::bail!("--baseline {}: no flow-log blobs found", p.display());
             }
-            let b = report_pass(&d.blobs, &input.run, &|| {}, true);
+            let (_, b, _, _) = crate::aggregate::detect_pass(&d.blobs, &input.run, &|| {});
             Some((b, format!("input {} ({} blobs)", p.display(), d.blobs.len())))
         }
     };
@@ -466,9 +473,9 @@ fn findings_of(
         &opts.config,
         first,
         last,
-        baseline.as_ref().map(|(b, n)| (&b.detect, n.clone())),
+        baseline.as_ref().map(|(b, n)| (b, n.clone())),
     );
-    let items = crate::detect::findings(&data.detect, &data.conns.beacons, &cx, opts.min_severity);
+    let items = crate::detect::findings(data.detect, data.beacons, &cx, opts.min_severity);
     Ok(Findings::new(
         items,
         opts.min_severity,

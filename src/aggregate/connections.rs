@@ -332,6 +332,9 @@ pub struct ConnSummary {
     pub beacons: crate::detect::beacon::Beacons,
     /// Whether `beacons` is collected.
     pub collect_beacons: bool,
+    /// Whether the top lists and pair tallies are kept (the report's; `anomalies` counts
+    /// and collects beacons only).
+    pub tallies: bool,
 }
 
 impl Default for ConnSummary {
@@ -344,6 +347,7 @@ impl Default for ConnSummary {
             recent: Default::default(),
             beacons: Default::default(),
             collect_beacons: true,
+            tallies: true,
         }
     }
 }
@@ -619,19 +623,22 @@ impl Out<'_> {
         };
         sum.by_status[status as usize] += 1;
         let bytes = o.bytes[0] + o.bytes[1];
+        let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
+        if sum.collect_beacons && !inbound && !o.denied() && k.meta & META_V6 == 0 {
+            let dport = (k.meta >> 16) as u16;
+            sum.beacons
+                .add((k.ips >> 32) as u32, k.ips as u32, dport, o.start_ms, bytes);
+        }
+        if !sum.tallies {
+            return;
+        }
         let tally = Tally {
             tuples: o.tuples as u64,
             denied: if o.denied() { o.tuples as u64 } else { 0 },
             bytes,
         };
-        let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
         let pairs = &mut sum.recent[inbound as usize];
         if k.meta & META_V6 == 0 {
-            if sum.collect_beacons && !inbound && !o.denied() {
-                let dport = (k.meta >> 16) as u16;
-                sum.beacons
-                    .add((k.ips >> 32) as u32, k.ips as u32, dport, o.start_ms, bytes);
-            }
             pairs.v4.entry(k.ips).or_default().merge(&tally);
         } else {
             pairs.v6.entry(self.names.ips(k)).or_default().merge(&tally);
@@ -719,6 +726,14 @@ pub struct Stitcher {
     now_ms: i64,
     swept_ms: i64,
     swept_denied_ms: i64,
+    /// Stitch allowed outbound tuples only (what beacon detection reads), ignoring the rest.
+    pub outbound_allowed_only: bool,
+}
+
+/// Not an allowed outbound tuple.
+#[inline]
+fn not_allowed_out(t: &FlowTuple) -> bool {
+    t.direction == Direction::Inbound || t.decision == Decision::Deny
 }
 
 fn rank(t: &FlowTuple) -> u8 {
@@ -911,7 +926,8 @@ impl Step<'_> {
 
 impl TableSink for Stitcher {
     fn table(&mut self, table: &RuleTable<'_>) {
-        if table.tuples.is_empty() {
+        let only_out = self.outbound_allowed_only;
+        if table.tuples.is_empty() || (only_out && table.tuples.iter().all(not_allowed_out)) {
             return;
         }
         let ctx = &table.ctx;
@@ -958,10 +974,12 @@ impl TableSink for Stitcher {
             let time = ts[i].time_ms;
             let mut j = i;
             while j < ts.len() && ts[j].time_ms == time {
-                match rank(&ts[j]) {
-                    0 => step.tuple(&ts[j]),
-                    1 => wait_c.push(j as u32),
-                    _ => wait_b.push(j as u32),
+                if !(only_out && not_allowed_out(&ts[j])) {
+                    match rank(&ts[j]) {
+                        0 => step.tuple(&ts[j]),
+                        1 => wait_c.push(j as u32),
+                        _ => wait_b.push(j as u32),
+                    }
                 }
                 j += 1;
             }
@@ -1004,6 +1022,22 @@ impl ConnFold {
                     collect_beacons: beacons,
                     ..ConnSummary::default()
                 }),
+                ..Stitcher::default()
+            },
+        }
+    }
+
+    /// What `anomalies` needs of the connections: the beacon tally only. Only allowed
+    /// outbound tuples are stitched (the counts by status are of those), and there are no
+    /// top lists or pair tallies.
+    pub fn beacons_only() -> ConnFold {
+        ConnFold {
+            stitch: Stitcher {
+                summary: Some(ConnSummary {
+                    tallies: false,
+                    ..ConnSummary::default()
+                }),
+                outbound_allowed_only: true,
                 ..Stitcher::default()
             },
         }

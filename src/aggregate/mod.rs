@@ -101,6 +101,47 @@ pub fn report_pass(
     }
 }
 
+/// What the detectors read of a pass: [`detect_pass`] yields it, a report's
+/// [`ReportData`] holds it.
+pub struct DetectData<'a> {
+    pub summary: &'a Summary,
+    pub detect: &'a crate::detect::Detect,
+    pub beacons: &'a crate::detect::beacon::Beacons,
+}
+
+impl ReportData {
+    pub fn detect_data(&self) -> DetectData<'_> {
+        DetectData {
+            summary: &self.summary,
+            detect: &self.detect,
+            beacons: &self.conns.beacons,
+        }
+    }
+}
+
+/// The pass behind `anomalies` (and `--baseline` folders): the rule counters (the run's
+/// window and ledger), the detectors, and the stitcher counting connections and collecting
+/// beacons, without the report's traffic, coverage, top lists and pair tallies.
+pub fn detect_pass(
+    blobs: &[BlobMeta],
+    opts: &RunOptions,
+    progress: &Progress<'_>,
+) -> (
+    Summary,
+    crate::detect::Detect,
+    connections::ConnSummary,
+    Ledger,
+) {
+    let ((summary, detect), conns, ledger) = run_nics(
+        blobs,
+        opts,
+        progress,
+        || (Summary::default(), crate::detect::Detect::new(true)),
+        connections::ConnFold::beacons_only,
+    );
+    (summary, detect, conns.into_summary(), ledger)
+}
+
 /// An order-free aggregate: rule tables fold into it in any order, and two of its kind merge.
 pub trait Fold: TableSink + Send {
     /// A blob begins (its tables follow). Most folds need not know.

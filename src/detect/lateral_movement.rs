@@ -81,7 +81,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
             continue;
         }
         let base = match cx.baseline {
-            Some(b) => baseline_hosts(&b.contacts, src, c, cx, None),
+            Some(b) => baseline_hosts(&b.tallies.contacts, src, c, cx, None),
             None => baseline_hosts(contacts, src, c, cx, Some(cx.baseline_end_ms)),
         };
         if base * 2 >= n {

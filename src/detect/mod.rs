@@ -374,14 +374,36 @@ pub fn ip_of(k: Ip) -> IpAddr {
     }
 }
 
-/// Every tuple-level detector's state: one fold, one walk over each table.
+/// The tuple-level detectors' tables, each mergeable.
 #[derive(Default, Serialize, Deserialize)]
-pub struct Detect {
+pub struct Tallies {
     pub contacts: port_scan::Contacts,
     pub exfil: exfiltration::Uploads,
     pub talkers: new_talker::Talkers,
     pub denied: denied_spike::Denied,
     pub exposure: exposure::Exposed,
+}
+
+impl Tallies {
+    pub fn merge(&mut self, o: Tallies) {
+        self.contacts.merge(o.contacts);
+        self.exfil.merge(o.exfil);
+        self.talkers.merge(o.talkers);
+        self.denied.merge(o.denied);
+        self.exposure.merge(o.exposure);
+    }
+}
+
+/// Every tuple-level detector's state: one fold, one walk over each table.
+///
+/// Two levels: a blob's tuples go to tables of its own (`blob_tallies`), merged into the
+/// run's (`tallies`) when it ends. A blob is one NIC's hour and repeats each key many
+/// times (17 M tuples, 0.7 M first contacts on the 1 GB generated container): the blob's
+/// tables stay small enough for the cache where the run's do not, so the run's tables are
+/// touched once per key per blob instead of once per tuple.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Detect {
+    pub tallies: Tallies,
     /// Blob paths, rule and NSG names by [`name_hash`].
     pub names: FxHashMap<u64, Arc<str>>,
     /// The blob being read.
@@ -393,6 +415,9 @@ pub struct Detect {
     /// Not run: tables pass through untouched.
     #[serde(skip)]
     off: bool,
+    /// The current blob's tables.
+    #[serde(skip)]
+    blob_tallies: Tallies,
 }
 
 impl Detect {
@@ -478,15 +503,16 @@ impl TableSink for Detect {
                 deny,
                 replied,
             };
-            self.contacts.see(&s);
-            self.denied.see(&s);
+            let b = &mut self.blob_tallies;
+            b.contacts.see(&s);
+            b.denied.see(&s);
             if !deny {
-                self.exfil.see(&s);
-                self.talkers.see(&s);
-                self.exposure.see(&s);
+                b.exfil.see(&s);
+                b.talkers.see(&s);
+                b.exposure.see(&s);
             }
         }
-        self.denied.flush();
+        self.blob_tallies.denied.flush();
     }
 }
 
@@ -498,18 +524,17 @@ impl Fold for Detect {
     }
 
     fn end_blob(&mut self) {
-        self.contacts.end_blob();
+        let b = std::mem::take(&mut self.blob_tallies);
+        self.tallies.merge(b);
     }
 
-    fn merge(&mut self, o: Detect) {
+    fn merge(&mut self, mut o: Detect) {
+        self.end_blob();
+        o.end_blob();
         for (k, v) in o.names {
             self.names.entry(k).or_insert(v);
         }
-        self.contacts.merge(o.contacts);
-        self.exfil.merge(o.exfil);
-        self.talkers.merge(o.talkers);
-        self.denied.merge(o.denied);
-        self.exposure.merge(o.exposure);
+        self.tallies.merge(o.tallies);
     }
 }
 
@@ -520,15 +545,21 @@ pub fn findings(
     cx: &Context<'_>,
     min: Severity,
 ) -> Vec<Finding> {
-    let mut v = Vec::new();
-    v.extend(port_scan::finish(&d.contacts, cx));
-    v.extend(horizontal_sweep::finish(&d.contacts, cx));
-    v.extend(lateral_movement::finish(&d.contacts, cx));
-    v.extend(exfiltration::finish(&d.exfil, cx));
-    v.extend(beacon::finish(beacons, &d.exfil, cx));
-    v.extend(new_talker::finish(&d.talkers, cx));
-    v.extend(denied_spike::finish(&d.denied, &d.names, cx));
-    v.extend(exposure::finish(&d.exposure, &d.names, cx));
+    // The detectors finish side by side (their finishes are a serial tail after the pass);
+    // the sort below makes the result independent of which ends first.
+    type Job<'a> = &'a (dyn Fn() -> Vec<Finding> + Sync);
+    let jobs: [Job<'_>; 8] = [
+        &|| port_scan::finish(&d.tallies.contacts, cx),
+        &|| horizontal_sweep::finish(&d.tallies.contacts, cx),
+        &|| lateral_movement::finish(&d.tallies.contacts, cx),
+        &|| exfiltration::finish(&d.tallies.exfil, cx),
+        &|| beacon::finish(beacons, &d.tallies.exfil, cx),
+        &|| new_talker::finish(&d.tallies.talkers, cx),
+        &|| denied_spike::finish(&d.tallies.denied, &d.names, cx),
+        &|| exposure::finish(&d.tallies.exposure, &d.names, cx),
+    ];
+    use rayon::prelude::*;
+    let mut v: Vec<Finding> = jobs.par_iter().flat_map_iter(|job| job()).collect();
     v.retain(|f| f.severity >= min);
     for f in &mut v {
         d.resolve(f);

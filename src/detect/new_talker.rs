@@ -119,7 +119,7 @@ impl Talkers {
 pub fn finish(t: &Talkers, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.new_talker;
     let known = |ip: &Ip, x: &Talker| match cx.baseline {
-        Some(b) => b.talkers.map.contains_key(ip),
+        Some(b) => b.tallies.talkers.map.contains_key(ip),
         None => x.first_ms < cx.baseline_end_ms,
     };
     let mut new: Vec<(&Ip, &Talker)> = t

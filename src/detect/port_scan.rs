@@ -112,22 +112,14 @@ fn absorb_all<K: Eq + std::hash::Hash>(
 
 /// The first-contacts table (see the module docs). Mergeable: the earliest contact wins,
 /// outcomes are or-ed.
-///
-/// Two levels: a blob's IPv4 contacts gather in `blob` and fold into `v4` at its end. One
-/// blob is one NIC's hour, which repeats each contact many times (17 M tuples, 0.7 M
-/// contacts on the 1 GB generated container); the blob's map stays in cache where the whole
-/// table does not, so the table is touched once per contact per blob, not once per tuple.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Contacts {
     /// IPv4 contacts by [`pack4`] key (64-byte entries, where tuple keys took 96).
     v4: FxHashMap<u128, Contact>,
     /// Contacts with an IPv6 end.
     v6: FxHashMap<ContactKey, Contact>,
-    /// The current blob's IPv4 contacts.
-    #[serde(skip)]
-    blob: FxHashMap<u128, Contact>,
     /// The last IPv4 key seen and whether it is already a success and allowed: runs of one
-    /// flow's tuples skip the blob map.
+    /// flow's tuples skip the map.
     #[serde(skip)]
     last: Option<(u128, bool, bool)>,
 }
@@ -145,7 +137,7 @@ impl Contacts {
                         return;
                     }
                 }
-                let c = self.blob.entry(key).or_insert_with(|| Contact {
+                let c = self.v4.entry(key).or_insert_with(|| Contact {
                     first_ms: t.time_ms,
                     success: false,
                     allowed: false,
@@ -175,15 +167,8 @@ impl Contacts {
         c.allowed |= allowed;
     }
 
-    /// The blob is over: fold its contacts into the table.
-    pub fn end_blob(&mut self) {
-        absorb_all(&mut self.v4, self.blob.drain());
-        self.last = None;
-    }
-
     pub fn merge(&mut self, mut o: Contacts) {
-        self.end_blob();
-        o.end_blob();
+        self.last = None;
         if o.v4.len() > self.v4.len() {
             std::mem::swap(&mut self.v4, &mut o.v4);
         }
