@@ -218,7 +218,7 @@ impl Contacts {
             }
         }
         for v in g.values_mut() {
-            v.sort_by(|a, b| (a.1.first_ms, a.0).cmp(&(b.1.first_ms, b.0)));
+            v.sort_by_key(|a| (a.1.first_ms, a.0));
         }
         g
     }
