@@ -93,7 +93,7 @@ pub struct Options {
 /// What a merged report's findings need: the same configuration as the parts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DetectRecord {
-    /// Whether the detectors ran (`report --findings`).
+    /// Whether the detectors ran (`report` without `--no-findings`).
     pub enabled: bool,
     pub config: DetectConfig,
     pub min_severity: Severity,

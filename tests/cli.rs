@@ -2075,7 +2075,7 @@ fn fail_on_exits_4_config_changes_thresholds_and_output_is_reproducible() {
 #[test]
 fn the_report_opens_with_its_findings_in_every_format() {
     let (work, _, clean) = attack_containers();
-    let out = report_into(&[work.path().join("atk").to_str().unwrap(), "--findings"]);
+    let out = report_into(&[work.path().join("atk").to_str().unwrap()]);
     let html = read(out.path(), "index.html");
     let (f, l) = (
         html.find("<h2>Findings</h2>").unwrap(),
@@ -2101,16 +2101,27 @@ fn the_report_opens_with_its_findings_in_every_format() {
     // No placeholder when nothing is found: say so and what was checked.
     let out = report_into(&[
         clean.path().join("c").to_str().unwrap(),
-        "--findings",
         "--min-severity",
         "high",
     ]);
     let html = read(out.path(), "index.html");
     assert!(html.contains("No findings at or above high. Checked: port_scan, horizontal_sweep"));
-    // Without --findings the section says the detectors did not run, and how to run them.
-    let out = report_into(&[clean.path().join("c").to_str().unwrap()]);
+    // With --no-findings the section says the detectors did not run, and how to run them.
+    let out = report_into(&[clean.path().join("c").to_str().unwrap(), "--no-findings"]);
     let html = read(out.path(), "index.html");
-    assert!(html.contains("The detectors did not run for this report"));
+    assert!(html.contains("The detectors did not run for this report (<code>--no-findings</code>)"));
     let r: Value = serde_json::from_str(&read(out.path(), "report.json")).unwrap();
     assert_eq!(r["findings"]["ran"], false);
+    // --fail-on needs them.
+    let (code, _, err) = run_in_root(&[
+        "report",
+        clean.path().join("c").to_str().unwrap(),
+        "-o",
+        out.path().join("x").to_str().unwrap(),
+        "--no-findings",
+        "--fail-on",
+        "high",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--fail-on needs the detectors"), "{err}");
 }

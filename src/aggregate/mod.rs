@@ -68,10 +68,9 @@ pub struct ReportData {
     pub ledger: Ledger,
 }
 
-/// The one pass behind `report` and `anomalies`: every fold at once. The order-free folds
-/// (rules, traffic, coverage, the detectors) and the stitcher see the same tables; NIC groups
-/// are read in time order. `detect` runs the detectors as well (`anomalies`, `report
-/// --findings`): they cost about as much again as the rest (see the README's performance).
+/// The one pass behind `report`: every fold at once. The order-free folds (rules, traffic,
+/// coverage, the detectors) and the stitcher see the same tables; NIC groups are read in
+/// time order. `detect` runs the detectors as well (off with `report --no-findings`).
 pub fn report_pass(
     blobs: &[BlobMeta],
     opts: &RunOptions,

@@ -74,7 +74,7 @@ pub const DETECTORS: [&str; 8] = [
 /// the same fields beside the ledger).
 #[derive(Clone, Debug, Serialize)]
 pub struct Findings {
-    /// Whether the detectors ran (`anomalies`, `report --findings`).
+    /// Whether the detectors ran (`anomalies`, `report` without `--no-findings`).
     pub ran: bool,
     /// Findings below this severity are left out.
     pub min_severity: Severity,
@@ -104,7 +104,7 @@ impl Findings {
         }
     }
 
-    /// The detectors did not run (a report without `--findings`).
+    /// The detectors did not run (`report --no-findings`).
     pub fn not_run() -> Findings {
         Findings {
             ran: false,

@@ -147,7 +147,7 @@ fn talker_rows(t: &[Talker]) -> impl Iterator<Item = Vec<String>> + '_ {
 
 /// `report.md`: the same content for tickets and wikis.
 /// What the findings section says when the detectors did not run.
-pub const NOT_RUN: &str = "The detectors did not run for this report: `nsgflow report --findings` (or `nsgflow anomalies`) runs them.";
+pub const NOT_RUN: &str = "The detectors did not run for this report (`--no-findings`): `nsgflow report` without it, or `nsgflow anomalies`, runs them.";
 
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
