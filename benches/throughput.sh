@@ -5,8 +5,9 @@
 #   benches/throughput.sh [SIZE] [FAMILY] [RUNS] [report]   e.g. benches/throughput.sh 1G nsg 3
 #
 # With a fourth argument `report`, each round also runs `nsgflow report` (the main job: one
-# pass with connection stitching, then every output written) and the medians end with the
-# report/summary time ratio.
+# pass with connection stitching and the detectors, then every output written), `report
+# --no-findings` and `nsgflow anomalies`, and the medians end with each one's time ratio to
+# `summary`.
 #
 # Prints one line per run (seconds, peak RSS) and the medians. Data goes to a temp dir
 # that is removed at the end.
@@ -48,6 +49,8 @@ for i in $(seq "$runs"); do
   fi
   if [ "$with_report" = report ]; then
     measure "report-2t " $bin report "$tmp/c" -o "$tmp/report" --quiet
+    measure "report-nofind-2t" $bin report "$tmp/c" -o "$tmp/report" --quiet --no-findings
+    measure "anomalies-2t" $bin anomalies "$tmp/c" --format json
   fi
 done
 echo "medians:"
@@ -62,14 +65,16 @@ for label, v in runs.items():
     s = statistics.median(x[0] for x in v)
     m = max(x[1] for x in v) / 1024
     print(f"  {label}: {s:.2f} s, {size/s/1e9:.2f} GB/s, peak RSS max {m:.0f} MiB ({len(v)} runs)")
-if "report-2t" in runs:
-    med = {k: statistics.median(x[0] for x in v) for k, v in runs.items()}
-    peak = {k: max(x[1] for x in v) / 1024 for k, v in runs.items()}
-    # Also per round (the two runs of a round are seconds apart, so a VM's drifting speed
+med = {k: statistics.median(x[0] for x in v) for k, v in runs.items()}
+peak = {k: max(x[1] for x in v) / 1024 for k, v in runs.items()}
+for label in ["report-2t", "report-nofind-2t", "anomalies-2t"]:
+    if label not in runs:
+        continue
+    # Also per round (the runs of a round are seconds apart, so a VM's drifting speed
     # cancels out): the median of those ratios.
-    per_round = [r[0] / s[0] for r, s in zip(runs["report-2t"], runs["summary-2t"])]
-    print(f"  report/summary time: {med['report-2t']/med['summary-2t']:.2f}x of medians, "
+    per_round = [r[0] / s[0] for r, s in zip(runs[label], runs["summary-2t"])]
+    print(f"  {label.removesuffix('-2t')}/summary time: {med[label]/med['summary-2t']:.2f}x of medians, "
           f"{statistics.median(per_round):.2f}x median per round "
           f"({min(per_round):.2f}-{max(per_round):.2f}), "
-          f"peak RSS +{peak['report-2t']-peak['summary-2t']:.0f} MiB")
+          f"peak RSS +{peak[label]-peak['summary-2t']:.0f} MiB")
 PY

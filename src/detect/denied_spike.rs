@@ -223,3 +223,58 @@ pub fn finish(d: &Denied, names: &FxHashMap<u64, Arc<str>>, cx: &Context<'_>) ->
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hours(spike: u32) -> Vec<crate::detect::Finding> {
+        use crate::detect::testkit::*;
+        let mut t = Vec::new();
+        for h in 0..6u32 {
+            let n = if h == 3 { spike } else { 50 };
+            for i in 0..n {
+                let min = h as f64 * 60.0 + (i % 60) as f64;
+                let src = if h == 3 && i >= 50 {
+                    "203.0.113.50"
+                } else {
+                    "198.51.100.8"
+                };
+                t.push((
+                    "EDGE-NSG",
+                    "DenyAll",
+                    denied(min, src, "10.0.0.4", 23, true),
+                ));
+            }
+        }
+        t.sort_by_key(|x| x.2.time_ms);
+        run(&t, None)
+    }
+
+    #[test]
+    fn six_hundred_denied_in_one_hour_of_fifty_is_high_at_the_nsg_and_overall() {
+        use crate::detect::testkit::*;
+        let v = hours(600);
+        let f = of(&v, "denied_spike");
+        assert_eq!(f.len(), 2, "{v:#?}");
+        let nsgs: Vec<&str> = f.iter().map(|x| x.subjects["nsg"].as_str()).collect();
+        assert!(
+            nsgs.contains(&"EDGE-NSG") && nsgs.contains(&"all NSGs"),
+            "{nsgs:?}"
+        );
+        for x in f {
+            assert_eq!(x.severity, Severity::High);
+            assert_eq!(x.subjects["hour"], "2026-01-05T03:00:00.000Z");
+            assert_eq!(x.window.first, "2026-01-05T03:00:00.000Z");
+            assert_eq!(x.window.last, "2026-01-05T03:59:59.999Z");
+            assert_eq!(x.metrics["denied"], 600);
+            assert_eq!(x.metrics["top_sources"][0], "203.0.113.50 (550)");
+        }
+    }
+
+    #[test]
+    fn an_hour_under_min_denied_is_no_spike() {
+        use crate::detect::testkit::*;
+        assert!(of(&hours(190), "denied_spike").is_empty());
+    }
+}

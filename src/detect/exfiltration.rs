@@ -184,3 +184,53 @@ pub fn finish(up: &Uploads, cx: &Context<'_>) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploads(big: u64) -> Vec<crate::detect::Finding> {
+        use crate::detect::testkit::*;
+        let mut t = Vec::new();
+        // Ten hosts, three destinations each, 1-5 MB each: the population.
+        for h in 1..=10u64 {
+            for d in 1..=3u64 {
+                let (src, dst) = (format!("10.0.3.{h}"), format!("198.51.100.{d}"));
+                let bytes = (h * 3 + d) * 400_000;
+                t.push((
+                    "APP-NSG",
+                    "AllowInternetOutBound",
+                    answered(h as f64, &src, &dst, 443, false, bytes),
+                ));
+            }
+        }
+        t.push((
+            "APP-NSG",
+            "AllowInternetOutBound",
+            answered(50.0, "10.0.3.1", "203.0.113.77", 443, false, big),
+        ));
+        run(&t, Some(60))
+    }
+
+    #[test]
+    fn two_gib_to_a_rare_destination_is_high() {
+        use crate::detect::testkit::*;
+        let v = uploads(2 << 30);
+        let f = of(&v, "exfiltration");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        let f = f[0];
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.subjects["src"], "10.0.3.1");
+        assert_eq!(f.subjects["dst"], "203.0.113.77");
+        assert_eq!(f.window.first, "2026-01-05T00:50:00.000Z");
+        assert_eq!(f.metrics["bytes"], 2u64 << 30);
+        assert_eq!(f.metrics["rare_destination"], true);
+        assert_eq!(f.metrics["host_destinations"], 4);
+    }
+
+    #[test]
+    fn an_upload_under_min_bytes_does_not_fire_however_unusual() {
+        use crate::detect::testkit::*;
+        assert!(of(&uploads(90 << 20), "exfiltration").is_empty());
+    }
+}

@@ -164,3 +164,58 @@ pub fn finish(x: &Exposed, names: &FxHashMap<u64, Arc<str>>, cx: &Context<'_>) -
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rdp(port: u16, sources: &[&str]) -> Vec<crate::detect::Finding> {
+        use crate::detect::testkit::*;
+        let t: Vec<_> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    "APP-NSG",
+                    "AllowRdpLegacy",
+                    answered(i as f64, s, "10.0.0.4", port, true, 9000),
+                )
+            })
+            .collect();
+        run(&t, Some(60))
+    }
+
+    #[test]
+    fn rdp_open_to_three_internet_sources_is_high_and_names_the_rule() {
+        use crate::detect::testkit::*;
+        let v = rdp(3389, &["198.51.100.1", "198.51.100.2", "203.0.113.3"]);
+        let f = of(&v, "exposure");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        let f = f[0];
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.subjects["nsg"], "APP-NSG");
+        assert_eq!(f.subjects["rule"], "AllowRdpLegacy");
+        assert_eq!(f.subjects["dport"], "3389");
+        assert_eq!(f.metrics["sources"], 3);
+        assert_eq!(f.window.last, "2026-01-05T00:02:00.000Z");
+        assert_eq!(
+            of(&rdp(3389, &["198.51.100.1"]), "exposure")[0].severity,
+            Severity::Medium
+        );
+    }
+
+    #[test]
+    fn https_from_the_internet_or_rdp_from_inside_is_no_exposure() {
+        use crate::detect::testkit::*;
+        assert!(of(
+            &rdp(443, &["198.51.100.1", "198.51.100.2", "203.0.113.3"]),
+            "exposure"
+        )
+        .is_empty());
+        assert!(of(
+            &rdp(3389, &["10.9.0.1", "10.9.0.2", "172.16.0.3"]),
+            "exposure"
+        )
+        .is_empty());
+    }
+}

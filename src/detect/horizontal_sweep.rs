@@ -185,11 +185,57 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_busiest_window_is_found() {
         let t = [0, 1_000, 2_000, 700_000, 701_000, 702_000, 703_000];
         assert_eq!(super::max_in_window(&t, 600_000), (4, 700_000, 703_000));
         assert_eq!(super::max_in_window(&t, 10_000_000).0, 7);
         assert_eq!(super::max_in_window(&[], 1).0, 0);
+    }
+
+    fn sweep(every_min: f64) -> Vec<crate::detect::Finding> {
+        use crate::detect::testkit::*;
+        let t: Vec<_> = (1..=8)
+            .map(|h| {
+                let dst = format!("10.0.1.{h}");
+                let t = denied(h as f64 * every_min, "203.0.113.9", &dst, 445, true);
+                ("APP-NSG", "DefaultRule_DenyAllInBound", t)
+            })
+            .collect();
+        run(&t, Some(60))
+    }
+
+    #[test]
+    fn a_fast_sweep_of_eight_hosts_stands_out() {
+        use crate::detect::testkit::*;
+        let v = sweep(0.25);
+        let f = of(&v, "horizontal_sweep");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        let f = f[0];
+        assert_eq!(f.severity, Severity::Medium);
+        assert_eq!(f.subjects["src"], "203.0.113.9");
+        assert_eq!(f.subjects["dport"], "445");
+        assert_eq!(f.subjects["protocol"], "tcp");
+        assert_eq!(f.window.first, "2026-01-05T00:00:15.000Z");
+        assert_eq!(f.window.last, "2026-01-05T00:02:00.000Z");
+        assert!(
+            f.threshold
+                .contains("8 hosts within 10 min >= fast_hosts 5"),
+            "{}",
+            f.threshold
+        );
+    }
+
+    #[test]
+    fn a_slow_denied_sweep_is_background_summarised_as_info() {
+        use crate::detect::testkit::*;
+        // One host every 3 minutes: at most 4 in any 10 minutes, nothing answered.
+        let v = sweep(3.0);
+        let f = of(&v, "horizontal_sweep");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        assert_eq!(f[0].severity, Severity::Info);
+        assert_eq!(f[0].metrics["sources"], 1);
     }
 }

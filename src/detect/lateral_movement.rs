@@ -131,3 +131,44 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn movement(hosts: u8, start_min: f64) -> Vec<crate::detect::Finding> {
+        use crate::detect::testkit::*;
+        let t: Vec<_> = (1..=hosts)
+            .map(|h| {
+                let dst = format!("10.0.2.{h}");
+                let t = answered(start_min + h as f64, "10.0.0.5", &dst, 445, false, 5000);
+                ("APP-NSG", "DefaultRule_AllowVnetOutBound", t)
+            })
+            .collect();
+        run(&t, Some(60))
+    }
+
+    #[test]
+    fn six_hosts_on_smb_within_ten_minutes_after_the_baseline_fire() {
+        use crate::detect::testkit::*;
+        let v = movement(6, 30.0);
+        let f = of(&v, "lateral_movement");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        let f = f[0];
+        assert_eq!(f.severity, Severity::Medium);
+        assert_eq!(f.subjects["src"], "10.0.0.5");
+        assert_eq!(f.subjects["dport"], "445");
+        assert_eq!(f.window.first, "2026-01-05T00:31:00.000Z");
+        assert_eq!(f.window.last, "2026-01-05T00:36:00.000Z");
+        assert_eq!(f.metrics["hosts_in_window"], 6);
+        assert_eq!(f.metrics["baseline_hosts"], 0);
+    }
+
+    #[test]
+    fn near_misses_four_hosts_or_the_same_reach_in_the_baseline_do_not_fire() {
+        use crate::detect::testkit::*;
+        assert!(of(&movement(4, 30.0), "lateral_movement").is_empty());
+        // The same six hosts first reached in the first quarter of the window: usual.
+        assert!(of(&movement(6, 0.0), "lateral_movement").is_empty());
+    }
+}

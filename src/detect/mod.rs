@@ -616,6 +616,136 @@ pub fn endpoint(ip: &IpAddr, port: u16) -> String {
     }
 }
 
+/// Tuples in, findings out: what the detectors' unit tests are written with. Each tuple goes
+/// through the fold as a table of its own (NSG `nsg`, rule `rule`, one blob per hour), the
+/// findings come from [`findings`] with the default config and built-in internal ranges.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::*;
+    use crate::model::{Family, GroupContext, Protocol};
+
+    /// 2026-01-05T00:00:00Z, the start of every test's window.
+    pub const T0: i64 = 1_767_571_200_000;
+
+    fn tuple(min: f64, src: &str, dst: &str, dport: u16, inbound: bool) -> FlowTuple {
+        FlowTuple {
+            time_ms: T0 + (min * 60_000.0) as i64,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            sport: 40_000,
+            dport,
+            protocol: Protocol::Tcp,
+            direction: if inbound {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            },
+            decision: Decision::Allow,
+            state: Some(FlowState::Begin),
+            encryption: None,
+            packets_s2d: None,
+            bytes_s2d: None,
+            packets_d2s: None,
+            bytes_d2s: None,
+        }
+    }
+
+    /// A denied attempt `min` minutes into the window.
+    pub fn denied(min: f64, src: &str, dst: &str, dport: u16, inbound: bool) -> FlowTuple {
+        FlowTuple {
+            decision: Decision::Deny,
+            ..tuple(min, src, dst, dport, inbound)
+        }
+    }
+
+    /// An allowed flow's begin tuple that nothing answered (yet).
+    pub fn unanswered(min: f64, src: &str, dst: &str, dport: u16, inbound: bool) -> FlowTuple {
+        tuple(min, src, dst, dport, inbound)
+    }
+
+    /// An allowed flow's end tuple: answered, `bytes` sent source to destination.
+    pub fn answered(
+        min: f64,
+        src: &str,
+        dst: &str,
+        dport: u16,
+        inbound: bool,
+        bytes: u64,
+    ) -> FlowTuple {
+        FlowTuple {
+            state: Some(FlowState::End),
+            packets_s2d: Some(1 + bytes / 1400),
+            bytes_s2d: Some(bytes),
+            packets_d2s: Some(1),
+            bytes_d2s: Some(60),
+            ..tuple(min, src, dst, dport, inbound)
+        }
+    }
+
+    /// Fold `(nsg, rule, tuple)`s, in the order given.
+    pub fn fold(tuples: &[(&str, &str, FlowTuple)]) -> Detect {
+        let mut d = Detect::new(true);
+        let mut hour = None;
+        for (record, (nsg, rule, t)) in tuples.iter().enumerate() {
+            let h = t.time_ms.div_euclid(3_600_000);
+            if hour != Some(h) {
+                if hour.is_some() {
+                    d.end_blob();
+                }
+                hour = Some(h);
+                d.begin_blob(&BlobMeta {
+                    path: format!("test/h={h}/PT1H.json").into(),
+                    ..BlobMeta::default()
+                });
+            }
+            d.table(&RuleTable {
+                ctx: GroupContext {
+                    family: Family::NsgV2,
+                    nsg,
+                    rule,
+                    mac: "000D3A000001",
+                    subscription: "",
+                    resource_id: "",
+                    target_resource_id: "",
+                    flow_log_resource_id: "",
+                    record_index: record,
+                },
+                tuples: std::slice::from_ref(t),
+                indices: &[0],
+            });
+        }
+        d.end_blob();
+        d
+    }
+
+    /// The findings of `tuples` over the window they span (or `window_min` minutes from
+    /// [`T0`] when given), with `config` and no `--baseline`.
+    pub fn run_with(
+        tuples: &[(&str, &str, FlowTuple)],
+        window_min: Option<i64>,
+        config: &DetectConfig,
+    ) -> Vec<Finding> {
+        let d = fold(tuples);
+        let book = AddressBook::default();
+        let first = tuples.iter().map(|x| x.2.time_ms).min().unwrap_or(T0);
+        let last = match window_min {
+            Some(m) => T0 + m * 60_000 - 1,
+            None => tuples.iter().map(|x| x.2.time_ms).max().unwrap_or(T0),
+        };
+        let cx = Context::new(&book, config, first.min(T0), last, None);
+        findings(&d, &beacon::Beacons::default(), &cx, Severity::Info)
+    }
+
+    pub fn run(tuples: &[(&str, &str, FlowTuple)], window_min: Option<i64>) -> Vec<Finding> {
+        run_with(tuples, window_min, &DetectConfig::default())
+    }
+
+    /// The findings of one kind.
+    pub fn of<'a>(v: &'a [Finding], kind: &str) -> Vec<&'a Finding> {
+        v.iter().filter(|f| f.kind == kind).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

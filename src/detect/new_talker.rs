@@ -222,3 +222,57 @@ pub fn finish(t: &Talkers, cx: &Context<'_>) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh_in(seen_early: bool) -> Vec<crate::detect::Finding> {
+        use crate::detect::testkit::*;
+        let mut t = vec![
+            (
+                "APP-NSG",
+                "AllowSsh",
+                answered(1.0, "10.0.0.9", "10.0.0.4", 22, true, 100),
+            ),
+            (
+                "APP-NSG",
+                "AllowSsh",
+                answered(40.0, "198.51.100.20", "10.0.0.4", 22, true, 3000),
+            ),
+        ];
+        if seen_early {
+            t.push((
+                "APP-NSG",
+                "AllowSsh",
+                answered(5.0, "198.51.100.20", "10.0.0.4", 22, true, 3000),
+            ));
+        }
+        run(&t, Some(60))
+    }
+
+    #[test]
+    fn a_new_address_allowed_in_on_ssh_is_high() {
+        use crate::detect::testkit::*;
+        let v = ssh_in(false);
+        let f = of(&v, "new_talker");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        let f = f[0];
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.subjects["dst"], "10.0.0.4");
+        assert_eq!(f.subjects["dport"], "22");
+        assert_eq!(f.window.first, "2026-01-05T00:40:00.000Z");
+        assert_eq!(f.metrics["sources"], serde_json::json!(["198.51.100.20"]));
+        assert!(f
+            .baseline
+            .as_deref()
+            .unwrap()
+            .contains("first 25% of the window"));
+    }
+
+    #[test]
+    fn an_address_already_seen_in_the_baseline_is_not_new() {
+        use crate::detect::testkit::*;
+        assert!(of(&ssh_in(true), "new_talker").is_empty());
+    }
+}

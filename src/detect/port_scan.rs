@@ -332,4 +332,65 @@ mod tests {
         // A success between failures delays the decision: 4*4*0.25*4*4 = 64, then 256.
         assert_eq!(trw([false, false, true, false, false, false], &c), Some(6));
     }
+
+    fn scan(ports: u16, answered_too: bool) -> Vec<crate::detect::Finding> {
+        use crate::detect::testkit::*;
+        let t: Vec<_> = (0..ports)
+            .map(|i| {
+                let min = i as f64 * 0.1;
+                let t = if answered_too {
+                    answered(min, "198.51.100.7", "10.0.0.4", 1000 + i, true, 0)
+                } else {
+                    denied(min, "198.51.100.7", "10.0.0.4", 1000 + i, true)
+                };
+                ("APP-NSG", "DefaultRule_DenyAllInBound", t)
+            })
+            .collect();
+        run(&t, None)
+    }
+
+    #[test]
+    fn a_denied_scan_of_26_ports_fires_with_its_subjects_window_and_evidence() {
+        use crate::detect::testkit::*;
+        let v = scan(26, false);
+        let f = of(&v, "port_scan");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        let f = f[0];
+        assert_eq!(f.severity, Severity::Low);
+        assert_eq!(f.subjects["src"], "198.51.100.7");
+        assert_eq!(f.subjects["dst"], "10.0.0.4");
+        assert_eq!(f.window.first, "2026-01-05T00:00:00.000Z");
+        assert_eq!(f.window.last, "2026-01-05T00:02:30.000Z");
+        assert_eq!(f.metrics["distinct_ports"], 26);
+        assert_eq!(f.metrics["failures"], 26);
+        assert_eq!(f.metrics["trw_decided_at_contact"], 4);
+        assert_eq!(f.evidence.len(), 5);
+        assert_eq!(f.evidence[0].path, "test/h=490992/PT1H.json");
+        assert_eq!((f.evidence[0].record, f.evidence[0].tuple), (0, 0));
+        assert_eq!(f.evidence[0].rule, "DefaultRule_DenyAllInBound");
+    }
+
+    #[test]
+    fn allowed_first_contacts_that_nothing_answered_are_failures_too() {
+        use crate::detect::testkit::*;
+        let t: Vec<_> = (0..30)
+            .map(|i| {
+                let u = unanswered(i as f64 * 0.1, "198.51.100.7", "10.0.0.4", 2000 + i, true);
+                ("APP-NSG", "AllowAnyIn", u)
+            })
+            .collect();
+        let v = run(&t, None);
+        let f = of(&v, "port_scan");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        assert_eq!(f[0].metrics["failures"], 30);
+        assert_eq!(f[0].metrics["answered_ports"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn near_misses_19_ports_or_ports_that_answer_do_not_fire() {
+        use crate::detect::testkit::*;
+        assert!(of(&scan(19, false), "port_scan").is_empty());
+        // 26 ports that all answered: the walk decides "benign".
+        assert!(of(&scan(26, true), "port_scan").is_empty());
+    }
 }
