@@ -1915,6 +1915,100 @@ fn anomalies_json(dir: &Path, extra: &[&str]) -> Value {
 }
 
 #[test]
+fn a_baseline_folder_and_its_report_partial_give_the_same_findings() {
+    let (work, truth, clean) = attack_containers();
+    let atk = work.path().join("atk");
+    let c = clean.path().join("c");
+    let by_folder = anomalies_json(&atk, &["--baseline", c.to_str().unwrap()]);
+    let part = clean.path().join("base.part");
+    let out = clean.path().join("r");
+    let (code, _, err) = run_in_root(&[
+        "report",
+        c.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--save-partial",
+        part.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let by_partial = anomalies_json(&atk, &["--baseline", part.to_str().unwrap()]);
+    let key = |v: &Value| -> Vec<(String, String, String)> {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["id"].to_string(),
+                    f["severity"].to_string(),
+                    f["score"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&by_folder), key(&by_partial));
+    // The injected new talker is absent from the clean traffic, and the finding says what it
+    // was compared with.
+    let t = truth
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "new_talker")
+        .unwrap();
+    for (v, says) in [
+        (&by_folder, "absent from the baseline input"),
+        (&by_partial, "absent from the baseline partial"),
+    ] {
+        let f = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "new_talker" && f["subjects"]["dst"] == t["dst"])
+            .unwrap_or_else(|| panic!("no new talker: {v}"));
+        assert_eq!(f["severity"], "medium", "{f}");
+        assert!(f["baseline"].as_str().unwrap().starts_with(says), "{f}");
+    }
+    // The clean container's own traffic is known: fewer new addresses than without it.
+    let alone = anomalies_json(&atk, &[]);
+    let quiet = |v: &Value| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "new_talker" && f["severity"] == "info")
+            .map(|f| f["score"].as_f64().unwrap())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        quiet(&by_folder) < quiet(&alone),
+        "{} vs {}",
+        quiet(&by_folder),
+        quiet(&alone)
+    );
+    // A summary partial has no detector state.
+    let spart = clean.path().join("s.part");
+    let (code, _, _) = run_in_root(&[
+        "summary",
+        c.to_str().unwrap(),
+        "--save-partial",
+        spart.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let (code, _, err) = run_in_root(&[
+        "anomalies",
+        atk.to_str().unwrap(),
+        "--baseline",
+        spart.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("a summary partial holds no detector state"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_injected_attack_is_found_at_medium_or_above_with_its_subjects_and_window() {
     let (work, truth, _) = attack_containers();
     let v = anomalies_json(&work.path().join("atk"), &["--min-severity", "medium"]);
