@@ -10,6 +10,7 @@
 pub mod addr;
 pub mod aggregate;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod detect;
 pub mod discover;
