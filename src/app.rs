@@ -103,6 +103,36 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let code = finish(&ledger, &d, input.run.strict);
             Ok(fail_on(code, &findings.items, &detect))
         }
+        Config::Audit {
+            input,
+            defs,
+            tags,
+            format,
+            fail_on,
+        } => {
+            let d = start(&input)?;
+            let bar = progress_bar(d.blobs.len(), false);
+            let ((summary, hits), ledger) = run_folds(
+                &d.blobs,
+                &input.run,
+                &|| bar.inc(1),
+                <(crate::aggregate::Summary, crate::audit::Hits)>::default,
+            );
+            bar.finish_and_clear();
+            let a = crate::audit::audit(&defs, &hits, &tags, summary.first_ms, summary.last_ms);
+            let ledger_report = crate::summary::LedgerReport::new(&ledger, &d);
+            emit(&crate::tables::render_audit(&a, &ledger_report, format)?)?;
+            let code = finish(&ledger, &d, input.run.strict);
+            Ok(match fail_on {
+                Some(sev)
+                    if code != ExitCode::from(exit::NOTHING_READ)
+                        && a.findings.iter().any(|f| f.severity >= sev) =>
+                {
+                    ExitCode::from(exit::FINDINGS)
+                }
+                _ => code,
+            })
+        }
         Config::Summary {
             input,
             format,

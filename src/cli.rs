@@ -50,6 +50,10 @@ pub enum Command {
     /// evidence.
     #[command(after_help = EXIT_CODES)]
     Anomalies(AnomaliesArgs),
+    /// Rule hygiene: hits per defined rule, and unused, redundant, shadowed, overly
+    /// permissive, unresolvable and undefined rules, from NSG definitions and the logs.
+    #[command(after_help = EXIT_CODES)]
+    Audit(AuditArgs),
     /// The ledger (what was read, rejected, skipped) and counters per NSG rule.
     #[command(after_help = EXIT_CODES)]
     Summary(SummaryArgs),
@@ -230,6 +234,27 @@ pub struct AnomaliesArgs {
     pub detect: DetectArgs,
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     pub format: TableFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// NSG definitions: `az network nsg show` or `az network nsg list` output, or ARM JSON
+    /// (an exported template, `az resource show`). Repeat for more files.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// What the `VirtualNetwork` service tag means (repeat; default RFC 1918 + RFC 6598).
+    #[arg(long, value_name = "CIDR")]
+    pub vnet: Vec<String>,
+    /// Microsoft's service-tags JSON (`ServiceTags_Public_*.json`), to resolve other tags.
+    #[arg(long, value_name = "FILE")]
+    pub service_tags: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    pub format: TableFormat,
+    /// Exit 4 when a finding at or above this severity exists.
+    #[arg(long, value_name = "SEVERITY")]
+    pub fail_on: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -549,6 +574,13 @@ pub enum Config {
         detect: DetectOptions,
         format: TableFormat,
     },
+    Audit {
+        input: InputConfig,
+        defs: Vec<crate::audit::defs::NsgDef>,
+        tags: crate::audit::eval::Tags,
+        format: TableFormat,
+        fail_on: Option<Severity>,
+    },
     Top {
         input: InputConfig,
         book: AddressBook,
@@ -819,6 +851,36 @@ impl Cli {
                     }
                 },
             }),
+            Command::Audit(a) => {
+                let mut defs = Vec::new();
+                for p in &a.rules {
+                    defs.extend(crate::audit::defs::load(p).map_err(|e| e.to_string())?);
+                }
+                let vnet = a
+                    .vnet
+                    .iter()
+                    .map(|s| {
+                        s.parse::<ipnet::IpNet>()
+                            .map_err(|_| format!("--vnet {s:?}: not a CIDR (e.g. 10.1.0.0/16)"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let service = match &a.service_tags {
+                    Some(p) => crate::audit::eval::load_service_tags(p)?,
+                    None => Default::default(),
+                };
+                Ok(Config::Audit {
+                    input: a.input.to_config()?,
+                    defs,
+                    tags: crate::audit::eval::Tags::new(vnet, service),
+                    format: a.format,
+                    fail_on: a
+                        .fail_on
+                        .as_deref()
+                        .map(Severity::parse)
+                        .transpose()
+                        .map_err(|e| format!("--fail-on {e}"))?,
+                })
+            }
             Command::Anomalies(a) => Ok(Config::Anomalies {
                 input: a.input.to_config()?,
                 book: a.addr.to_book()?,

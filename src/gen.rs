@@ -114,7 +114,7 @@ const NSG_NAMES: [&str; 8] = [
     "BATCH-NSG",
 ];
 const RG_NAMES: [&str; 4] = ["RG-PROD-WEB", "RG-PROD-APP", "RG-PROD-DATA", "RG-SHARED"];
-const PLATFORM_ACL: &str = "00000000-0000-0000-0000-000000000000";
+pub const PLATFORM_ACL_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// The rules a generated flow can be logged under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -567,7 +567,7 @@ impl BlobSpec<'_> {
         match self.family {
             Family::Vnet => {
                 let acl = if rule == Rule::Platform {
-                    PLATFORM_ACL
+                    PLATFORM_ACL_ID
                 } else {
                     acl
                 };

@@ -236,3 +236,83 @@ pub fn render_findings(
     o.push_str("\n(why each fired, and its evidence: --format json or csv)\n");
     Ok(o)
 }
+
+/// `audit` output: findings first (what needs attention), then the rule table.
+pub fn render_audit(
+    a: &crate::audit::Audit,
+    ledger: &crate::summary::LedgerReport,
+    format: TableFormat,
+) -> anyhow::Result<String> {
+    use crate::audit::{FINDING_COLUMNS, RULE_COLUMNS};
+    match format {
+        TableFormat::Json => {
+            let mut v = serde_json::to_value(a)?;
+            v["ledger"] = serde_json::to_value(ledger)?;
+            Ok(to_json(&v))
+        }
+        TableFormat::Csv => {
+            // One table: the findings, then every rule as a `rule` row with its hits.
+            let mut header: Vec<&str> = FINDING_COLUMNS.to_vec();
+            header.extend(RULE_COLUMNS[3..].iter());
+            let blank = vec![String::new(); RULE_COLUMNS.len() - 3];
+            let mut rows: Vec<Vec<String>> = a
+                .findings
+                .iter()
+                .map(|f| {
+                    let mut r = f.cells();
+                    r.extend(blank.iter().cloned());
+                    r
+                })
+                .collect();
+            for r in &a.rules {
+                let c = r.cells();
+                let mut row = vec![
+                    String::new(),
+                    "rule".into(),
+                    c[0].clone(),
+                    c[1].clone(),
+                    c[2].clone(),
+                    String::new(),
+                    String::new(),
+                ];
+                row.extend(c[3..].iter().cloned());
+                rows.push(row);
+            }
+            render_rows(&header, rows, &[], format)
+        }
+        TableFormat::Table => {
+            let mut o = String::new();
+            if !a.definitions_given {
+                o.push_str("definitions not given (--rules): only the hits per rule from the logs; unused, redundant and shadowed rules are not decided\n\n");
+            } else if a.findings.is_empty() {
+                o.push_str("no findings\n\n");
+            } else {
+                let rows: Vec<Vec<String>> = a.findings.iter().map(|f| f.cells()).collect();
+                o.push_str(&render_rows(&FINDING_COLUMNS, rows, &[], format)?);
+                o.push('\n');
+            }
+            let rows: Vec<Vec<String>> = a.rules.iter().map(|r| r.cells()).collect();
+            o.push_str(&render_rows(
+                &RULE_COLUMNS,
+                rows,
+                &[3, 8, 9, 10, 11, 13],
+                format,
+            )?);
+            o.push_str(&format!(
+                "\nwindow {} .. {}; VirtualNetwork = {} ({})\n",
+                a.window["first"].as_str().unwrap_or("-"),
+                a.window["last"].as_str().unwrap_or("-"),
+                a.assumptions["virtual_network"]
+                    .as_array()
+                    .map(|v| v
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default(),
+                a.assumptions["virtual_network_from"].as_str().unwrap_or("")
+            ));
+            Ok(o)
+        }
+    }
+}

@@ -2219,3 +2219,200 @@ fn the_report_opens_with_its_findings_in_every_format() {
     assert_eq!(code, 2);
     assert!(err.contains("--fail-on needs the detectors"), "{err}");
 }
+
+#[test]
+fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
+    let v = run_json(&[
+        "audit",
+        "fixtures/container",
+        "--rules",
+        "fixtures/definitions/az-nsg-list.json",
+        "--rules",
+        "fixtures/definitions/arm-test-rg.json",
+        "--format",
+        "json",
+    ]);
+    let got: Vec<(String, String, String, String, String)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap().to_string();
+            let related: Vec<&str> = f["related_rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap())
+                .collect();
+            (
+                s("severity"),
+                s("kind"),
+                format!("{}/{}", s("resource_group"), s("nsg")),
+                s("rule"),
+                related.join(","),
+            )
+        })
+        .collect();
+    let want = [
+        (
+            "high",
+            "overly_permissive",
+            "RG-PROD-APP/APP-NSG",
+            "AllowRdpLegacy",
+            "",
+        ),
+        (
+            "high",
+            "overly_permissive",
+            "RG-PROD-DATA/DB-NSG",
+            "AllowMgmtRange",
+            "",
+        ),
+        (
+            "high",
+            "shadowed",
+            "RG-PROD-DATA/DB-NSG",
+            "DenyTelnet",
+            "AllowMgmtRange",
+        ),
+        (
+            "medium",
+            "undefined_rule",
+            "RG-PROD-WEB/WEB-NSG",
+            "UserRule_DenySmbOutbound",
+            "",
+        ),
+        (
+            "low",
+            "redundant",
+            "RG-PROD-APP/APP-NSG",
+            "AllowHttpsFromVnet",
+            "AllowHttps",
+        ),
+        (
+            "low",
+            "unused",
+            "RG-PROD-APP/APP-NSG",
+            "AllowHttpsFromVnet",
+            "",
+        ),
+        ("low", "unused", "RG-PROD-APP/APP-NSG", "AllowRdpLegacy", ""),
+        ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowMgmtRange", ""),
+        ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowRdpLegacy", ""),
+        ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowWebAlt", ""),
+        ("low", "unused", "RG-PROD-DATA/DB-NSG", "DenyTelnet", ""),
+        ("low", "no_logs", "RG-PROD-WEB/SPARE-NSG", "", ""),
+        ("low", "unused", "RG-PROD-WEB/WEB-NSG", "AllowRdpLegacy", ""),
+        // The same name in another resource group is another NSG.
+        ("low", "no_logs", "RG-TEST/APP-NSG", "", ""),
+        (
+            "info",
+            "partially_shadowed",
+            "RG-PROD-DATA/DB-NSG",
+            "AllowWebAlt",
+            "AllowHttps",
+        ),
+        (
+            "info",
+            "unresolvable",
+            "RG-PROD-WEB/WEB-NSG",
+            "AllowRdpLegacy",
+            "",
+        ),
+        (
+            "info",
+            "unresolvable",
+            "RG-PROD-WEB/WEB-NSG",
+            "AllowSshFromBastion",
+            "",
+        ),
+    ];
+    let want: Vec<(String, String, String, String, String)> = want
+        .iter()
+        .map(|w| (w.0.into(), w.1.into(), w.2.into(), w.3.into(), w.4.into()))
+        .collect();
+    assert_eq!(got, want);
+    // Hits join case-insensitively: NSG logs say APP-NSG, VNet logs app-nsg; both count.
+    let rule = |nsg: &str, name: &str| {
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["nsg"] == nsg && r["rule"] == name)
+            .unwrap_or_else(|| panic!("{nsg} {name}"))
+            .clone()
+    };
+    let https = rule("APP-NSG", "AllowHttps");
+    assert_eq!(https["hits"], 32 + 32);
+    assert_eq!(https["log_name"], "UserRule_AllowHttps");
+    assert_eq!(https["priority"], 100);
+    assert_eq!(rule("DB-NSG", "DenySmbOutbound")["denied"], 4 + 8);
+    assert_eq!(rule("APP-NSG", "DenyAllInBound")["hits"], 31 + 28);
+    assert_eq!(rule("APP-NSG", "AllowRdpLegacy")["hits"], 0);
+    // The contract's other parts.
+    assert_eq!(v["coverage"]["RG-PROD-APP/APP-NSG"]["hours_in_window"], 6);
+    assert_eq!(v["coverage"]["RG-PROD-APP/APP-NSG"]["share"], 1.0);
+    assert_eq!(v["assumptions"]["virtual_network"][0], "10.0.0.0/8");
+    assert_eq!(v["window"]["first"], "2026-01-05T00:00:12.000Z");
+    let shadowed = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "shadowed")
+        .unwrap();
+    assert_eq!(shadowed["evidence"]["opposite_access"][0], "AllowMgmtRange");
+    assert!(shadowed["message"]
+        .as_str()
+        .unwrap()
+        .contains("its intent never happens"));
+    // --fail-on and the table form.
+    let (code, out, _) = run_in_root(&[
+        "audit",
+        "fixtures/container",
+        "--rules",
+        "fixtures/definitions/az-nsg-list.json",
+        "--fail-on",
+        "high",
+    ]);
+    assert_eq!(code, 4);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("severity"), "{out}");
+    assert!(out.contains("DenyTelnet"));
+}
+
+#[test]
+fn audit_without_definitions_lists_hits_and_says_what_it_cannot_decide() {
+    let (code, out, _) = run_in_root(&["audit", "fixtures/container"]);
+    assert_eq!(code, 0);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("definitions not given (--rules)"), "{out}");
+    let v = run_json(&["audit", "fixtures/container", "--format", "json"]);
+    assert_eq!(v["definitions_given"], false);
+    assert!(v["findings"].as_array().unwrap().is_empty());
+    let idle = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["nsg"] == "APP-NSG" && r["rule"] == "UserRule_AllowRdpLegacy")
+        .unwrap();
+    assert_eq!(idle["hits"], 0);
+    // A malformed definitions file: exit 2, naming the file and the JSON path.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"name": "X", "securityRules": [{"name": "r", "priority": 100, "direction": "In", "access": "Allow", "protocol": "Tcp"}]}"#,
+    )
+    .unwrap();
+    let (code, _, err) = run_in_root(&[
+        "audit",
+        "fixtures/container",
+        "--rules",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.json: $.securityRules[0].direction: \"in\": Inbound or Outbound"),
+        "{err}"
+    );
+}

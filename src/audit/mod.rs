@@ -1,5 +1,699 @@
-//! Rule audit: NSG definitions ([`defs`]) against the traffic the logs show, with exact set
-//! arithmetic over rule match spaces ([`space`]).
+//! Rule audit: NSG definitions ([`defs`]) against the traffic the logs show.
+//!
+//! [`Hits`] is the audit's fold over the one read of the input: tuples per (resource group,
+//! NSG, rule as logged), first and last time, distinct sources, and the NIC-hours each NSG
+//! logged. [`audit`] then joins them with the definitions and decides, with exact set
+//! arithmetic over rule match spaces ([`space`], [`eval`]), which rules are redundant,
+//! shadowed or partly shadowed; which are unused (and how sure that is, from coverage);
+//! which are open too wide; and which rules or NSGs the two sides disagree on.
 
 pub mod defs;
+pub mod eval;
 pub mod space;
+
+use crate::aggregate::rules::Counters;
+use crate::aggregate::Fold;
+use crate::detect::Severity;
+use crate::discover::BlobMeta;
+use crate::parse::{RuleTable, TableSink};
+use crate::text::fmt_ms;
+use defs::{Access, Dir, NsgDef, RuleDef};
+use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Distinct sources counted per rule before the count says "at least".
+pub const MAX_SOURCES: usize = 65_536;
+
+/// The NSG of a table, case-folded: (resource group, NSG name). The group is empty when the
+/// log does not name it.
+pub type NsgKey = (String, String);
+
+/// What the logs show of one rule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RuleSeen {
+    pub counters: Counters,
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// Distinct source addresses, up to [`MAX_SOURCES`].
+    pub sources: FxHashSet<u128>,
+}
+
+/// What the logs show of one NSG.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NsgSeen {
+    /// The NSG's names as logged (NSG logs upper-case them, VNet logs keep the case).
+    pub names: BTreeSet<String>,
+    /// Rule name as logged → what it saw.
+    pub rules: BTreeMap<String, RuleSeen>,
+    /// NIC MAC → hours (start, ms) with logs.
+    pub nic_hours: BTreeMap<String, BTreeSet<i64>>,
+}
+
+/// The audit's fold. Mergeable.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Hits {
+    pub nsgs: BTreeMap<NsgKey, NsgSeen>,
+    #[serde(skip)]
+    hour: Option<i64>,
+}
+
+impl Hits {
+    fn see(&mut self, table: &RuleTable<'_>) {
+        let ctx = &table.ctx;
+        if ctx.nsg == crate::gen::PLATFORM_ACL_ID {
+            return;
+        }
+        let rg = defs::resource_group_of(ctx.resource_id)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let key = (rg, ctx.nsg.to_ascii_lowercase());
+        let n = self.nsgs.entry(key).or_default();
+        if !n.names.contains(ctx.nsg) {
+            n.names.insert(ctx.nsg.to_string());
+        }
+        if let Some(h) = self.hour {
+            let mac = ctx.mac_normalized();
+            match n.nic_hours.get_mut(&*mac) {
+                Some(s) => {
+                    s.insert(h);
+                }
+                None => {
+                    n.nic_hours.insert(mac.into_owned(), BTreeSet::from([h]));
+                }
+            }
+        }
+        let r = match n.rules.get_mut(ctx.rule) {
+            Some(r) => r,
+            None => n.rules.entry(ctx.rule.to_string()).or_default(),
+        };
+        let mut last = None;
+        for t in table.tuples {
+            r.counters.add(t);
+            r.first_ms = Some(r.first_ms.map_or(t.time_ms, |f| f.min(t.time_ms)));
+            r.last_ms = Some(r.last_ms.map_or(t.time_ms, |l| l.max(t.time_ms)));
+            let s = space::addr_point(t.src);
+            if last != Some(s) && r.sources.len() < MAX_SOURCES {
+                r.sources.insert(s);
+                last = Some(s);
+            }
+        }
+    }
+}
+
+impl TableSink for Hits {
+    fn table(&mut self, table: &RuleTable<'_>) {
+        self.see(table);
+    }
+}
+
+impl Fold for Hits {
+    fn begin_blob(&mut self, blob: &BlobMeta) {
+        self.hour = blob.hour_ms;
+    }
+
+    fn merge(&mut self, o: Hits) {
+        for (k, v) in o.nsgs {
+            let n = self.nsgs.entry(k).or_default();
+            n.names.extend(v.names);
+            for (mac, hours) in v.nic_hours {
+                n.nic_hours.entry(mac).or_default().extend(hours);
+            }
+            for (name, r) in v.rules {
+                let m = n.rules.entry(name).or_default();
+                m.counters += r.counters;
+                m.first_ms = match (m.first_ms, r.first_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                m.last_ms = match (m.last_ms, r.last_ms) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                for s in r.sources {
+                    if m.sources.len() >= MAX_SOURCES {
+                        break;
+                    }
+                    m.sources.insert(s);
+                }
+            }
+        }
+    }
+}
+
+/// Admin ports (remote shells and management).
+pub const ADMIN_PORTS: [u16; 7] = [22, 23, 3389, 5985, 5986, 445, 135];
+/// Database and data-store ports.
+pub const DATABASE_PORTS: [u16; 9] = [1433, 3306, 5432, 6379, 9200, 27017, 1521, 5984, 11211];
+/// An allow to more ports than this from anywhere is "wide".
+pub const WIDE_PORTS: u32 = 1024;
+/// A rule is "unused" with high confidence only over at least this window...
+pub const CONFIDENT_DAYS: i64 = 7;
+/// ...and with at least this share of its NICs' hours logged.
+pub const CONFIDENT_COVERAGE: f64 = 0.9;
+
+/// One audit finding (the `audit --format json` contract; names are stable).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditFinding {
+    pub kind: &'static str,
+    pub severity: Severity,
+    pub nsg: String,
+    pub resource_group: String,
+    pub rule: String,
+    pub related_rules: Vec<String>,
+    pub message: String,
+    pub evidence: serde_json::Value,
+    pub suggestion: serde_json::Value,
+}
+
+/// One rule of the output's rule table.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleRow {
+    pub nsg: String,
+    pub resource_group: String,
+    pub rule: String,
+    pub log_name: String,
+    /// `None` (and empty lists below) when no definitions were given.
+    pub priority: Option<u32>,
+    pub direction: Option<Dir>,
+    pub access: Option<Access>,
+    pub protocol: Option<String>,
+    pub sources: Vec<String>,
+    pub destinations: Vec<String>,
+    pub ports: Vec<String>,
+    pub hits: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub bytes: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub distinct_sources: usize,
+}
+
+/// The audit's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Audit {
+    /// `false`: only the hit table from the logs; unused, redundant and shadowed rules are
+    /// not decided.
+    pub definitions_given: bool,
+    pub window: serde_json::Value,
+    pub coverage: serde_json::Value,
+    pub assumptions: serde_json::Value,
+    pub rules: Vec<RuleRow>,
+    pub findings: Vec<AuditFinding>,
+}
+
+/// How an NSG of the definitions is found in the logs: same name (case-insensitive), and
+/// the same resource group when both sides name one.
+fn matches(def: &NsgDef, key: &NsgKey) -> bool {
+    def.name.eq_ignore_ascii_case(&key.1)
+        && match def.resource_group.as_deref() {
+            Some(rg) if !key.0.is_empty() => rg.eq_ignore_ascii_case(&key.0),
+            _ => true,
+        }
+}
+
+/// A rule's log name matches its definition: `UserRule_X`/`DefaultRule_X` (NSG logs),
+/// as written or with a `_<guid>` suffix (VNet logs, security-admin rules).
+fn log_matches(r: &RuleDef, logged: &str) -> bool {
+    let ln = r.log_name();
+    if logged.eq_ignore_ascii_case(&ln) || logged.eq_ignore_ascii_case(&r.name) {
+        return true;
+    }
+    for base in [ln.as_str(), r.name.as_str()] {
+        if logged.len() == base.len() + 37
+            && logged[..base.len()].eq_ignore_ascii_case(base)
+            && logged.as_bytes()[base.len()] == b'_'
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn sev_order(v: &mut [AuditFinding]) {
+    v.sort_by(|a, b| {
+        b.severity.cmp(&a.severity).then_with(|| {
+            (&a.resource_group, &a.nsg, a.kind, &a.rule).cmp(&(
+                &b.resource_group,
+                &b.nsg,
+                b.kind,
+                &b.rule,
+            ))
+        })
+    });
+}
+
+/// Audit the definitions against what the logs showed over `[first_ms, last_ms]`.
+pub fn audit(
+    defs: &[NsgDef],
+    hits: &Hits,
+    tags: &eval::Tags,
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+) -> Audit {
+    let mut findings = Vec::new();
+    let mut rows = Vec::new();
+    let (lo, hi) = match (first_ms, last_ms) {
+        (Some(a), Some(b)) => (a - a.rem_euclid(3_600_000), b - b.rem_euclid(3_600_000)),
+        _ => (0, -1),
+    };
+    let window_hours = if hi >= lo {
+        (hi - lo) / 3_600_000 + 1
+    } else {
+        0
+    };
+    let window_days = (last_ms.unwrap_or(0) - first_ms.unwrap_or(0)) as f64 / 86_400_000.0;
+    let mut coverage = serde_json::Map::new();
+    let mut used_keys = BTreeSet::new();
+    for def in defs {
+        let rg = def.resource_group.clone().unwrap_or_default();
+        let seen: Vec<(&NsgKey, &NsgSeen)> =
+            hits.nsgs.iter().filter(|(k, _)| matches(def, k)).collect();
+        for (k, _) in &seen {
+            used_keys.insert((*k).clone());
+        }
+        // Coverage of the NSG's NICs over the window.
+        let mut nic_hours: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+        for (_, s) in &seen {
+            for (mac, h) in &s.nic_hours {
+                nic_hours
+                    .entry(mac)
+                    .or_default()
+                    .extend(h.iter().filter(|x| **x >= lo && **x <= hi));
+            }
+        }
+        let logged: usize = nic_hours.values().map(|h| h.len()).sum();
+        let possible = nic_hours.len() as i64 * window_hours;
+        let share = if possible > 0 {
+            logged as f64 / possible as f64
+        } else {
+            0.0
+        };
+        coverage.insert(
+            format!("{}/{}", rg, def.name),
+            json!({
+                "nics": nic_hours.len(),
+                "hours_logged": logged,
+                "hours_in_window": possible,
+                "share": (share * 1000.0).round() / 1000.0,
+                "missing": nic_hours.iter().map(|(mac, h)| {
+                    let missing: Vec<String> = (0..window_hours).map(|i| lo + i * 3_600_000).filter(|x| !h.contains(x)).take(24).map(fmt_ms).collect();
+                    json!({"mac": mac, "missing_hours": missing})
+                }).filter(|v| !v["missing_hours"].as_array().is_some_and(|a| a.is_empty())).collect::<Vec<_>>(),
+                "nics_defined": def.nics.len(),
+            }),
+        );
+        let finding = |kind,
+                       severity,
+                       rule: &str,
+                       related: Vec<String>,
+                       message: String,
+                       evidence,
+                       suggestion| AuditFinding {
+            kind,
+            severity,
+            nsg: def.name.clone(),
+            resource_group: rg.clone(),
+            rule: rule.to_string(),
+            related_rules: related,
+            message,
+            evidence,
+            suggestion,
+        };
+        if seen.is_empty() {
+            findings.push(finding(
+                "no_logs",
+                Severity::Low,
+                "",
+                vec![],
+                format!("{} has no logs in the window: flow logs off, no NIC or subnet attached, or not in the input", def.name),
+                json!({"definitions": def.file.display().to_string(), "nics_defined": def.nics.len()}),
+                json!({}),
+            ));
+        }
+        // What each defined rule saw.
+        let seen_of = |r: &RuleDef| -> Vec<(&String, &RuleSeen)> {
+            seen.iter()
+                .flat_map(|(_, s)| s.rules.iter())
+                .filter(|(name, _)| log_matches(r, name))
+                .collect()
+        };
+        // Rules logged but not defined.
+        for (_, s) in &seen {
+            for (name, rs) in &s.rules {
+                if !def.rules.iter().any(|r| log_matches(r, name)) {
+                    findings.push(finding(
+                        "undefined_rule",
+                        Severity::Medium,
+                        name,
+                        vec![],
+                        format!("the logs show rule {name} ({} tuples) that the definitions of {} lack: definitions older than the logs, or rules changed during the window", rs.counters.tuples, def.name),
+                        json!({"tuples": rs.counters.tuples, "first": rs.first_ms.map(fmt_ms), "last": rs.last_ms.map(fmt_ms)}),
+                        json!({}),
+                    ));
+                }
+            }
+        }
+        // Spaces, in priority order per direction.
+        let spaces: Vec<Result<space::Space, Vec<String>>> = def
+            .rules
+            .iter()
+            .map(|r| eval::rule_space(r, tags))
+            .collect();
+        let mut order: Vec<usize> = (0..def.rules.len()).collect();
+        order.sort_by_key(|&i| (def.rules[i].direction, def.rules[i].priority, i));
+        for (pos, &i) in order.iter().enumerate() {
+            let r = &def.rules[i];
+            let mut total = Counters::default();
+            let (mut first, mut last) = (None::<i64>, None::<i64>);
+            let mut sources: FxHashSet<u128> = FxHashSet::default();
+            for (_, s) in seen_of(r) {
+                total += s.counters;
+                first = match (first, s.first_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                last = match (last, s.last_ms) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                sources.extend(s.sources.iter().take(MAX_SOURCES));
+            }
+            rows.push(RuleRow {
+                nsg: def.name.clone(),
+                resource_group: rg.clone(),
+                rule: r.name.clone(),
+                log_name: r.log_name(),
+                priority: Some(r.priority),
+                direction: Some(r.direction),
+                access: Some(r.access),
+                protocol: Some(r.protocol.clone()),
+                sources: r.sources.iter().chain(&r.source_asgs).cloned().collect(),
+                destinations: r
+                    .destinations
+                    .iter()
+                    .chain(&r.destination_asgs)
+                    .cloned()
+                    .collect(),
+                ports: r.ports.clone(),
+                hits: total.tuples,
+                allowed: total.allowed,
+                denied: total.denied,
+                bytes: total
+                    .bytes_src_to_dst
+                    .saturating_add(total.bytes_dst_to_src),
+                first: first.map(fmt_ms),
+                last: last.map(fmt_ms),
+                distinct_sources: sources.len().min(MAX_SOURCES),
+            });
+            // Unused.
+            // (Default rules are the catch-alls every NSG has: their hits are in the rule
+            // table, and they are not reported unused or partly shadowed.)
+            if total.tuples == 0 && !seen.is_empty() && !r.default {
+                let confident = share >= CONFIDENT_COVERAGE && window_days >= CONFIDENT_DAYS as f64;
+                findings.push(finding(
+                    "unused",
+                    Severity::Low,
+                    &r.name,
+                    vec![],
+                    format!(
+                        "{} matched no flow in {:.1} days ({} .. {}), with {:.0}% of its NICs' hours logged; confidence {}",
+                        r.name, window_days, first_ms.map(fmt_ms).unwrap_or_default(), last_ms.map(fmt_ms).unwrap_or_default(),
+                        share * 100.0, if confident { "high" } else { "low" }
+                    ),
+                    json!({"window_days": (window_days * 100.0).round() / 100.0, "coverage": (share * 1000.0).round() / 1000.0, "last_seen": null,
+                           "confidence": if confident { "high" } else { "low" },
+                           "why_low": if confident { None } else { Some(format!("confidence is high only over >= {CONFIDENT_DAYS} days with >= {:.0}% of the NICs' hours logged", CONFIDENT_COVERAGE * 100.0)) }}),
+                    json!({"action": "remove the rule after confirming with the owner", "az": format!("az network nsg rule delete --resource-group {} --nsg-name {} --name {}", if rg.is_empty() { "<rg>" } else { &rg }, def.name, r.name)}),
+                ));
+            }
+            // Overly permissive.
+            if r.access == Access::Allow && r.direction == Dir::Inbound {
+                let from_anywhere = r.sources.iter().any(|s| {
+                    let s = s.trim().to_ascii_lowercase();
+                    ["*", "any", "internet", "0.0.0.0/0", "::/0"].contains(&s.as_str())
+                });
+                if from_anywhere {
+                    let ranges: Vec<(u16, u16)> = r
+                        .ports
+                        .iter()
+                        .filter_map(|p| space::port_range(p))
+                        .collect();
+                    let width: u32 = space::disjoint(&ranges)
+                        .iter()
+                        .map(|(a, b)| (*b - *a) as u32 + 1)
+                        .sum();
+                    let hit = |ports: &[u16]| -> Vec<u16> {
+                        ports
+                            .iter()
+                            .copied()
+                            .filter(|p| ranges.iter().any(|(a, b)| a <= p && p <= b))
+                            .collect()
+                    };
+                    let (admin, db) = (hit(&ADMIN_PORTS), hit(&DATABASE_PORTS));
+                    if !admin.is_empty() || !db.is_empty() || width > WIDE_PORTS {
+                        let severity = if !admin.is_empty() || !db.is_empty() {
+                            if total.tuples > 0 {
+                                Severity::Critical
+                            } else {
+                                Severity::High
+                            }
+                        } else {
+                            Severity::Medium
+                        };
+                        let score = admin.len() * 10 + db.len() * 5 + (width / WIDE_PORTS) as usize;
+                        findings.push(finding(
+                            "overly_permissive",
+                            severity,
+                            &r.name,
+                            vec![],
+                            format!(
+                                "{} allows {} from {} to {}{}",
+                                r.name,
+                                r.ports.join(","),
+                                r.sources.join(","),
+                                if !admin.is_empty() { format!("admin ports {admin:?}") } else if !db.is_empty() { format!("database ports {db:?}") } else { format!("{width} ports") },
+                                if total.tuples > 0 { format!("; {} tuples from {} sources used it", total.tuples, sources.len()) } else { String::new() }
+                            ),
+                            json!({"score": score, "admin_ports": admin, "database_ports": db, "ports_open": width, "hits": total.tuples, "distinct_sources": sources.len()}),
+                            json!({"action": "restrict the sources to known networks (a bastion, a VPN range) or use Azure Bastion / just-in-time access"}),
+                        ));
+                    }
+                }
+            }
+            // Coverage by higher-priority rules.
+            let Ok(mine) = &spaces[i] else {
+                let why = spaces[i].as_ref().err().cloned().unwrap_or_default();
+                findings.push(finding(
+                    "unresolvable",
+                    Severity::Info,
+                    &r.name,
+                    vec![],
+                    format!("{} cannot be evaluated: {}; shadowing is not decided for it, and the observed traffic stands in", r.name, why.join("; ")),
+                    json!({"reasons": why, "hits": total.tuples}),
+                    json!({"action": "give --service-tags (Microsoft's service-tags JSON) for service tags; ASG membership is not in NSG definitions"}),
+                ));
+                continue;
+            };
+            let mut rest = mine.clone();
+            let (mut same, mut opposite) = (Vec::new(), Vec::new());
+            let mut undecided = false;
+            for &j in &order[..pos] {
+                let h = &def.rules[j];
+                if h.direction != r.direction
+                    || h.priority >= r.priority
+                    || eval::restricts_source_ports(h)
+                {
+                    continue;
+                }
+                let Ok(hs) = &spaces[j] else { continue };
+                if !hs.cells.iter().any(|c| rest.intersects(c)) {
+                    continue;
+                }
+                if h.access == r.access {
+                    same.push(h.name.clone())
+                } else {
+                    opposite.push(h.name.clone())
+                }
+                if !rest.subtract(hs) {
+                    undecided = true;
+                    break;
+                }
+                if rest.is_empty() {
+                    break;
+                }
+            }
+            if undecided || (same.is_empty() && opposite.is_empty()) {
+                continue;
+            }
+            let related: Vec<String> = opposite.iter().chain(&same).cloned().collect();
+            if rest.is_empty() {
+                if opposite.is_empty() {
+                    findings.push(finding(
+                        "redundant",
+                        if r.default { Severity::Info } else { Severity::Low },
+                        &r.name,
+                        same.clone(),
+                        format!("{} ({:?}, priority {}) is fully covered by higher-priority {:?} rules {}: it never decides anything", r.name, r.access, r.priority, r.access, same.join(", ")),
+                        json!({"hits": total.tuples}),
+                        json!({"action": "remove the rule (the rules above decide all it matches)"}),
+                    ));
+                } else {
+                    // A deny whose traffic an allow lets through is worse than the reverse.
+                    let severity = if r.access == Access::Deny {
+                        Severity::High
+                    } else {
+                        Severity::Medium
+                    };
+                    findings.push(finding(
+                        "shadowed",
+                        if r.default { Severity::Info } else { severity },
+                        &r.name,
+                        related,
+                        format!("{} ({:?}, priority {}) is fully covered by higher-priority rules, {} of the opposite access ({}): its intent never happens", r.name, r.access, r.priority, opposite.len(), opposite.join(", ")),
+                        json!({"hits": total.tuples, "opposite_access": opposite, "same_access": same}),
+                        json!({"action": format!("give {} a priority number below {}'s, or narrow the rules above", r.name, opposite[0])}),
+                    ));
+                }
+            } else if !r.default {
+                findings.push(finding(
+                    "partially_shadowed",
+                    Severity::Info,
+                    &r.name,
+                    related.clone(),
+                    format!("{} overlaps higher-priority rules {} in part: those decide the overlap, {} decides the rest", r.name, related.join(", "), r.name),
+                    json!({"hits": total.tuples, "remaining_boxes": rest.cells.len()}),
+                    json!({}),
+                ));
+            }
+        }
+    }
+    for (k, s) in &hits.nsgs {
+        if !used_keys.contains(k) && !defs.is_empty() {
+            let tuples: u64 = s.rules.values().map(|r| r.counters.tuples).sum();
+            findings.push(AuditFinding {
+                kind: "undefined_rule",
+                severity: Severity::Low,
+                nsg: s.names.iter().next().cloned().unwrap_or_default(),
+                resource_group: k.0.clone(),
+                rule: String::new(),
+                related_rules: s.rules.keys().cloned().collect(),
+                message: format!("the logs show NSG {} ({} tuples) that no definitions file describes", s.names.iter().next().cloned().unwrap_or_default(), tuples),
+                evidence: json!({"tuples": tuples}),
+                suggestion: json!({"action": "add its definitions (az network nsg show) with another --rules"}),
+            });
+        }
+    }
+    if defs.is_empty() {
+        // The hit table from the logs alone.
+        for ((rg, _), s) in &hits.nsgs {
+            let nsg = s.names.iter().next().cloned().unwrap_or_default();
+            for (name, r) in &s.rules {
+                rows.push(RuleRow {
+                    nsg: nsg.clone(),
+                    resource_group: rg.clone(),
+                    rule: name.clone(),
+                    log_name: name.clone(),
+                    priority: None,
+                    direction: None,
+                    access: None,
+                    protocol: None,
+                    sources: vec![],
+                    destinations: vec![],
+                    ports: vec![],
+                    hits: r.counters.tuples,
+                    allowed: r.counters.allowed,
+                    denied: r.counters.denied,
+                    bytes: r
+                        .counters
+                        .bytes_src_to_dst
+                        .saturating_add(r.counters.bytes_dst_to_src),
+                    first: r.first_ms.map(fmt_ms),
+                    last: r.last_ms.map(fmt_ms),
+                    distinct_sources: r.sources.len(),
+                });
+            }
+        }
+    }
+    sev_order(&mut findings);
+    Audit {
+        definitions_given: !defs.is_empty(),
+        window: json!({"first": first_ms.map(fmt_ms), "last": last_ms.map(fmt_ms)}),
+        coverage: serde_json::Value::Object(coverage),
+        assumptions: json!({
+            "virtual_network": tags.vnet.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            "virtual_network_from": tags.vnet_from,
+            "internet": "every address outside VirtualNetwork",
+            "default_rules_assumed": defs.iter().filter(|d| d.assumed_defaults).map(|d| d.name.clone()).collect::<Vec<_>>(),
+            "source_ports": "not modelled: a rule that restricts source ports is never taken to cover another",
+        }),
+        rules: rows,
+        findings,
+    }
+}
+
+/// The finding table's columns (table and CSV).
+pub const FINDING_COLUMNS: [&str; 7] = [
+    "severity",
+    "kind",
+    "resource_group",
+    "nsg",
+    "rule",
+    "related_rules",
+    "message",
+];
+/// The rule table's columns.
+pub const RULE_COLUMNS: [&str; 14] = [
+    "resource_group",
+    "nsg",
+    "rule",
+    "priority",
+    "direction",
+    "access",
+    "protocol",
+    "ports",
+    "hits",
+    "allowed",
+    "denied",
+    "bytes",
+    "last",
+    "distinct_sources",
+];
+
+impl AuditFinding {
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.severity.name().to_string(),
+            self.kind.to_string(),
+            self.resource_group.clone(),
+            self.nsg.clone(),
+            self.rule.clone(),
+            self.related_rules.join(" "),
+            self.message.clone(),
+        ]
+    }
+}
+
+impl RuleRow {
+    pub fn cells(&self) -> Vec<String> {
+        let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        vec![
+            self.resource_group.clone(),
+            self.nsg.clone(),
+            self.rule.clone(),
+            o(self.priority.map(|p| p.to_string())),
+            o(self.direction.map(|d| format!("{d:?}").to_lowercase())),
+            o(self.access.map(|a| format!("{a:?}").to_lowercase())),
+            o(self.protocol.clone()),
+            self.ports.join(","),
+            self.hits.to_string(),
+            self.allowed.to_string(),
+            self.denied.to_string(),
+            self.bytes.to_string(),
+            o(self.last.clone()),
+            self.distinct_sources.to_string(),
+        ]
+    }
+}
