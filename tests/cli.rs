@@ -2284,6 +2284,13 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
         ),
         (
             "low",
+            "least_privilege",
+            "RG-PROD-APP/APP-NSG",
+            "AllowSshFromBastion",
+            "",
+        ),
+        (
+            "low",
             "redundant",
             "RG-PROD-APP/APP-NSG",
             "AllowHttpsFromVnet",
@@ -2365,6 +2372,18 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
         .as_str()
         .unwrap()
         .contains("its intent never happens"));
+    // The tighter rule, ready to apply: the two bastion hosts seen, the one port.
+    let lp = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "least_privilege")
+        .unwrap();
+    assert_eq!(
+        lp["suggestion"]["az"],
+        "az network nsg rule update --resource-group RG-PROD-APP --nsg-name APP-NSG --name AllowSshFromBastion --source-address-prefixes 10.255.0.4/31 --destination-port-ranges 22"
+    );
+    assert_eq!(lp["evidence"]["observed_sources"], 2);
     // --fail-on and the table form.
     let (code, out, _) = run_in_root(&[
         "audit",

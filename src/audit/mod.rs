@@ -38,6 +38,8 @@ pub struct RuleSeen {
     pub last_ms: Option<i64>,
     /// Distinct source addresses, up to [`MAX_SOURCES`].
     pub sources: FxHashSet<u128>,
+    /// Destination ports seen (allowed tuples).
+    pub ports: BTreeSet<u16>,
 }
 
 /// What the logs show of one NSG.
@@ -89,7 +91,12 @@ impl Hits {
             None => n.rules.entry(ctx.rule.to_string()).or_default(),
         };
         let mut last = None;
+        let mut last_port = None;
         for t in table.tuples {
+            if t.decision == crate::model::Decision::Allow && last_port != Some(t.dport) {
+                r.ports.insert(t.dport);
+                last_port = Some(t.dport);
+            }
             r.counters.add(t);
             r.first_ms = Some(r.first_ms.map_or(t.time_ms, |f| f.min(t.time_ms)));
             r.last_ms = Some(r.last_ms.map_or(t.time_ms, |l| l.max(t.time_ms)));
@@ -131,6 +138,7 @@ impl Fold for Hits {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
+                m.ports.extend(r.ports);
                 for s in r.sources {
                     if m.sources.len() >= MAX_SOURCES {
                         break;
@@ -369,7 +377,9 @@ pub fn audit(
             let mut total = Counters::default();
             let (mut first, mut last) = (None::<i64>, None::<i64>);
             let mut sources: FxHashSet<u128> = FxHashSet::default();
+            let mut ports: BTreeSet<u16> = BTreeSet::new();
             for (_, s) in seen_of(r) {
+                ports.extend(&s.ports);
                 total += s.counters;
                 first = match (first, s.first_ms) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -428,6 +438,35 @@ pub fn audit(
                            "why_low": if confident { None } else { Some(format!("confidence is high only over >= {CONFIDENT_DAYS} days with >= {:.0}% of the NICs' hours logged", CONFIDENT_COVERAGE * 100.0)) }}),
                     json!({"action": "remove the rule after confirming with the owner", "az": format!("az network nsg rule delete --resource-group {} --nsg-name {} --name {}", if rg.is_empty() { "<rg>" } else { &rg }, def.name, r.name)}),
                 ));
+            }
+            // Least privilege: the smallest rule that still admits what was observed.
+            if r.access == Access::Allow
+                && total.allowed > 0
+                && r.source_asgs.is_empty()
+                && !r.default
+            {
+                if let Some(lp) = least_privilege(r, &sources, &ports, tags) {
+                    findings.push(finding(
+                        "least_privilege",
+                        Severity::Low,
+                        &r.name,
+                        vec![],
+                        format!(
+                            "{} admits more than its traffic used: {} tuples from {} sources on {} ports fit in sources {} and ports {}",
+                            r.name, total.allowed, sources.len(), ports.len(), lp.sources.join(","), lp.ports.join(",")
+                        ),
+                        json!({"observed_sources": sources.len(), "observed_ports": ports.iter().take(50).collect::<Vec<_>>(), "allowed_tuples": total.allowed,
+                               "sources_narrowed": lp.sources_narrowed, "ports_narrowed": lp.ports_narrowed, "note": lp.note}),
+                        json!({
+                            "source_address_prefixes": lp.sources,
+                            "destination_port_ranges": lp.ports,
+                            "az": format!(
+                                "az network nsg rule update --resource-group {} --nsg-name {} --name {} --source-address-prefixes {} --destination-port-ranges {}",
+                                if rg.is_empty() { "<rg>" } else { &rg }, def.name, r.name, lp.sources.join(" "), lp.ports.join(" ")
+                            ),
+                        }),
+                    ));
+                }
             }
             // Overly permissive.
             if r.access == Access::Allow && r.direction == Dir::Inbound {
@@ -696,4 +735,121 @@ impl RuleRow {
             self.distinct_sources.to_string(),
         ]
     }
+}
+
+/// Prefixes listed at most in a least-privilege suggestion (more are widened).
+pub const MAX_PREFIXES: usize = 16;
+
+/// A tighter rule for what was observed.
+pub struct LeastPrivilege {
+    pub sources: Vec<String>,
+    pub ports: Vec<String>,
+    pub sources_narrowed: bool,
+    pub ports_narrowed: bool,
+    pub note: Option<String>,
+}
+
+/// The observed sources as CIDRs (exact aggregates of the addresses, widened to /24 when more
+/// than [`MAX_PREFIXES`] remain; sources spread wider than that, a public service's clients,
+/// are left as the rule has them), and the observed ports as ranges; `None` when neither is
+/// narrower than the rule.
+pub fn least_privilege(
+    r: &RuleDef,
+    sources: &FxHashSet<u128>,
+    ports: &BTreeSet<u16>,
+    tags: &eval::Tags,
+) -> Option<LeastPrivilege> {
+    if sources.is_empty() || ports.is_empty() || sources.len() >= MAX_SOURCES {
+        return None;
+    }
+    let v4: Vec<std::net::Ipv4Addr> = sources
+        .iter()
+        .filter(|p| **p >> 32 == 0xffff)
+        .map(|p| std::net::Ipv4Addr::from(*p as u32))
+        .collect();
+    if v4.len() != sources.len() {
+        return None;
+    }
+    let mut note = None;
+    let mut nets: Vec<ipnet::IpNet> = Vec::new();
+    let mut fits = false;
+    for len in [32u8, 24] {
+        let widened: Vec<ipnet::IpNet> = v4
+            .iter()
+            .map(|a| ipnet::IpNet::V4(ipnet::Ipv4Net::new(*a, len).expect("valid length").trunc()))
+            .collect();
+        nets = ipnet::IpNet::aggregate(&widened);
+        if nets.len() <= MAX_PREFIXES {
+            fits = true;
+            if len < 32 {
+                note = Some(format!("sources widened to /{len} networks to keep the list under {MAX_PREFIXES} prefixes"));
+            }
+            break;
+        }
+    }
+    // Narrower than the rule's sources? Compare the number of addresses covered.
+    let width = |iv: &[(u128, u128)]| -> u128 {
+        space::disjoint(iv)
+            .iter()
+            .map(|(a, b)| (b - a).saturating_add(1))
+            .fold(0u128, |x, y| x.saturating_add(y))
+    };
+    let rule_src: Vec<(u128, u128)> = r
+        .sources
+        .iter()
+        .filter_map(|s| tags.resolve(s).ok())
+        .flatten()
+        .collect();
+    let new_src: Vec<(u128, u128)> = nets.iter().map(space::net_interval).collect();
+    let sources_narrowed = fits && width(&new_src) < width(&rule_src);
+    if !fits {
+        note = Some(format!(
+            "{} sources in more than {MAX_PREFIXES} /24 networks: sources left as the rule has them",
+            sources.len()
+        ));
+    }
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for &p in ports {
+        match ranges.last_mut() {
+            Some(l) if l.1.checked_add(1) == Some(p) => l.1 = p,
+            _ => ranges.push((p, p)),
+        }
+    }
+    let rule_ports: Vec<(u16, u16)> = r
+        .ports
+        .iter()
+        .filter_map(|p| space::port_range(p))
+        .collect();
+    let count = |v: &[(u16, u16)]| -> u32 {
+        space::disjoint(v)
+            .iter()
+            .map(|(a, b)| (*b - *a) as u32 + 1)
+            .sum()
+    };
+    let ports_narrowed = ranges.len() <= MAX_PREFIXES && count(&ranges) < count(&rule_ports);
+    if !sources_narrowed && !ports_narrowed {
+        return None;
+    }
+    let fmt_range = |(a, b): &(u16, u16)| {
+        if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        }
+    };
+    Some(LeastPrivilege {
+        sources: if sources_narrowed {
+            nets.iter().map(|n| n.to_string()).collect()
+        } else {
+            r.sources.clone()
+        },
+        ports: if ports_narrowed {
+            ranges.iter().map(fmt_range).collect()
+        } else {
+            r.ports.clone()
+        },
+        sources_narrowed,
+        ports_narrowed,
+        note,
+    })
 }
