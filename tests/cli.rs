@@ -2314,6 +2314,13 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
         ("low", "no_logs", "RG-TEST/APP-NSG", "", ""),
         (
             "info",
+            "default_rule_traffic",
+            "RG-PROD-DATA/DB-NSG",
+            "AllowInternetOutBound",
+            "",
+        ),
+        (
+            "info",
             "partially_shadowed",
             "RG-PROD-DATA/DB-NSG",
             "AllowWebAlt",

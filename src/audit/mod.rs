@@ -150,6 +150,11 @@ impl Fold for Hits {
     }
 }
 
+/// A default allow rule carrying at least this many tuples...
+pub const DEFAULT_RULE_MIN_TUPLES: u64 = 100;
+/// ...and this share of its NSG's allowed tuples is reported (`default_rule_traffic`).
+pub const DEFAULT_RULE_SHARE: f64 = 0.2;
+
 /// Admin ports (remote shells and management).
 pub const ADMIN_PORTS: [u16; 7] = [22, 23, 3389, 5985, 5986, 445, 135];
 /// Database and data-store ports.
@@ -465,6 +470,31 @@ pub fn audit(
                                 if rg.is_empty() { "<rg>" } else { &rg }, def.name, r.name, lp.sources.join(" "), lp.ports.join(" ")
                             ),
                         }),
+                    ));
+                }
+            }
+            // Default-rule traffic: a share of the NSG's allowed traffic no user rule owns.
+            if r.default && r.access == Access::Allow && total.allowed >= DEFAULT_RULE_MIN_TUPLES {
+                let nsg_allowed: u64 = seen
+                    .iter()
+                    .flat_map(|(_, s)| s.rules.values())
+                    .map(|x| x.counters.allowed)
+                    .sum();
+                let share = total.allowed as f64 / nsg_allowed.max(1) as f64;
+                if share >= DEFAULT_RULE_SHARE {
+                    let top_ports: Vec<u16> = ports.iter().take(20).copied().collect();
+                    findings.push(finding(
+                        "default_rule_traffic",
+                        Severity::Info,
+                        &r.name,
+                        vec![],
+                        format!(
+                            "{:.0}% of {}'s allowed tuples ({} of {}) were decided by the default rule {}: an explicit user rule would say who owns them",
+                            share * 100.0, def.name, total.allowed, nsg_allowed, r.name
+                        ),
+                        json!({"allowed_tuples": total.allowed, "nsg_allowed_tuples": nsg_allowed, "share": (share * 1000.0).round() / 1000.0,
+                               "distinct_sources": sources.len(), "ports": top_ports, "ports_seen": ports.len()}),
+                        json!({"action": format!("add user rules for the flows {} carries (see the ports), then consider a deny above it", r.name)}),
                     ));
                 }
             }
