@@ -112,12 +112,15 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         } => {
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
-            let ((summary, hits), ledger) = run_folds(
-                &d.blobs,
-                &input.run,
-                &|| bar.inc(1),
-                <(crate::aggregate::Summary, crate::audit::Hits)>::default,
-            );
+            // Shadowing is decided from the definitions first, so that the one pass can
+            // also count the tuples that confirm it.
+            let watches = std::sync::Arc::new(crate::audit::watches(&defs, &tags));
+            let ((summary, hits), ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
+                (
+                    crate::aggregate::Summary::default(),
+                    crate::audit::Hits::new(watches.clone()),
+                )
+            });
             bar.finish_and_clear();
             let a = crate::audit::audit(&defs, &hits, &tags, summary.first_ms, summary.last_ms);
             let ledger_report = crate::summary::LedgerReport::new(&ledger, &d);

@@ -2263,6 +2263,13 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
         ),
         (
             "high",
+            "shadowed",
+            "RG-PROD-APP/APP-NSG",
+            "DenyHttpsFromScanners",
+            "AllowHttps",
+        ),
+        (
+            "high",
             "overly_permissive",
             "RG-PROD-DATA/DB-NSG",
             "AllowMgmtRange",
@@ -2304,6 +2311,13 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
             "",
         ),
         ("low", "unused", "RG-PROD-APP/APP-NSG", "AllowRdpLegacy", ""),
+        (
+            "low",
+            "unused",
+            "RG-PROD-APP/APP-NSG",
+            "DenyHttpsFromScanners",
+            "",
+        ),
         ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowMgmtRange", ""),
         ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowRdpLegacy", ""),
         ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowWebAlt", ""),
@@ -2368,17 +2382,29 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
     assert_eq!(v["coverage"]["RG-PROD-APP/APP-NSG"]["share"], 1.0);
     assert_eq!(v["assumptions"]["virtual_network"][0], "10.0.0.0/8");
     assert_eq!(v["window"]["first"], "2026-01-05T00:00:12.000Z");
-    let shadowed = v["findings"]
+    let shadowed: Vec<&Value> = v["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["kind"] == "shadowed")
-        .unwrap();
-    assert_eq!(shadowed["evidence"]["opposite_access"][0], "AllowMgmtRange");
-    assert!(shadowed["message"]
-        .as_str()
-        .unwrap()
-        .contains("its intent never happens"));
+        .filter(|f| f["kind"] == "shadowed")
+        .collect();
+    assert_eq!(
+        shadowed[1]["evidence"]["opposite_access"][0],
+        "AllowMgmtRange"
+    );
+    assert_eq!(shadowed[1]["evidence"]["decided_by_the_shadowing_rules"], 0);
+    // The deny of 185.0.0.0/8 on 443 never happens: the pass counted the tuples it matches
+    // that AllowHttps allowed instead (2, as a flows-export recount says), with examples.
+    let deny = shadowed[0];
+    assert_eq!(deny["evidence"]["decided_by_the_shadowing_rules"], 2);
+    assert_eq!(deny["evidence"]["examples"][0]["record"], 4);
+    assert_eq!(
+        deny["evidence"]["examples"][0]["time"],
+        "2026-01-05T02:14:12.870Z"
+    );
+    assert!(deny["message"].as_str().unwrap().ends_with(
+        "its intent never happens; 2 logged tuples it matches were allowed by them instead"
+    ));
     // The tighter rule, ready to apply: the two bastion hosts seen, the one port.
     let lp = v["findings"]
         .as_array()

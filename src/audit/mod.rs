@@ -57,11 +57,51 @@ pub struct NsgSeen {
 #[derive(Default, Serialize, Deserialize)]
 pub struct Hits {
     pub nsgs: BTreeMap<NsgKey, NsgSeen>,
+    /// Per watch (same order as `watches`): what the pass confirmed.
+    pub confirmed: Vec<Confirmed>,
+    #[serde(skip)]
+    pub watches: std::sync::Arc<Vec<Watch>>,
     #[serde(skip)]
     hour: Option<i64>,
+    #[serde(skip)]
+    path: std::sync::Arc<str>,
 }
 
 impl Hits {
+    /// A fold that also confirms the shadowing of `watches` with the tuples it sees.
+    pub fn new(watches: std::sync::Arc<Vec<Watch>>) -> Hits {
+        Hits {
+            confirmed: vec![Confirmed::default(); watches.len()],
+            watches,
+            ..Hits::default()
+        }
+    }
+
+    fn confirm(&mut self, table: &RuleTable<'_>, rg: &str) {
+        let ctx = &table.ctx;
+        for (w, c) in self.watches.iter().zip(self.confirmed.iter_mut()) {
+            if !w.nsg.eq_ignore_ascii_case(ctx.nsg)
+                || !(w.resource_group.is_empty()
+                    || rg.is_empty()
+                    || w.resource_group.eq_ignore_ascii_case(rg))
+                || !w.shadowing.iter().any(|s| s.eq_ignore_ascii_case(ctx.rule))
+            {
+                continue;
+            }
+            for (t, i) in table.tuples.iter().zip(table.indices) {
+                let (s, d) = (space::addr_point(t.src), space::addr_point(t.dst));
+                if w.space.contains(s, d, t.dport, tuple_proto(t.protocol)) {
+                    c.add((
+                        t.time_ms,
+                        self.path.to_string(),
+                        ctx.record_index as u32,
+                        *i,
+                    ));
+                }
+            }
+        }
+    }
+
     fn see(&mut self, table: &RuleTable<'_>) {
         let ctx = &table.ctx;
         if ctx.nsg == crate::gen::PLATFORM_ACL_ID {
@@ -70,6 +110,9 @@ impl Hits {
         let rg = defs::resource_group_of(ctx.resource_id)
             .unwrap_or_default()
             .to_ascii_lowercase();
+        if !self.watches.is_empty() {
+            self.confirm(table, &rg);
+        }
         let key = (rg, ctx.nsg.to_ascii_lowercase());
         let n = self.nsgs.entry(key).or_default();
         if !n.names.contains(ctx.nsg) {
@@ -118,9 +161,22 @@ impl TableSink for Hits {
 impl Fold for Hits {
     fn begin_blob(&mut self, blob: &BlobMeta) {
         self.hour = blob.hour_ms;
+        if !self.watches.is_empty() {
+            self.path = std::sync::Arc::from(blob.path.display().to_string());
+        }
     }
 
     fn merge(&mut self, o: Hits) {
+        if self.watches.is_empty() {
+            self.watches = o.watches.clone();
+        }
+        if self.confirmed.len() < o.confirmed.len() {
+            self.confirmed
+                .resize(o.confirmed.len(), Confirmed::default());
+        }
+        for (a, b) in self.confirmed.iter_mut().zip(o.confirmed) {
+            a.merge(b);
+        }
         for (k, v) in o.nsgs {
             let n = self.nsgs.entry(k).or_default();
             n.names.extend(v.names);
@@ -566,39 +622,20 @@ pub fn audit(
                 ));
                 continue;
             };
-            let mut rest = mine.clone();
-            let (mut same, mut opposite) = (Vec::new(), Vec::new());
-            let mut undecided = false;
-            for &j in &order[..pos] {
-                let h = &def.rules[j];
-                if h.direction != r.direction
-                    || h.priority >= r.priority
-                    || eval::restricts_source_ports(h)
-                {
-                    continue;
-                }
-                let Ok(hs) = &spaces[j] else { continue };
-                if !hs.cells.iter().any(|c| rest.intersects(c)) {
-                    continue;
-                }
-                if h.access == r.access {
-                    same.push(h.name.clone())
-                } else {
-                    opposite.push(h.name.clone())
-                }
-                if !rest.subtract(hs) {
-                    undecided = true;
-                    break;
-                }
-                if rest.is_empty() {
-                    break;
-                }
-            }
-            if undecided || (same.is_empty() && opposite.is_empty()) {
+            let Some(c) = cover(def, &spaces, &order, pos, mine) else {
                 continue;
-            }
+            };
+            let name = |v: &[usize]| -> Vec<String> {
+                v.iter().map(|j| def.rules[*j].name.clone()).collect()
+            };
+            let (same, opposite, rest) = (name(&c.same), name(&c.opposite), c.rest);
             let related: Vec<String> = opposite.iter().chain(&same).cloned().collect();
             if rest.is_empty() {
+                let confirmed = hits
+                    .watches
+                    .iter()
+                    .position(|w| w.nsg == def.name && w.resource_group == rg && w.rule == r.name)
+                    .and_then(|i| hits.confirmed.get(i));
                 if opposite.is_empty() {
                     findings.push(finding(
                         "redundant",
@@ -621,8 +658,17 @@ pub fn audit(
                         if r.default { Severity::Info } else { severity },
                         &r.name,
                         related,
-                        format!("{} ({:?}, priority {}) is fully covered by higher-priority rules, {} of the opposite access ({}): its intent never happens", r.name, r.access, r.priority, opposite.len(), opposite.join(", ")),
-                        json!({"hits": total.tuples, "opposite_access": opposite, "same_access": same}),
+                        format!(
+                            "{} ({:?}, priority {}) is fully covered by higher-priority rules, {} of the opposite access ({}): its intent never happens{}",
+                            r.name, r.access, r.priority, opposite.len(), opposite.join(", "),
+                            match confirmed.map(|c| c.tuples).unwrap_or(0) {
+                                0 => " (no logged flow it matches was decided by them in the window)".to_string(),
+                                n => format!("; {n} logged tuples it matches were {} by them instead", if r.access == Access::Deny { "allowed" } else { "denied" }),
+                            }
+                        ),
+                        json!({"hits": total.tuples, "opposite_access": opposite, "same_access": same,
+                               "decided_by_the_shadowing_rules": confirmed.map(|c| c.tuples).unwrap_or(0),
+                               "examples": confirmed.map(|c| c.examples.iter().map(|e| json!({"time": fmt_ms(e.0), "path": e.1, "record": e.2, "tuple": e.3})).collect::<Vec<_>>()).unwrap_or_default()}),
                         json!({"action": format!("give {} a priority number below {}'s, or narrow the rules above", r.name, opposite[0])}),
                     ));
                 }
@@ -882,4 +928,146 @@ pub fn least_privilege(
         ports_narrowed,
         note,
     })
+}
+
+/// How the rules above one rule cover it.
+pub struct Cover {
+    /// Indices (into the NSG's rules) of the higher-priority rules that overlap it, by access.
+    pub same: Vec<usize>,
+    pub opposite: Vec<usize>,
+    /// What is left of its space (empty: fully covered).
+    pub rest: space::Space,
+}
+
+/// Subtract the higher-priority rules of the same direction from `mine`, in priority order.
+/// `None` when none overlaps it, or the remainder grew too fragmented to decide.
+fn cover(
+    def: &NsgDef,
+    spaces: &[Result<space::Space, Vec<String>>],
+    order: &[usize],
+    pos: usize,
+    mine: &space::Space,
+) -> Option<Cover> {
+    let r = &def.rules[order[pos]];
+    let mut rest = mine.clone();
+    let (mut same, mut opposite) = (Vec::new(), Vec::new());
+    for &j in &order[..pos] {
+        let h = &def.rules[j];
+        if h.direction != r.direction || h.priority >= r.priority || eval::restricts_source_ports(h)
+        {
+            continue;
+        }
+        let Ok(hs) = &spaces[j] else { continue };
+        if !hs.cells.iter().any(|c| rest.intersects(c)) {
+            continue;
+        }
+        if h.access == r.access {
+            same.push(j)
+        } else {
+            opposite.push(j)
+        }
+        if !rest.subtract(hs) {
+            return None;
+        }
+        if rest.is_empty() {
+            break;
+        }
+    }
+    if same.is_empty() && opposite.is_empty() {
+        return None;
+    }
+    Some(Cover {
+        same,
+        opposite,
+        rest,
+    })
+}
+
+/// A shadowed rule whose traffic the pass looks for: tuples its shadowing rules decided that
+/// its own space matches.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    pub nsg: String,
+    pub resource_group: String,
+    /// The shadowed rule (as defined).
+    pub rule: String,
+    /// Log names of the opposite-access rules that shadow it.
+    pub shadowing: Vec<String>,
+    pub space: space::Space,
+}
+
+/// The shadowed rules of the definitions (decided before the pass, from definitions alone).
+pub fn watches(defs: &[NsgDef], tags: &eval::Tags) -> Vec<Watch> {
+    let mut out = Vec::new();
+    for def in defs {
+        let spaces: Vec<_> = def
+            .rules
+            .iter()
+            .map(|r| eval::rule_space(r, tags))
+            .collect();
+        let mut order: Vec<usize> = (0..def.rules.len()).collect();
+        order.sort_by_key(|&i| (def.rules[i].direction, def.rules[i].priority, i));
+        for (pos, &i) in order.iter().enumerate() {
+            let Ok(mine) = &spaces[i] else { continue };
+            if let Some(c) = cover(def, &spaces, &order, pos, mine) {
+                if c.rest.is_empty() && !c.opposite.is_empty() {
+                    out.push(Watch {
+                        nsg: def.name.clone(),
+                        resource_group: def.resource_group.clone().unwrap_or_default(),
+                        rule: def.rules[i].name.clone(),
+                        shadowing: c
+                            .opposite
+                            .iter()
+                            .map(|j| def.rules[*j].log_name())
+                            .collect(),
+                        space: mine.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Tuples a watched shadowed rule matches that its shadowing rules decided.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Confirmed {
+    pub tuples: u64,
+    /// The earliest few: (time ms, blob path, record, tuple index).
+    pub examples: Vec<(i64, String, u32, u32)>,
+}
+
+/// Examples kept per confirmed shadowing.
+pub const EXAMPLES: usize = 5;
+
+impl Confirmed {
+    fn add(&mut self, e: (i64, String, u32, u32)) {
+        self.tuples += 1;
+        if self.examples.len() < EXAMPLES || e < *self.examples.last().expect("non-empty") {
+            let at = self.examples.partition_point(|x| *x < e);
+            self.examples.insert(at, e);
+            self.examples.truncate(EXAMPLES);
+        }
+    }
+
+    fn merge(&mut self, o: Confirmed) {
+        let n = self.tuples + o.tuples;
+        for e in o.examples {
+            self.add(e);
+        }
+        self.tuples = n;
+    }
+}
+
+/// The protocol bit of a logged tuple.
+fn tuple_proto(p: crate::model::Protocol) -> u8 {
+    use crate::model::Protocol;
+    match p {
+        Protocol::Tcp => space::TCP,
+        Protocol::Udp => space::UDP,
+        Protocol::Number(1) | Protocol::Number(58) | Protocol::Letter(b'I') => space::ICMP,
+        Protocol::Number(50) => space::ESP,
+        Protocol::Number(51) => space::AH,
+        _ => space::OTHER,
+    }
 }
