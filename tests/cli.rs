@@ -2417,6 +2417,21 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
         "az network nsg rule update --resource-group RG-PROD-APP --nsg-name APP-NSG --name AllowSshFromBastion --source-address-prefixes 10.255.0.4/31 --destination-port-ranges 22"
     );
     assert_eq!(lp["evidence"]["observed_sources"], 2);
+    // Reproducible: the same bytes at any thread count.
+    let at = |j: &str| {
+        run_in_root(&[
+            "audit",
+            "fixtures/container",
+            "--rules",
+            "fixtures/definitions/az-nsg-list.json",
+            "--format",
+            "json",
+            "-j",
+            j,
+        ])
+        .1
+    };
+    assert_eq!(at("1"), at("2"));
     // --fail-on and the table form.
     let (code, out, _) = run_in_root(&[
         "audit",
