@@ -6,9 +6,9 @@
 use crate::addr::AddressBook;
 use crate::aggregate::connections::TopConnections;
 use crate::aggregate::graph::GraphAgg;
+use crate::aggregate::summary_pass;
 use crate::aggregate::timeline::Timeline;
 use crate::aggregate::top::TopAgg;
-use crate::aggregate::{report_pass, summary_pass};
 use crate::cli::{Config, DetectOptions, Format, GraphFormat, InputConfig, MergeOutput};
 use crate::discover::{discover, Discovered};
 use crate::export::{export_connections, export_flows};
@@ -47,6 +47,7 @@ const MAX_STDERR_PROBLEMS: usize = 20;
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     match config {
         Config::Report {
+            rules,
             input,
             book,
             out,
@@ -60,7 +61,25 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             check_partial_target(save_partial.as_deref())?;
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), quiet);
-            let data = report_pass(&d.blobs, &input.run, &|| bar.inc(1), detect.enabled);
+            let watches = rules
+                .as_ref()
+                .map(|(defs, tags)| std::sync::Arc::new(crate::audit::watches(defs, tags)));
+            let data = crate::aggregate::report_pass_with(
+                &d.blobs,
+                &input.run,
+                &|| bar.inc(1),
+                detect.enabled,
+                watches,
+            );
+            let audit = rules.as_ref().map(|(defs, tags)| {
+                crate::audit::audit(
+                    defs,
+                    &data.audit,
+                    tags,
+                    data.summary.first_ms,
+                    data.summary.last_ms,
+                )
+            });
             bar.finish_and_clear();
             if let Some(p) = &save_partial {
                 let header = state::Header::new("report", &input, &filters, &book, &d, &detect);
@@ -78,8 +97,19 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 &out_dir,
                 input.run.strict,
                 &findings,
+                audit.as_ref(),
             )?;
-            Ok(fail_on(code, &findings.items, &detect))
+            let audit_fails = match (detect.fail_on, &audit) {
+                (Some(sev), Some(a)) => a.findings.iter().any(|f| f.severity >= sev),
+                _ => false,
+            };
+            Ok(
+                if audit_fails && code != ExitCode::from(exit::NOTHING_READ) {
+                    ExitCode::from(exit::FINDINGS)
+                } else {
+                    fail_on(code, &findings.items, &detect)
+                },
+            )
         }
         Config::Anomalies {
             input,
@@ -463,6 +493,7 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 &out,
                 strict,
                 &findings,
+                None,
             )?;
             Ok(fail_on(code, &findings.items, &detect))
         }
@@ -543,9 +574,11 @@ fn write_report(
     out: &Path,
     strict: bool,
     findings: &Findings,
+    audit: Option<&crate::audit::Audit>,
 ) -> anyhow::Result<ExitCode> {
     let cx = ReportContext {
         findings,
+        audit,
         inputs: inputs.to_vec(),
         filters,
         generated_at: stamp.then(|| {

@@ -240,6 +240,18 @@ pub struct AnomaliesArgs {
 pub struct AuditArgs {
     #[command(flatten)]
     pub input: InputArgs,
+    #[command(flatten)]
+    pub defs: RulesArgs,
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    pub format: TableFormat,
+    /// Exit 4 when a finding at or above this severity exists.
+    #[arg(long, value_name = "SEVERITY")]
+    pub fail_on: Option<String>,
+}
+
+/// NSG definitions for the rule audit (`audit`, `report --rules`).
+#[derive(Args, Debug)]
+pub struct RulesArgs {
     /// NSG definitions: `az network nsg show` or `az network nsg list` output, or ARM JSON
     /// (an exported template, `az resource show`). Repeat for more files.
     #[arg(long, value_name = "FILE")]
@@ -250,11 +262,31 @@ pub struct AuditArgs {
     /// Microsoft's service-tags JSON (`ServiceTags_Public_*.json`), to resolve other tags.
     #[arg(long, value_name = "FILE")]
     pub service_tags: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
-    pub format: TableFormat,
-    /// Exit 4 when a finding at or above this severity exists.
-    #[arg(long, value_name = "SEVERITY")]
-    pub fail_on: Option<String>,
+}
+
+impl RulesArgs {
+    /// The definitions and what the service tags mean.
+    pub fn load(
+        &self,
+    ) -> Result<(Vec<crate::audit::defs::NsgDef>, crate::audit::eval::Tags), String> {
+        let mut defs = Vec::new();
+        for p in &self.rules {
+            defs.extend(crate::audit::defs::load(p).map_err(|e| e.to_string())?);
+        }
+        let vnet = self
+            .vnet
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .map_err(|_| format!("--vnet {s:?}: not a CIDR (e.g. 10.1.0.0/16)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let service = match &self.service_tags {
+            Some(p) => crate::audit::eval::load_service_tags(p)?,
+            None => Default::default(),
+        };
+        Ok((defs, crate::audit::eval::Tags::new(vnet, service)))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -388,6 +420,9 @@ pub struct ReportArgs {
     pub addr: AddrArgs,
     #[command(flatten)]
     pub detect: DetectArgs,
+    /// With `--rules`, the report has an Audit section and `audit.csv` (see `nsgflow audit`).
+    #[command(flatten)]
+    pub defs: RulesArgs,
     /// Skip the detectors (the findings section then says they did not run): they take
     /// about a sixth of the report's time.
     #[arg(long)]
@@ -557,6 +592,8 @@ pub enum Config {
         output: MergeOutput,
     },
     Report {
+        /// `--rules`: the definitions and what the service tags mean.
+        rules: Option<(Vec<crate::audit::defs::NsgDef>, crate::audit::eval::Tags)>,
         input: InputConfig,
         book: AddressBook,
         out: PathBuf,
@@ -834,6 +871,11 @@ impl Cli {
                 })
             }
             Command::Report(a) => Ok(Config::Report {
+                rules: if a.defs.rules.is_empty() {
+                    None
+                } else {
+                    Some(a.defs.load()?)
+                },
                 input: a.input.to_config()?,
                 book: a.addr.to_book()?,
                 out: a.out.clone(),
@@ -852,26 +894,11 @@ impl Cli {
                 },
             }),
             Command::Audit(a) => {
-                let mut defs = Vec::new();
-                for p in &a.rules {
-                    defs.extend(crate::audit::defs::load(p).map_err(|e| e.to_string())?);
-                }
-                let vnet = a
-                    .vnet
-                    .iter()
-                    .map(|s| {
-                        s.parse::<ipnet::IpNet>()
-                            .map_err(|_| format!("--vnet {s:?}: not a CIDR (e.g. 10.1.0.0/16)"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let service = match &a.service_tags {
-                    Some(p) => crate::audit::eval::load_service_tags(p)?,
-                    None => Default::default(),
-                };
+                let (defs, tags) = a.defs.load()?;
                 Ok(Config::Audit {
                     input: a.input.to_config()?,
                     defs,
-                    tags: crate::audit::eval::Tags::new(vnet, service),
+                    tags,
                     format: a.format,
                     fail_on: a
                         .fail_on

@@ -251,33 +251,7 @@ pub fn render_audit(
             Ok(to_json(&v))
         }
         TableFormat::Csv => {
-            // One table: the findings, then every rule as a `rule` row with its hits.
-            let mut header: Vec<&str> = FINDING_COLUMNS.to_vec();
-            header.extend(RULE_COLUMNS[3..].iter());
-            let blank = vec![String::new(); RULE_COLUMNS.len() - 3];
-            let mut rows: Vec<Vec<String>> = a
-                .findings
-                .iter()
-                .map(|f| {
-                    let mut r = f.cells();
-                    r.extend(blank.iter().cloned());
-                    r
-                })
-                .collect();
-            for r in &a.rules {
-                let c = r.cells();
-                let mut row = vec![
-                    String::new(),
-                    "rule".into(),
-                    c[0].clone(),
-                    c[1].clone(),
-                    c[2].clone(),
-                    String::new(),
-                    String::new(),
-                ];
-                row.extend(c[3..].iter().cloned());
-                rows.push(row);
-            }
+            let (header, rows) = crate::audit::csv_rows(a);
             render_rows(&header, rows, &[], format)
         }
         TableFormat::Table => {

@@ -1369,6 +1369,7 @@ fn report_snapshots_of_each_renderer() {
     );
     let cx = ReportContext {
         findings: &findings,
+        audit: None,
         inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
         filters: vec![],
         generated_at: None,
@@ -2482,4 +2483,50 @@ fn audit_without_definitions_lists_hits_and_says_what_it_cannot_decide() {
         err.contains("bad.json: $.securityRules[0].direction: \"in\": Inbound or Outbound"),
         "{err}"
     );
+}
+
+#[test]
+fn report_with_rules_has_an_audit_section_and_audit_csv_agreeing_with_audit() {
+    let out = report_into(&[
+        "fixtures/container",
+        "--rules",
+        "fixtures/definitions/az-nsg-list.json",
+    ]);
+    let alone = run_json(&[
+        "audit",
+        "fixtures/container",
+        "--rules",
+        "fixtures/definitions/az-nsg-list.json",
+        "--format",
+        "json",
+    ]);
+    let r: Value = serde_json::from_str(&read(out.path(), "report.json")).unwrap();
+    assert_eq!(r["audit"]["findings"], alone["findings"]);
+    assert_eq!(r["audit"]["rules"], alone["rules"]);
+    let html = read(out.path(), "index.html");
+    let (f, a, l) = (
+        html.find("<h2>Findings</h2>").unwrap(),
+        html.find("<h2>Audit</h2>").unwrap(),
+        html.find("<h2>Ledger and coverage</h2>").unwrap(),
+    );
+    assert!(
+        f < a && a < l,
+        "the audit comes after the findings, before the ledger"
+    );
+    assert!(html.contains("<td>DenyHttpsFromScanners</td>"));
+    assert!(read(out.path(), "report.md").contains("\n## Audit\n"));
+    let csv = read(out.path(), "audit.csv");
+    let n = alone["findings"].as_array().unwrap().len() + alone["rules"].as_array().unwrap().len();
+    assert_eq!(csv.lines().count(), 1 + n);
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("high,overly_permissive,RG-PROD-APP,APP-NSG,AllowRdpLegacy,"));
+    // Without --rules: no section, no file, no key.
+    let plain = report_into(&["fixtures/container"]);
+    assert!(!plain.path().join("audit.csv").exists());
+    assert!(!read(plain.path(), "index.html").contains("<h2>Audit</h2>"));
+    let r: Value = serde_json::from_str(&read(plain.path(), "report.json")).unwrap();
+    assert!(r.get("audit").is_none());
 }

@@ -63,6 +63,8 @@ pub struct ReportData {
     pub conns: connections::ConnSummary,
     /// The tuple-level detectors.
     pub detect: crate::detect::Detect,
+    /// The rule audit's hits (off without `report --rules`).
+    pub audit: crate::audit::Hits,
     /// The run's ledger (a partial file keeps it beside the folds, not in them).
     #[serde(skip)]
     pub ledger: Ledger,
@@ -77,7 +79,19 @@ pub fn report_pass(
     progress: &Progress<'_>,
     detect: bool,
 ) -> ReportData {
-    let (((summary, traffic), coverage, detect), conns, ledger) = run_nics(
+    report_pass_with(blobs, opts, progress, detect, None)
+}
+
+/// [`report_pass`], with the rule audit's fold too when `audit` gives its watches
+/// (`report --rules`).
+pub fn report_pass_with(
+    blobs: &[BlobMeta],
+    opts: &RunOptions,
+    progress: &Progress<'_>,
+    detect: bool,
+    audit: Option<std::sync::Arc<Vec<crate::audit::Watch>>>,
+) -> ReportData {
+    let (((summary, traffic), coverage, (detect, audit)), conns, ledger) = run_nics(
         blobs,
         opts,
         progress,
@@ -85,7 +99,13 @@ pub fn report_pass(
             (
                 <(Summary, traffic::Traffic)>::default(),
                 coverage::Coverage::default(),
-                crate::detect::Detect::new(detect),
+                (
+                    crate::detect::Detect::new(detect),
+                    match &audit {
+                        Some(w) => crate::audit::Hits::new(w.clone()),
+                        None => crate::audit::Hits::off(),
+                    },
+                ),
             )
         },
         || connections::ConnFold::new(detect),
@@ -95,6 +115,7 @@ pub fn report_pass(
         traffic,
         coverage,
         detect,
+        audit,
         conns: conns.into_summary(),
         ledger,
     }

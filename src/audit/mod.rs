@@ -65,6 +65,9 @@ pub struct Hits {
     hour: Option<i64>,
     #[serde(skip)]
     path: std::sync::Arc<str>,
+    /// Not run: tables pass through untouched.
+    #[serde(skip)]
+    off: bool,
 }
 
 impl Hits {
@@ -73,6 +76,14 @@ impl Hits {
         Hits {
             confirmed: vec![Confirmed::default(); watches.len()],
             watches,
+            ..Hits::default()
+        }
+    }
+
+    /// A fold that ignores every table (a report without `--rules`).
+    pub fn off() -> Hits {
+        Hits {
+            off: true,
             ..Hits::default()
         }
     }
@@ -103,6 +114,9 @@ impl Hits {
     }
 
     fn see(&mut self, table: &RuleTable<'_>) {
+        if self.off {
+            return;
+        }
         let ctx = &table.ctx;
         if ctx.nsg == crate::gen::PLATFORM_ACL_ID {
             return;
@@ -747,6 +761,37 @@ pub fn audit(
         rules: rows,
         findings,
     }
+}
+
+/// `audit.csv` and `audit --format csv`: the findings, then one `rule` row per rule.
+pub fn csv_rows(a: &Audit) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let mut header: Vec<&str> = FINDING_COLUMNS.to_vec();
+    header.extend(RULE_COLUMNS[3..].iter());
+    let blank = vec![String::new(); RULE_COLUMNS.len() - 3];
+    let mut rows: Vec<Vec<String>> = a
+        .findings
+        .iter()
+        .map(|f| {
+            let mut r = f.cells();
+            r.extend(blank.iter().cloned());
+            r
+        })
+        .collect();
+    for r in &a.rules {
+        let c = r.cells();
+        let mut row = vec![
+            String::new(),
+            "rule".into(),
+            c[0].clone(),
+            c[1].clone(),
+            c[2].clone(),
+            String::new(),
+            String::new(),
+        ];
+        row.extend(c[3..].iter().cloned());
+        rows.push(row);
+    }
+    (header, rows)
 }
 
 /// The finding table's columns (table and CSV).

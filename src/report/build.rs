@@ -188,6 +188,8 @@ fn series(hours: &FxHashMap<i64, Hour>) -> (i64, Vec<HourRow>) {
 /// Context the model records besides the data.
 pub struct ReportContext<'a> {
     pub findings: &'a Findings,
+    /// The rule audit (`report --rules`).
+    pub audit: Option<&'a crate::audit::Audit>,
     pub inputs: Vec<String>,
     pub filters: Vec<String>,
     pub generated_at: Option<String>,
@@ -219,6 +221,7 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
         inputs: cx.inputs.clone(),
         filters: cx.filters.clone(),
         findings: cx.findings.clone(),
+        audit: cx.audit.cloned(),
         ledger: LedgerSection::new(&data.ledger, d),
         coverage: coverage(s, &data.coverage),
         totals: s.totals,

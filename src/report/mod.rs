@@ -33,6 +33,9 @@ pub struct Report {
     pub filters: Vec<String>,
     /// What needs attention first: the detectors' findings.
     pub findings: Findings,
+    /// The rule audit, with `report --rules` (the `audit --format json` document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::Audit>,
     pub ledger: LedgerSection,
     pub coverage: Coverage,
     /// Counters over every counted tuple.

@@ -218,6 +218,27 @@ pub fn markdown(r: &Report) -> String {
             }),
         );
     }
+    if let Some(a) = &r.audit {
+        let _ = writeln!(o, "\n## Audit\n");
+        if a.findings.is_empty() {
+            let _ = writeln!(o, "No rule findings.\n");
+        } else {
+            md_table(
+                &mut o,
+                &crate::audit::FINDING_COLUMNS,
+                a.findings
+                    .iter()
+                    .map(|f| f.cells().iter().map(|c| md(c)).collect()),
+            );
+        }
+        md_table(
+            &mut o,
+            &crate::audit::RULE_COLUMNS,
+            a.rules
+                .iter()
+                .map(|x| x.cells().iter().map(|c| md(c)).collect()),
+        );
+    }
     let _ = writeln!(o, "\n## Ledger and coverage\n");
     md_table(
         &mut o,
@@ -573,7 +594,7 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
         &["reason", "tuples", "example_location", "example_message"],
         rejects.into_iter(),
     );
-    vec![
+    let mut files = vec![
         OutFile {
             name: "rules.csv".into(),
             bytes: rules,
@@ -598,7 +619,15 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
             name: "findings.csv".into(),
             bytes: findings,
         },
-    ]
+    ];
+    if let Some(a) = &r.audit {
+        let (header, rows) = crate::audit::csv_rows(a);
+        files.push(OutFile {
+            name: "audit.csv".into(),
+            bytes: csv_rows(&header, rows.into_iter()),
+        });
+    }
+    files
 }
 
 /// Every file of the report.
