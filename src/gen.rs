@@ -262,7 +262,11 @@ impl TrafficGen {
             0..=299 => {
                 const PORTS: [u16; 10] = [22, 23, 3389, 445, 1433, 8080, 5900, 6379, 3306, 25];
                 let dport = if self.rng.u8(..4) == 0 {
-                    self.rng.u16(1..65535)
+                    // Not 443: AllowHttps (in `<out>.nsgs.json`) would let TCP to it in.
+                    match self.rng.u16(1..65535) {
+                        443 => 444,
+                        p => p,
+                    }
                 } else {
                     PORTS[self.rng.usize(..PORTS.len())]
                 };
@@ -1108,6 +1112,14 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
             Ok(stats)
         })
         .collect::<std::io::Result<Vec<GenStats>>>()?;
+    {
+        // The NSG definitions of this world, beside the container like the ground truth.
+        let mut name = opts.out.file_name().unwrap_or_default().to_os_string();
+        name.push(".nsgs.json");
+        let mut text = serde_json::to_string_pretty(&definitions(opts.nsgs)).expect("serializes");
+        text.push('\n');
+        std::fs::write(opts.out.with_file_name(name), text)?;
+    }
     if opts.attacks {
         let start = opts.start_ms - opts.start_ms.rem_euclid(HOUR_MS);
         let truth = attacks::truth(&nics, opts.hours, start);
@@ -1125,6 +1137,73 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
         all.bytes += s.bytes;
     }
     Ok(all)
+}
+
+/// The NSG definitions of the generated world (`az network nsg list` shape), written to
+/// `<out>.nsgs.json`. Every flow `gen` logs is logged under the rule these definitions really
+/// apply (priority order, first match; test `gen_logs_every_flow_under_the_rule_its_definitions_apply`),
+/// and four problems are planted for the rule audit: `AllowRdpLegacy` (from a range with no
+/// hosts: unused), `AllowHttpsFromClients` (redundant under `AllowHttps`), `AllowSshAnyLegacy`
+/// (SSH from any source, to a subnet with no hosts: overly permissive) and
+/// `DenySshFromInternet` (shadowed by it). With `--attacks`, the exposed RDP rule
+/// (`UserRule_AllowRdpFromAnywhere`) is not in them: the audit reports it as a rule the
+/// definitions lack, as it would a rule added during the window.
+pub fn definitions(nsgs: usize) -> serde_json::Value {
+    let rule = |name: &str,
+                priority: u32,
+                dir: &str,
+                access: &str,
+                src: &str,
+                dst: &str,
+                port: &str| {
+        serde_json::json!({
+            "name": name, "priority": priority, "direction": dir, "access": access, "protocol": "Tcp",
+            "sourceAddressPrefix": src, "sourceAddressPrefixes": [], "sourcePortRange": "*",
+            "destinationAddressPrefix": dst, "destinationAddressPrefixes": [], "destinationPortRange": port,
+            "destinationPortRanges": [], "provisioningState": "Succeeded",
+        })
+    };
+    let default = |name: &str, priority: u32, dir: &str, access: &str, src: &str, dst: &str| {
+        let mut r = rule(name, priority, dir, access, src, dst, "*");
+        r["protocol"] = "*".into();
+        r
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for g in 0..nsgs {
+        let (sub, rg, nsg) = (
+            SUBSCRIPTIONS[g % SUBSCRIPTIONS.len()],
+            RG_NAMES[g % RG_NAMES.len()],
+            NSG_NAMES[g % NSG_NAMES.len()],
+        );
+        if !seen.insert((rg, nsg)) {
+            continue;
+        }
+        out.push(serde_json::json!({
+            "name": nsg,
+            "resourceGroup": rg,
+            "location": "westeurope",
+            "id": format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{nsg}"),
+            "securityRules": [
+                rule("AllowHttps", 100, "Inbound", "Allow", "Internet", "*", "443"),
+                rule("AllowSshFromBastion", 110, "Inbound", "Allow", "10.255.0.0/24", "*", "22"),
+                rule("AllowRdpLegacy", 120, "Inbound", "Allow", "10.254.0.0/24", "*", "3389"),
+                rule("AllowHttpsFromClients", 130, "Inbound", "Allow", "Internet", "*", "443"),
+                rule("AllowSshAnyLegacy", 140, "Inbound", "Allow", "*", "10.99.0.0/24", "22"),
+                rule("DenySshFromInternet", 150, "Inbound", "Deny", "Internet", "10.99.0.0/24", "22"),
+                rule("DenySmbOutbound", 100, "Outbound", "Deny", "*", "Internet", "445"),
+            ],
+            "defaultSecurityRules": [
+                default("AllowVnetInBound", 65000, "Inbound", "Allow", "VirtualNetwork", "VirtualNetwork"),
+                default("AllowAzureLoadBalancerInBound", 65001, "Inbound", "Allow", "AzureLoadBalancer", "*"),
+                default("DenyAllInBound", 65500, "Inbound", "Deny", "*", "*"),
+                default("AllowVnetOutBound", 65000, "Outbound", "Allow", "VirtualNetwork", "VirtualNetwork"),
+                default("AllowInternetOutBound", 65001, "Outbound", "Allow", "*", "Internet"),
+                default("DenyAllOutBound", 65500, "Outbound", "Deny", "*", "*"),
+            ],
+        }));
+    }
+    serde_json::Value::Array(out)
 }
 
 /// Parse a size like `1G`, `500M`, `64K`, `1000` (bytes; binary multiples).

@@ -2530,3 +2530,140 @@ fn report_with_rules_has_an_audit_section_and_audit_csv_agreeing_with_audit() {
     let r: Value = serde_json::from_str(&read(plain.path(), "report.json")).unwrap();
     assert!(r.get("audit").is_none());
 }
+
+#[test]
+fn gen_logs_every_flow_under_the_rule_its_definitions_apply() {
+    use nsgflow::audit::{defs, eval, space};
+    let work = tempfile::tempdir().unwrap();
+    let c = work.path().join("c");
+    nsgflow()
+        .args([
+            "gen",
+            "--out",
+            c.to_str().unwrap(),
+            "--family",
+            "mixed",
+            "--nsg-version",
+            "mixed",
+        ])
+        .args([
+            "--nsgs",
+            "3",
+            "--nics-per-nsg",
+            "2",
+            "--hours",
+            "3",
+            "--seed",
+            "11",
+        ])
+        .assert()
+        .success();
+    let defs_path = work.path().join("c.nsgs.json");
+    let nsgs = defs::load(&defs_path).unwrap();
+    assert_eq!(nsgs.len(), 3);
+    let tags = eval::Tags::new(vec![], Default::default());
+    let out = nsgflow()
+        .args(["flows", c.to_str().unwrap(), "--format", "csv"])
+        .output()
+        .unwrap();
+    let mut rdr = csv::Reader::from_reader(&out.stdout[..]);
+    let h = rdr.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let (nsg_c, rule_c, src_c, dst_c, dport_c, proto_c, dir_c) = (
+        col("nsg"),
+        col("rule"),
+        col("src"),
+        col("dst"),
+        col("dport"),
+        col("protocol"),
+        col("direction"),
+    );
+    let (mut checked, mut platform) = (0, 0);
+    for row in rdr.records() {
+        let row = row.unwrap();
+        if &row[rule_c] == "PlatformRule" {
+            platform += 1;
+            continue;
+        }
+        let def = nsgs
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(&row[nsg_c]))
+            .unwrap_or_else(|| panic!("no definitions for {}", &row[nsg_c]));
+        let dir = if &row[dir_c] == "in" {
+            defs::Dir::Inbound
+        } else {
+            defs::Dir::Outbound
+        };
+        let p = |s: &str| space::addr_point(s.parse().unwrap());
+        let proto = match &row[proto_c] {
+            "tcp" => space::TCP,
+            "udp" => space::UDP,
+            _ => space::OTHER,
+        };
+        let mut rules: Vec<&defs::RuleDef> =
+            def.rules.iter().filter(|r| r.direction == dir).collect();
+        rules.sort_by_key(|r| r.priority);
+        let first = rules
+            .iter()
+            .find(|r| {
+                eval::rule_space(r, &tags).unwrap().contains(
+                    p(&row[src_c]),
+                    p(&row[dst_c]),
+                    row[dport_c].parse().unwrap(),
+                    proto,
+                )
+            })
+            .unwrap();
+        assert_eq!(first.log_name(), &row[rule_c], "{row:?}");
+        checked += 1;
+    }
+    assert!(checked > 1000 && platform > 0, "{checked} {platform}");
+    // The audit of it: no rule the definitions lack, and the four planted problems per NSG.
+    let v = run_json(&[
+        "audit",
+        c.to_str().unwrap(),
+        "--rules",
+        defs_path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let kinds = |k: &str| -> Vec<String> {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == k)
+            .map(|f| {
+                format!(
+                    "{}/{}",
+                    f["nsg"].as_str().unwrap(),
+                    f["rule"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert!(
+        kinds("undefined_rule").is_empty(),
+        "{:?}",
+        kinds("undefined_rule")
+    );
+    for (kind, rule) in [
+        ("redundant", "AllowHttpsFromClients"),
+        ("shadowed", "DenySshFromInternet"),
+        ("overly_permissive", "AllowSshAnyLegacy"),
+        ("unused", "AllowRdpLegacy"),
+    ] {
+        let want: Vec<String> = ["WEB-NSG", "APP-NSG", "DB-NSG"]
+            .iter()
+            .map(|n| format!("{n}/{rule}"))
+            .collect();
+        let mut got: Vec<String> = kinds(kind)
+            .into_iter()
+            .filter(|x| x.ends_with(rule))
+            .collect();
+        got.sort();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got, want, "{kind}");
+    }
+}
