@@ -2319,6 +2319,7 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
             "DenyHttpsFromScanners",
             "",
         ),
+        ("low", "no_logs", "RG-PROD-DATA/DB-NSG", "", ""),
         ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowMgmtRange", ""),
         ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowRdpLegacy", ""),
         ("low", "unused", "RG-PROD-DATA/DB-NSG", "AllowWebAlt", ""),
@@ -2381,6 +2382,32 @@ fn audit_of_the_bundled_container_against_its_definitions_finds_one_of_each() {
     // The contract's other parts.
     assert_eq!(v["coverage"]["RG-PROD-APP/APP-NSG"]["hours_in_window"], 6);
     assert_eq!(v["coverage"]["RG-PROD-APP/APP-NSG"]["share"], 1.0);
+    // The migration hour is logged by both families on both of APP-NSG's NICs.
+    assert_eq!(
+        v["coverage"]["RG-PROD-APP/APP-NSG"]["double_logged_nic_hours"],
+        2
+    );
+    assert_eq!(
+        v["coverage"]["RG-PROD-APP/APP-NSG"]["double_logged"][0]["hour"],
+        "2026-01-05T01:00:00.000Z"
+    );
+    let f = |kind: &str, nsg: &str| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == kind && f["nsg"] == nsg)
+            .unwrap()
+            .clone()
+    };
+    // DB-NSG lists three NICs; the logs show two.
+    assert_eq!(f("no_logs", "DB-NSG")["evidence"]["nics_defined"], 3);
+    assert_eq!(f("no_logs", "DB-NSG")["evidence"]["nics_logged"], 2);
+    // Which part of a partly shadowed rule the rules above take.
+    assert!(f("partially_shadowed", "DB-NSG")["message"]
+        .as_str()
+        .unwrap()
+        .contains("(destination ports 443 of its 443-444)"));
     assert_eq!(v["assumptions"]["virtual_network"][0], "10.0.0.0/8");
     assert_eq!(v["window"]["first"], "2026-01-05T00:00:12.000Z");
     let shadowed: Vec<&Value> = v["findings"]

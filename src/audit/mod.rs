@@ -51,6 +51,11 @@ pub struct NsgSeen {
     pub rules: BTreeMap<String, RuleSeen>,
     /// NIC MAC → hours (start, ms) with logs.
     pub nic_hours: BTreeMap<String, BTreeSet<i64>>,
+    /// NIC-hours logged by both NSG and VNet flow logs (the two can describe the same flows).
+    pub double_logged: BTreeSet<(String, i64)>,
+    /// The log kinds seen per NIC-hour (bit 1 NSG, bit 2 VNet), to find the double logging.
+    #[serde(skip)]
+    kinds: BTreeMap<(String, i64), u8>,
 }
 
 /// The audit's fold. Mergeable.
@@ -134,6 +139,15 @@ impl Hits {
         }
         if let Some(h) = self.hour {
             let mac = ctx.mac_normalized();
+            let bit = match ctx.family {
+                crate::model::Family::Vnet => 2u8,
+                _ => 1,
+            };
+            let k = n.kinds.entry((mac.to_string(), h)).or_default();
+            *k |= bit;
+            if *k == 3 {
+                n.double_logged.insert((mac.to_string(), h));
+            }
             match n.nic_hours.get_mut(&*mac) {
                 Some(s) => {
                     s.insert(h);
@@ -196,6 +210,14 @@ impl Fold for Hits {
             n.names.extend(v.names);
             for (mac, hours) in v.nic_hours {
                 n.nic_hours.entry(mac).or_default().extend(hours);
+            }
+            n.double_logged.extend(v.double_logged);
+            for (k, bits) in v.kinds {
+                let e = n.kinds.entry(k.clone()).or_default();
+                *e |= bits;
+                if *e == 3 {
+                    n.double_logged.insert(k);
+                }
             }
             for (name, r) in v.rules {
                 let m = n.rules.entry(name).or_default();
@@ -368,6 +390,18 @@ pub fn audit(
             }
         }
         let logged: usize = nic_hours.values().map(|h| h.len()).sum();
+        let double: BTreeSet<&(String, i64)> = seen
+            .iter()
+            .flat_map(|(_, s)| s.double_logged.iter())
+            .collect();
+        // The last hour of the window may still be written to (Azure appends to PT1H.json
+        // for the hour in progress).
+        let now_hour = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+            .div_euclid(3_600_000)
+            * 3_600_000;
         let possible = nic_hours.len() as i64 * window_hours;
         let share = if possible > 0 {
             logged as f64 / possible as f64
@@ -386,8 +420,25 @@ pub fn audit(
                     json!({"mac": mac, "missing_hours": missing})
                 }).filter(|v| !v["missing_hours"].as_array().is_some_and(|a| a.is_empty())).collect::<Vec<_>>(),
                 "nics_defined": def.nics.len(),
+                "double_logged_nic_hours": double.len(),
+                "double_logged": double.iter().take(24).map(|(mac, h)| json!({"mac": mac, "hour": fmt_ms(*h)})).collect::<Vec<_>>(),
+                "open_hour": (hi >= lo && hi == now_hour).then(|| fmt_ms(hi)),
             }),
         );
+        if def.nics.len() > nic_hours.len() && !seen.is_empty() {
+            let (defined, logged_nics) = (def.nics.len(), nic_hours.len());
+            findings.push(AuditFinding {
+                kind: "no_logs",
+                severity: Severity::Low,
+                nsg: def.name.clone(),
+                resource_group: rg.clone(),
+                rule: String::new(),
+                related_rules: vec![],
+                message: format!("{} lists {defined} NICs but the logs show {logged_nics}: flow logs are missing for {} of them (NIC ids and MACs are not linked in these files, so which ones is not known)", def.name, defined - logged_nics),
+                evidence: json!({"nics_defined": defined, "nics_logged": logged_nics, "defined": def.nics.iter().take(20).collect::<Vec<_>>()}),
+                suggestion: json!({"action": "check the flow log settings of the NSG's NICs and subnets"}),
+            });
+        }
         let finding = |kind,
                        severity,
                        rule: &str,
@@ -642,7 +693,33 @@ pub fn audit(
             let name = |v: &[usize]| -> Vec<String> {
                 v.iter().map(|j| def.rules[*j].name.clone()).collect()
             };
-            let (same, opposite, rest) = (name(&c.same), name(&c.opposite), c.rest);
+            let (same, opposite, rest) = (name(&c.same), name(&c.opposite), c.rest.clone());
+            // Which part the rules above take: the destination ports of the overlap.
+            let overlap_ports: Vec<(u16, u16)> = c
+                .same
+                .iter()
+                .chain(&c.opposite)
+                .filter_map(|j| spaces[*j].as_ref().ok())
+                .flat_map(|h| h.cells.iter())
+                .flat_map(|hc| mine.cells.iter().filter_map(move |mc| mc.intersect(hc)))
+                .map(|x| x.port)
+                .collect();
+            let fmt_ports = |v: &[(u16, u16)]| -> String {
+                space::disjoint(v)
+                    .iter()
+                    .map(|(a, b)| {
+                        if a == b {
+                            a.to_string()
+                        } else if (*a, *b) == (0, u16::MAX) {
+                            "*".into()
+                        } else {
+                            format!("{a}-{b}")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let part = fmt_ports(&overlap_ports);
             let related: Vec<String> = opposite.iter().chain(&same).cloned().collect();
             if rest.is_empty() {
                 let confirmed = hits
@@ -692,8 +769,11 @@ pub fn audit(
                     Severity::Info,
                     &r.name,
                     related.clone(),
-                    format!("{} overlaps higher-priority rules {} in part: those decide the overlap, {} decides the rest", r.name, related.join(", "), r.name),
-                    json!({"hits": total.tuples, "remaining_boxes": rest.cells.len()}),
+                    format!(
+                        "{} overlaps higher-priority rules {} in part (destination ports {} of its {}): those decide the overlap, {} decides the rest",
+                        r.name, related.join(", "), part, r.ports.join(","), r.name
+                    ),
+                    json!({"hits": total.tuples, "overlap_ports": part, "remaining_boxes": rest.cells.len()}),
                     json!({}),
                 ));
             }
