@@ -55,7 +55,7 @@ pub struct NsgSeen {
     pub double_logged: BTreeSet<(String, i64)>,
     /// The log kinds seen per NIC-hour (bit 1 NSG, bit 2 VNet), to find the double logging.
     #[serde(skip)]
-    kinds: BTreeMap<(String, i64), u8>,
+    kinds: BTreeMap<String, BTreeMap<i64, u8>>,
 }
 
 /// The audit's fold. Mergeable.
@@ -143,10 +143,16 @@ impl Hits {
                 crate::model::Family::Vnet => 2u8,
                 _ => 1,
             };
-            let k = n.kinds.entry((mac.to_string(), h)).or_default();
-            *k |= bit;
-            if *k == 3 {
-                n.double_logged.insert((mac.to_string(), h));
+            let by_hour = match n.kinds.get_mut(&*mac) {
+                Some(m) => m,
+                None => n.kinds.entry(mac.to_string()).or_default(),
+            };
+            let k = by_hour.entry(h).or_default();
+            if *k | bit != *k {
+                *k |= bit;
+                if *k == 3 {
+                    n.double_logged.insert((mac.to_string(), h));
+                }
             }
             match n.nic_hours.get_mut(&*mac) {
                 Some(s) => {
@@ -212,11 +218,14 @@ impl Fold for Hits {
                 n.nic_hours.entry(mac).or_default().extend(hours);
             }
             n.double_logged.extend(v.double_logged);
-            for (k, bits) in v.kinds {
-                let e = n.kinds.entry(k.clone()).or_default();
-                *e |= bits;
-                if *e == 3 {
-                    n.double_logged.insert(k);
+            for (mac, hours) in v.kinds {
+                let m = n.kinds.entry(mac.clone()).or_default();
+                for (h, bits) in hours {
+                    let e = m.entry(h).or_default();
+                    *e |= bits;
+                    if *e == 3 {
+                        n.double_logged.insert((mac.clone(), h));
+                    }
                 }
             }
             for (name, r) in v.rules {
