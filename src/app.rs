@@ -82,7 +82,15 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             });
             bar.finish_and_clear();
             if let Some(p) = &save_partial {
-                let header = state::Header::new("report", &input, &filters, &book, &d, &detect);
+                let mut header = state::Header::new("report", &input, &filters, &book, &d, &detect);
+                header.options.rules = rules
+                    .as_ref()
+                    .map(|(defs, _)| {
+                        let files: std::collections::BTreeSet<String> =
+                            defs.iter().map(|d| d.file.display().to_string()).collect();
+                        files.into_iter().collect()
+                    })
+                    .unwrap_or_default();
                 state::save(p, &header, &data.ledger, BodyRef::Report(&data))?;
             }
             let findings = findings_of(data.detect_data(), &book, &detect, &input)?;
@@ -475,6 +483,12 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
             Ok(finish(&s.ledger, &d, strict))
         }
         (MergeOutput::Report { stamp, quiet, .. }, Body::Report(mut data)) => {
+            if !merged.header.options.rules.is_empty() {
+                eprintln!(
+                    "note: the partials were made with --rules {}; merge does not rerun the rule audit, so the report has no Audit section: run `nsgflow audit <input> --rules ...` for it",
+                    merged.header.options.rules.iter().map(|r| term_safe(r).into_owned()).collect::<Vec<_>>().join(" --rules ")
+                );
+            }
             data.ledger = merged.ledger;
             let book = merged.header.options.book()?;
             let filters = merged.header.options.filters.clone();

@@ -88,6 +88,9 @@ pub struct Options {
     pub labels: Vec<(String, String)>,
     /// The detectors' configuration, `--min-severity` and `--baseline` (reports).
     pub detect: DetectRecord,
+    /// `report --rules` files, as given (merge does not rerun the audit, and says so).
+    #[serde(default)]
+    pub rules: Vec<String>,
 }
 
 /// What a merged report's findings need: the same configuration as the parts.
@@ -190,6 +193,7 @@ impl Header {
                     min_severity: detect.min_severity,
                     baseline: detect.baseline.as_ref().map(|p| path(p)),
                 },
+                rules: Vec::new(),
             },
             inputs: input.inputs.iter().map(|p| path(p)).collect(),
             shard: input.shard,

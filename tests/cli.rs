@@ -2550,6 +2550,29 @@ fn report_with_rules_has_an_audit_section_and_audit_csv_agreeing_with_audit() {
         .nth(1)
         .unwrap()
         .starts_with("high,overly_permissive,RG-PROD-APP,APP-NSG,AllowRdpLegacy,"));
+    // A partial saved with --rules merges, and merge says it does not rerun the audit.
+    let part = out.path().join("p.part");
+    let (code, _, err) = run_in_root(&[
+        "report",
+        "fixtures/container",
+        "-o",
+        out.path().join("again").to_str().unwrap(),
+        "--quiet",
+        "--rules",
+        "fixtures/definitions/az-nsg-list.json",
+        "--save-partial",
+        part.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_in_root(&[
+        "merge",
+        part.to_str().unwrap(),
+        "-o",
+        out.path().join("merged").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("merge does not rerun the rule audit"), "{err}");
     // Without --rules: no section, no file, no key.
     let plain = report_into(&["fixtures/container"]);
     assert!(!plain.path().join("audit.csv").exists());
