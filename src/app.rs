@@ -107,17 +107,14 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 &findings,
                 audit.as_ref(),
             )?;
-            let audit_fails = match (detect.fail_on, &audit) {
-                (Some(sev), Some(a)) => a.findings.iter().any(|f| f.severity >= sev),
-                _ => false,
-            };
-            Ok(
-                if audit_fails && code != ExitCode::from(exit::NOTHING_READ) {
-                    ExitCode::from(exit::FINDINGS)
-                } else {
-                    fail_on(code, &findings.items, &detect)
-                },
-            )
+            let audit_sevs = audit
+                .iter()
+                .flat_map(|a| a.findings.iter().map(|f| f.severity));
+            Ok(fail_on(
+                code,
+                findings.items.iter().map(|f| f.severity).chain(audit_sevs),
+                detect.fail_on,
+            ))
         }
         Config::Anomalies {
             input,
@@ -139,14 +136,18 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let report = crate::summary::LedgerReport::new(&ledger, &d);
             emit(&crate::tables::render_findings(&findings, &report, format)?)?;
             let code = finish(&ledger, &d, input.run.strict);
-            Ok(fail_on(code, &findings.items, &detect))
+            Ok(fail_on(
+                code,
+                findings.items.iter().map(|f| f.severity),
+                detect.fail_on,
+            ))
         }
         Config::Audit {
             input,
             defs,
             tags,
             format,
-            fail_on,
+            fail_on: fail_on_sev,
         } => {
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
@@ -164,15 +165,11 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let ledger_report = crate::summary::LedgerReport::new(&ledger, &d);
             emit(&crate::tables::render_audit(&a, &ledger_report, format)?)?;
             let code = finish(&ledger, &d, input.run.strict);
-            Ok(match fail_on {
-                Some(sev)
-                    if code != ExitCode::from(exit::NOTHING_READ)
-                        && a.findings.iter().any(|f| f.severity >= sev) =>
-                {
-                    ExitCode::from(exit::FINDINGS)
-                }
-                _ => code,
-            })
+            Ok(fail_on(
+                code,
+                a.findings.iter().map(|f| f.severity),
+                fail_on_sev,
+            ))
         }
         Config::Summary {
             input,
@@ -509,7 +506,11 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 &findings,
                 None,
             )?;
-            Ok(fail_on(code, &findings.items, &detect))
+            Ok(fail_on(
+                code,
+                findings.items.iter().map(|f| f.severity),
+                detect.fail_on,
+            ))
         }
         (MergeOutput::Report { .. }, Body::Summary(..)) => Err(state::StateError::NotReport.into()),
     }
@@ -563,12 +564,13 @@ fn findings_of(
 
 /// `--fail-on`: exit 4 when a finding at or above the severity exists (unless nothing was
 /// read).
-fn fail_on(code: ExitCode, findings: &[crate::detect::Finding], opts: &DetectOptions) -> ExitCode {
-    match opts.fail_on {
-        Some(sev)
-            if code != ExitCode::from(exit::NOTHING_READ)
-                && findings.iter().any(|f| f.severity >= sev) =>
-        {
+fn fail_on(
+    code: ExitCode,
+    mut severities: impl Iterator<Item = crate::detect::Severity>,
+    limit: Option<crate::detect::Severity>,
+) -> ExitCode {
+    match limit {
+        Some(sev) if code != ExitCode::from(exit::NOTHING_READ) && severities.any(|s| s >= sev) => {
             ExitCode::from(exit::FINDINGS)
         }
         _ => code,

@@ -203,6 +203,13 @@ pub struct DetectOptions {
     pub fail_on: Option<Severity>,
 }
 
+/// `--fail-on SEVERITY`.
+fn parse_fail_on(s: Option<&str>) -> Result<Option<Severity>, String> {
+    s.map(Severity::parse)
+        .transpose()
+        .map_err(|e| format!("--fail-on {e}"))
+}
+
 impl DetectArgs {
     pub fn to_options(&self) -> Result<DetectOptions, String> {
         Ok(DetectOptions {
@@ -214,12 +221,7 @@ impl DetectArgs {
             },
             min_severity: Severity::parse(&self.min_severity)
                 .map_err(|e| format!("--min-severity {e}"))?,
-            fail_on: self
-                .fail_on
-                .as_deref()
-                .map(Severity::parse)
-                .transpose()
-                .map_err(|e| format!("--fail-on {e}"))?,
+            fail_on: parse_fail_on(self.fail_on.as_deref())?,
         })
     }
 }
@@ -900,12 +902,7 @@ impl Cli {
                     defs,
                     tags,
                     format: a.format,
-                    fail_on: a
-                        .fail_on
-                        .as_deref()
-                        .map(Severity::parse)
-                        .transpose()
-                        .map_err(|e| format!("--fail-on {e}"))?,
+                    fail_on: parse_fail_on(a.fail_on.as_deref())?,
                 })
             }
             Command::Anomalies(a) => Ok(Config::Anomalies {

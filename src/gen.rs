@@ -1112,22 +1112,16 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
             Ok(stats)
         })
         .collect::<std::io::Result<Vec<GenStats>>>()?;
-    {
-        // The NSG definitions of this world, beside the container like the ground truth.
-        let mut name = opts.out.file_name().unwrap_or_default().to_os_string();
-        name.push(".nsgs.json");
-        let mut text = serde_json::to_string_pretty(&definitions(opts.nsgs)).expect("serializes");
-        text.push('\n');
-        std::fs::write(opts.out.with_file_name(name), text)?;
-    }
+    // The NSG definitions of this world, and the attacks' ground truth, beside the container
+    // (never inside it, so a run over it does not read them).
+    write_beside(&opts.out, ".nsgs.json", &definitions(opts.nsgs))?;
     if opts.attacks {
         let start = opts.start_ms - opts.start_ms.rem_euclid(HOUR_MS);
-        let truth = attacks::truth(&nics, opts.hours, start);
-        let mut name = opts.out.file_name().unwrap_or_default().to_os_string();
-        name.push(".attacks.json");
-        let mut text = serde_json::to_string_pretty(&truth).expect("serializes");
-        text.push('\n');
-        std::fs::write(opts.out.with_file_name(name), text)?;
+        write_beside(
+            &opts.out,
+            ".attacks.json",
+            &attacks::truth(&nics, opts.hours, start),
+        )?;
     }
     let mut all = GenStats::default();
     for s in totals {
@@ -1137,6 +1131,15 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
         all.bytes += s.bytes;
     }
     Ok(all)
+}
+
+/// Write `value` as pretty JSON to `<out><suffix>`, beside the container.
+fn write_beside(out: &Path, suffix: &str, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    let mut text = serde_json::to_string_pretty(value).expect("serializes");
+    text.push('\n');
+    std::fs::write(out.with_file_name(name), text)
 }
 
 /// The NSG definitions of the generated world (`az network nsg list` shape), written to

@@ -94,13 +94,15 @@ pub struct RuleStats {
     pub last_ms: Option<i64>,
 }
 
-fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+/// The earlier of two optional times.
+pub fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) | (None, x) => x,
     }
 }
-fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+/// The later of two optional times.
+pub fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, None) | (None, x) => x,

@@ -11,7 +11,7 @@ pub mod defs;
 pub mod eval;
 pub mod space;
 
-use crate::aggregate::rules::Counters;
+use crate::aggregate::rules::{max_opt, min_opt, Counters};
 use crate::aggregate::Fold;
 use crate::detect::Severity;
 use crate::discover::BlobMeta;
@@ -73,6 +73,10 @@ pub struct Hits {
     /// Not run: tables pass through untouched.
     #[serde(skip)]
     off: bool,
+    /// The last table's resource id and NSG as logged, and their key (tables of one
+    /// record share them).
+    #[serde(skip)]
+    last: Option<(Box<str>, Box<str>, NsgKey)>,
 }
 
 impl Hits {
@@ -93,9 +97,16 @@ impl Hits {
         }
     }
 
-    fn confirm(&mut self, table: &RuleTable<'_>, rg: &str) {
+    /// Count the table's tuples that confirm a watched shadowing.
+    fn confirm(
+        watches: &[Watch],
+        confirmed: &mut [Confirmed],
+        path: &str,
+        table: &RuleTable<'_>,
+        rg: &str,
+    ) {
         let ctx = &table.ctx;
-        for (w, c) in self.watches.iter().zip(self.confirmed.iter_mut()) {
+        for (w, c) in watches.iter().zip(confirmed.iter_mut()) {
             if !w.nsg.eq_ignore_ascii_case(ctx.nsg)
                 || !(w.resource_group.is_empty()
                     || rg.is_empty()
@@ -107,12 +118,7 @@ impl Hits {
             for (t, i) in table.tuples.iter().zip(table.indices) {
                 let (s, d) = (space::addr_point(t.src), space::addr_point(t.dst));
                 if w.space.contains(s, d, t.dport, tuple_proto(t.protocol)) {
-                    c.add((
-                        t.time_ms,
-                        self.path.to_string(),
-                        ctx.record_index as u32,
-                        *i,
-                    ));
+                    c.add((t.time_ms, path.to_string(), ctx.record_index as u32, *i));
                 }
             }
         }
@@ -126,14 +132,31 @@ impl Hits {
         if ctx.nsg == crate::gen::PLATFORM_ACL_ID {
             return;
         }
-        let rg = defs::resource_group_of(ctx.resource_id)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if !self.watches.is_empty() {
-            self.confirm(table, &rg);
+        let same = self
+            .last
+            .as_ref()
+            .is_some_and(|(rid, nsg, _)| **rid == *ctx.resource_id && **nsg == *ctx.nsg);
+        if !same {
+            let rg = defs::resource_group_of(ctx.resource_id)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let key = (rg, ctx.nsg.to_ascii_lowercase());
+            self.last = Some((ctx.resource_id.into(), ctx.nsg.into(), key));
         }
-        let key = (rg, ctx.nsg.to_ascii_lowercase());
-        let n = self.nsgs.entry(key).or_default();
+        let key = &self.last.as_ref().expect("set above").2;
+        if !self.watches.is_empty() {
+            Self::confirm(
+                &self.watches,
+                &mut self.confirmed,
+                &self.path,
+                table,
+                &key.0,
+            );
+        }
+        let n = match self.nsgs.get_mut(key) {
+            Some(n) => n,
+            None => self.nsgs.entry(key.clone()).or_default(),
+        };
         if !n.names.contains(ctx.nsg) {
             n.names.insert(ctx.nsg.to_string());
         }
@@ -175,8 +198,8 @@ impl Hits {
                 last_port = Some(t.dport);
             }
             r.counters.add(t);
-            r.first_ms = Some(r.first_ms.map_or(t.time_ms, |f| f.min(t.time_ms)));
-            r.last_ms = Some(r.last_ms.map_or(t.time_ms, |l| l.max(t.time_ms)));
+            r.first_ms = min_opt(r.first_ms, Some(t.time_ms));
+            r.last_ms = max_opt(r.last_ms, Some(t.time_ms));
             let s = space::addr_point(t.src);
             if last != Some(s) && r.sources.len() < MAX_SOURCES {
                 r.sources.insert(s);
@@ -231,14 +254,8 @@ impl Fold for Hits {
             for (name, r) in v.rules {
                 let m = n.rules.entry(name).or_default();
                 m.counters += r.counters;
-                m.first_ms = match (m.first_ms, r.first_ms) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                m.last_ms = match (m.last_ms, r.last_ms) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
+                m.first_ms = min_opt(m.first_ms, r.first_ms);
+                m.last_ms = max_opt(m.last_ms, r.last_ms);
                 m.ports.extend(r.ports);
                 for s in r.sources {
                     if m.sources.len() >= MAX_SOURCES {
@@ -516,14 +533,8 @@ pub fn audit(
             for (_, s) in seen_of(r) {
                 ports.extend(&s.ports);
                 total += s.counters;
-                first = match (first, s.first_ms) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                last = match (last, s.last_ms) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
+                first = min_opt(first, s.first_ms);
+                last = max_opt(last, s.last_ms);
                 sources.extend(s.sources.iter().take(MAX_SOURCES));
             }
             rows.push(RuleRow {
