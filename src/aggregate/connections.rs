@@ -726,14 +726,17 @@ pub struct Stitcher {
     now_ms: i64,
     swept_ms: i64,
     swept_denied_ms: i64,
-    /// Stitch allowed outbound tuples only (what beacon detection reads), ignoring the rest.
-    pub outbound_allowed_only: bool,
+    /// Stitch only what beacon detection reads (allowed outbound tuples to a possible
+    /// beacon destination, [`crate::detect::beacon::candidate`]), ignoring the rest.
+    pub beacon_candidates_only: bool,
 }
 
-/// Not an allowed outbound tuple.
+/// Not a tuple beacon detection reads.
 #[inline]
-fn not_allowed_out(t: &FlowTuple) -> bool {
-    t.direction == Direction::Inbound || t.decision == Decision::Deny
+fn not_beacon_candidate(t: &FlowTuple) -> bool {
+    t.direction == Direction::Inbound
+        || t.decision == Decision::Deny
+        || !crate::detect::beacon::candidate(&t.dst)
 }
 
 fn rank(t: &FlowTuple) -> u8 {
@@ -926,8 +929,8 @@ impl Step<'_> {
 
 impl TableSink for Stitcher {
     fn table(&mut self, table: &RuleTable<'_>) {
-        let only_out = self.outbound_allowed_only;
-        if table.tuples.is_empty() || (only_out && table.tuples.iter().all(not_allowed_out)) {
+        let only_out = self.beacon_candidates_only;
+        if table.tuples.is_empty() || (only_out && table.tuples.iter().all(not_beacon_candidate)) {
             return;
         }
         let ctx = &table.ctx;
@@ -974,7 +977,7 @@ impl TableSink for Stitcher {
             let time = ts[i].time_ms;
             let mut j = i;
             while j < ts.len() && ts[j].time_ms == time {
-                if !(only_out && not_allowed_out(&ts[j])) {
+                if !(only_out && not_beacon_candidate(&ts[j])) {
                     match rank(&ts[j]) {
                         0 => step.tuple(&ts[j]),
                         1 => wait_c.push(j as u32),
@@ -1028,8 +1031,8 @@ impl ConnFold {
     }
 
     /// What `anomalies` needs of the connections: the beacon tally only. Only allowed
-    /// outbound tuples are stitched (the counts by status are of those), and there are no
-    /// top lists or pair tallies.
+    /// outbound tuples to possible beacon destinations are stitched (the counts by status
+    /// are of those), and there are no top lists or pair tallies.
     pub fn beacons_only() -> ConnFold {
         ConnFold {
             stitch: Stitcher {
@@ -1037,7 +1040,7 @@ impl ConnFold {
                     tallies: false,
                     ..ConnSummary::default()
                 }),
-                outbound_allowed_only: true,
+                beacon_candidates_only: true,
                 ..Stitcher::default()
             },
         }

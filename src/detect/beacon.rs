@@ -50,6 +50,16 @@ impl Default for Config {
     }
 }
 
+/// A destination beacon detection reads: IPv4, not private, loopback, link-local or shared
+/// (RFC 6598), not Azure's DNS and health address.
+#[inline]
+pub fn candidate(dst: &IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(v) => u32::from(*v) != AZURE_DNS && !builtin_internal(dst),
+        IpAddr::V6(_) => false,
+    }
+}
+
 /// (source, destination, destination port) of outbound allowed IPv4 connections to
 /// non-private addresses → (start ms, bytes) of each. Fed by the stitcher. Mergeable.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -61,7 +71,7 @@ impl Beacons {
     /// A closed connection (the stitcher calls this for outbound allowed IPv4 connections).
     #[inline]
     pub fn add(&mut self, src: u32, dst: u32, dport: u16, start_ms: i64, bytes: u64) {
-        if dst == AZURE_DNS || builtin_internal(&IpAddr::V4(Ipv4Addr::from(dst))) {
+        if !candidate(&IpAddr::V4(Ipv4Addr::from(dst))) {
             return;
         }
         let v = self.map.entry((src, dst, dport)).or_default();

@@ -13,10 +13,15 @@
 //!
 //! A sweep is a source's first contacts on one port and protocol with `min_hosts` (default 5)
 //! or more internal hosts, at least half of which failed (denied, or allowed with no reply):
-//! ordinary clients of a service succeed. Defaults: `window_min` 10 and `fast_hosts` 5
+//! ordinary clients of a service succeed. An internal source's allowed contacts are not
+//! failures here: a stateless allow rule logs only `B` tuples with no counts, so a bastion or
+//! a configuration tool reaching every host on SSH would read as a sweep of unanswered
+//! contacts; internal hosts reaching internal hosts on admin ports are
+//! [`super::lateral_movement`]'s, against their baseline. Defaults: `window_min` 10 and `fast_hosts` 5
 //! (faster than IBR's slow, spread-out probing, which reaches one estate's few hosts in
 //! hours), `wide_hosts` 256 (a /24's worth).
 
+use super::port_scan::{Contact, ContactKey};
 use super::{ip_of, Context, Finding, Severity, Window};
 use crate::model::Protocol;
 use serde::{Deserialize, Serialize};
@@ -63,22 +68,31 @@ pub fn max_in_window(times: &[i64], window_ms: i64) -> (usize, i64, i64) {
 pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.horizontal_sweep;
     let window_ms = c.window_min * 60_000;
-    let groups = contacts.grouped(c.min_hosts, |k, _| {
-        let d = ip_of(k.1);
-        cx.internal(&d).then_some((k.0, k.2, k.3))
-    });
     let mut out = Vec::new();
     // The background: sweeps that do not stand out.
     let (mut bg_sources, mut bg_ports, mut bg_hosts) = (0usize, BTreeSet::new(), BTreeSet::new());
     let (mut bg_all_denied, mut bg_first, mut bg_last) = (true, i64::MAX, i64::MIN);
     let mut bg_locs = Vec::new();
-    for ((src, port, proto), v) in groups {
+    // A (source, port) sweep is a source's contacts with internal hosts, by port: groups of
+    // the sources with enough contacts, split by port (stably, so each stays in time order).
+    let internal = |k: &ContactKey, _: &Contact| cx.internal(&ip_of(k.1));
+    contacts.groups(c.min_hosts, |k| k.0, internal, |src, all| {
+    all.sort_by_key(|a| (a.0 .2, a.0 .3));
+    for v in all.chunk_by(|a, b| (a.0 .2, a.0 .3) == (b.0 .2, b.0 .3)) {
+        let (port, proto) = (v[0].0 .2, v[0].0 .3);
+        if v.len() < c.min_hosts {
+            continue;
+        }
         let s = ip_of(src);
         if cx.allowed(&s) {
             continue;
         }
         let hosts: BTreeSet<u128> = v.iter().map(|(k, _)| k.1).collect();
-        let failed = v.iter().filter(|(_, x)| !x.success).count();
+        let inside = cx.internal(&s);
+        let failed = v
+            .iter()
+            .filter(|(_, x)| !(x.success || inside && x.allowed))
+            .count();
         if hosts.len() < c.min_hosts || failed * 2 < v.len() {
             continue;
         }
@@ -100,7 +114,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
             bg_all_denied &= v.iter().all(|(_, x)| !x.allowed);
             bg_first = bg_first.min(first);
             bg_last = bg_last.max(last);
-            bg_locs.extend(v.iter().take(1).map(|(_, x)| &x.loc));
+            bg_locs.extend(v.iter().take(1).map(|(_, x)| x.loc));
             continue;
         }
         let severity = if !answered.is_empty() && hosts.len() >= c.wide_hosts {
@@ -153,6 +167,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
             .evidence(v.iter().map(|(_, x)| &x.loc)),
         );
     }
+    });
     if bg_sources > 0 {
         let ports: Vec<String> = bg_ports.iter().take(20).map(|p| p.to_string()).collect();
         out.push(
@@ -177,7 +192,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
                 "sweeps of >= {} hosts, none answered, slower than {} hosts in {} min and narrower than {} hosts: internet background radiation, summarised",
                 c.min_hosts, c.fast_hosts, c.window_min, c.wide_hosts
             ))
-            .evidence(bg_locs),
+            .evidence(bg_locs.iter()),
         );
     }
     out
@@ -226,6 +241,30 @@ mod tests {
             "{}",
             f.threshold
         );
+    }
+
+    #[test]
+    fn a_bastion_reaching_every_host_through_a_stateless_allow_rule_is_no_sweep() {
+        use crate::detect::testkit::*;
+        // Allowed B tuples with no counts from an internal source, 8 hosts in 2 minutes.
+        let t: Vec<_> = (1..=8)
+            .map(|h| {
+                let dst = format!("10.0.1.{h}");
+                let u = unanswered(h as f64 * 0.25, "10.255.0.4", &dst, 22, true);
+                ("APP-NSG", "UserRule_AllowSshFromBastion", u)
+            })
+            .collect();
+        let v = run(&t, Some(60));
+        assert!(of(&v, "horizontal_sweep").is_empty(), "{v:#?}");
+        // The same from outside is a sweep.
+        let t: Vec<_> = t
+            .into_iter()
+            .map(|(n, r, mut u)| {
+                u.src = "198.51.100.9".parse().unwrap();
+                (n, r, u)
+            })
+            .collect();
+        assert_eq!(of(&run(&t, Some(60)), "horizontal_sweep").len(), 1);
     }
 
     #[test]

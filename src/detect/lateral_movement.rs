@@ -13,6 +13,7 @@
 //! more than one admin port.
 
 use super::horizontal_sweep::max_in_window;
+use super::port_scan::{Contact, ContactKey};
 use super::{ip_of, Context, Finding, Severity, Window, ADMIN_PORTS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,10 +47,9 @@ fn baseline_hosts(
     until_ms: Option<i64>,
 ) -> usize {
     contacts
-        .iter()
+        .of_src(src)
         .filter(|(k, c)| {
-            k.0 == src
-                && cfg.ports.contains(&k.2)
+            cfg.ports.contains(&k.2)
                 && cx.internal(&ip_of(k.1))
                 && until_ms.is_none_or(|u| c.first_ms < u)
         })
@@ -61,31 +61,30 @@ fn baseline_hosts(
 pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.lateral_movement;
     let window_ms = c.window_min * 60_000;
-    let groups = contacts.grouped(c.min_hosts, |k, _| {
+    let keep = |k: &ContactKey, _: &Contact| {
         let (s, d) = (ip_of(k.0), ip_of(k.1));
-        (c.ports.contains(&k.2)
+        c.ports.contains(&k.2)
             && k.0 != k.1
             && cx.internal(&s)
             && cx.internal(&d)
-            && !cx.allowed(&s))
-        .then_some(k.0)
-    });
+            && !cx.allowed(&s)
+    };
     let mut out = Vec::new();
-    for (src, v) in groups {
+    contacts.groups(c.min_hosts, |k| k.0, keep, |src, v| {
         // First contact per host.
         let mut seen = BTreeSet::new();
         let firsts: Vec<_> = v.iter().filter(|(k, _)| seen.insert(k.1)).collect();
         let times: Vec<i64> = firsts.iter().map(|(_, x)| x.first_ms).collect();
         let (n, at, to) = max_in_window(&times, window_ms);
         if n < c.min_hosts {
-            continue;
+            return;
         }
         let base = match cx.baseline {
             Some(b) => baseline_hosts(&b.tallies.contacts, src, c, cx, None),
             None => baseline_hosts(contacts, src, c, cx, Some(cx.baseline_end_ms)),
         };
         if base * 2 >= n {
-            continue;
+            return;
         }
         let ports: BTreeSet<u16> = v.iter().map(|(k, _)| k.2).collect();
         let allowed = firsts.iter().filter(|(_, x)| x.allowed).count();
@@ -128,7 +127,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
             .baseline(format!("{base} hosts on admin ports in {}", cx.baseline_name))
             .evidence(in_window.iter().map(|(_, x)| &x.loc)),
         );
-    }
+    });
     out
 }
 

@@ -14,9 +14,19 @@
 //! TRW alone fires on a source that failed four times, which internet background radiation
 //! does all day; a finding also needs `min_ports` distinct ports (default 20: more than the
 //! favourite-port lists of common scanners and worms, Mirai's 2 and the ~10 of the usual
-//! SSH/RDP/SMB/SQL sweepers). Severity: low from 20 ports, medium from 100 (a tool scan, nmap's
-//! default list is 1000), high from 1000 or when a scan of 100 ports or more found ports that
-//! answered.
+//! SSH/RDP/SMB/SQL sweepers).
+//!
+//! Slow scans that the NSG denied throughout are what every Internet-facing host sees all
+//! day (Durumeric et al., "An Internet-Wide View of Internet-Wide Scanning", USENIX Security
+//! 2014): like [`super::horizontal_sweep`], they are summarised as one `info` finding
+//! (sources, hosts, ports) and a scan is raised on its own only when it stands out: a port
+//! answered, a first contact was allowed, or it was fast, `fast_ports` distinct ports
+//! (default 100) within `window_min` minutes (default 5): 20 ports a minute sustained, which
+//! nmap's "polite" timing (-T2, 0.4 s between probes) and anything faster exceed, and the
+//! trickle of background scanners does not. Severity: high when a scan of `medium_ports`
+//! (100) ports or more found ports that answered, or a fast one reached `high_ports` (1000,
+//! nmap's default list); medium when ports answered, when it was fast, or when it reached
+//! `medium_ports` with a first contact allowed in; else low.
 //!
 //! This file also owns the first-contacts table that [`super::horizontal_sweep`] and
 //! [`super::lateral_movement`] read: one entry per (source, destination, port, protocol), with
@@ -25,7 +35,7 @@
 use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `[port_scan]` in the config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +48,8 @@ pub struct Config {
     pub min_ports: usize,
     pub medium_ports: usize,
     pub high_ports: usize,
+    pub fast_ports: usize,
+    pub window_min: i64,
 }
 
 impl Default for Config {
@@ -50,12 +62,14 @@ impl Default for Config {
             min_ports: 20,
             medium_ports: 100,
             high_ports: 1000,
+            fast_ports: 100,
+            window_min: 5,
         }
     }
 }
 
 /// One first contact.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
     pub first_ms: i64,
     /// Any tuple of it was answered.
@@ -68,7 +82,8 @@ pub struct Contact {
 /// (source, destination, destination port, protocol code) → first contact.
 pub type ContactKey = (Ip, Ip, u16, u16);
 
-/// An IPv4 contact key in one `u128`: source, destination, port, protocol code.
+/// An IPv4 contact key in one `u128`: source, destination, port, protocol code. Packed keys
+/// sort as their [`ContactKey`]s do.
 #[inline]
 fn pack4(src: u32, dst: u32, dport: u16, proto: u16) -> u128 {
     (src as u128) << 64 | (dst as u128) << 32 | (dport as u128) << 16 | proto as u128
@@ -85,7 +100,7 @@ fn unpack4(k: u128) -> ContactKey {
 }
 
 /// Fold `c` into the table's entry `m`: the earliest contact (ties by location) wins,
-/// outcomes are or-ed.
+/// outcomes are or-ed. Commutative and associative, so no merge order shows in the result.
 #[inline]
 fn absorb(m: &mut Contact, c: &Contact) {
     if (c.first_ms, &c.loc) < (m.first_ms, &m.loc) {
@@ -96,28 +111,156 @@ fn absorb(m: &mut Contact, c: &Contact) {
     m.allowed |= c.allowed;
 }
 
-fn absorb_all<K: Eq + std::hash::Hash>(
-    map: &mut FxHashMap<K, Contact>,
-    from: impl IntoIterator<Item = (K, Contact)>,
-) {
-    for (k, c) in from {
-        match map.entry(k) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(c);
-            }
-            std::collections::hash_map::Entry::Occupied(mut e) => absorb(e.get_mut(), &c),
+/// Sorted runs of contacts, one entry per key within a run, kept as a binary counter (each
+/// run at least twice the next, so about log2(blobs) runs): a blob's table joins as a new
+/// run and equal-sized runs merge, a sequential merge of sorted arrays where a run-wide hash
+/// table would take a cache miss per entry. Readers see one entry per key through a k-way
+/// merge ([`Runs::iter`]), in key order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Runs<K> {
+    runs: Vec<Vec<(K, Contact)>>,
+}
+
+impl<K> Default for Runs<K> {
+    fn default() -> Self {
+        Runs { runs: Vec::new() }
+    }
+}
+
+impl<K: Ord + Copy> Runs<K> {
+    /// Add a sorted run with one entry per key.
+    fn push(&mut self, run: Vec<(K, Contact)>) {
+        if run.is_empty() {
+            return;
         }
+        self.runs.push(run);
+        while let [.., a, b] = &self.runs[..] {
+            if a.len() >= 2 * b.len() {
+                break;
+            }
+            let b = self.runs.pop().expect("two runs");
+            let a = self.runs.pop().expect("two runs");
+            self.runs.push(merge_runs(a, b));
+        }
+    }
+
+    /// A table's entries as a run.
+    fn push_unsorted(&mut self, mut run: Vec<(K, Contact)>) {
+        run.sort_unstable_by_key(|e| e.0);
+        self.push(run);
+    }
+
+    fn absorb(&mut self, o: Runs<K>) {
+        let mut runs = o.runs;
+        runs.sort_by_key(|r| std::cmp::Reverse(r.len()));
+        for r in runs {
+            self.push(r);
+        }
+    }
+
+    /// One entry per key, in key order.
+    fn iter(&self) -> KMerge<'_, K> {
+        KMerge {
+            heads: self.runs.iter().map(|r| &r[..]).collect(),
+        }
+    }
+
+    /// One entry per key from `lo` on while `within` holds (a prefix of the key order), in
+    /// key order.
+    fn range(&self, lo: K, within: impl Fn(&K) -> bool) -> KMerge<'_, K> {
+        KMerge {
+            heads: self
+                .runs
+                .iter()
+                .map(|r| {
+                    let r = &r[r.partition_point(|e| e.0 < lo)..];
+                    &r[..r.partition_point(|e| within(&e.0))]
+                })
+                .collect(),
+        }
+    }
+
+    fn entries(&self) -> usize {
+        self.runs.iter().map(Vec::len).sum()
+    }
+}
+
+/// Two sorted runs as one, equal keys absorbed.
+fn merge_runs<K: Ord + Copy>(a: Vec<(K, Contact)>, b: Vec<(K, Contact)>) -> Vec<(K, Contact)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => out.push(a.next().expect("peeked")),
+                std::cmp::Ordering::Greater => out.push(b.next().expect("peeked")),
+                std::cmp::Ordering::Equal => {
+                    let (mut x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                    absorb(&mut x.1, &y.1);
+                    out.push(x);
+                }
+            },
+            (Some(_), None) => {
+                out.extend(a);
+                break;
+            }
+            (None, _) => {
+                out.extend(b);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The k-way merge behind [`Runs::iter`]: the smallest head key, absorbed over every run
+/// that has it.
+struct KMerge<'a, K> {
+    heads: Vec<&'a [(K, Contact)]>,
+}
+
+impl<K: Ord + Copy> Iterator for KMerge<'_, K> {
+    type Item = (K, Contact);
+
+    fn next(&mut self) -> Option<(K, Contact)> {
+        let k = self
+            .heads
+            .iter()
+            .filter_map(|h| h.first())
+            .map(|e| e.0)
+            .min()?;
+        let mut out: Option<Contact> = None;
+        for h in &mut self.heads {
+            if let Some((hk, c)) = h.first() {
+                if *hk == k {
+                    match &mut out {
+                        None => out = Some(*c),
+                        Some(m) => absorb(m, c),
+                    }
+                    *h = &h[1..];
+                }
+            }
+        }
+        out.map(|c| (k, c))
     }
 }
 
 /// The first-contacts table (see the module docs). Mergeable: the earliest contact wins,
 /// outcomes are or-ed.
+///
+/// Two levels: the blob being read goes to hash tables small enough for the cache (`live4`,
+/// `live6`); when it ends ([`Contacts::merge`] into the run's table) they become a sorted
+/// run of [`Runs`].
 #[derive(Default, Serialize, Deserialize)]
 pub struct Contacts {
-    /// IPv4 contacts by [`pack4`] key (64-byte entries, where tuple keys took 96).
-    v4: FxHashMap<u128, Contact>,
+    /// IPv4 contacts by [`pack4`] key.
+    v4: Runs<u128>,
     /// Contacts with an IPv6 end.
-    v6: FxHashMap<ContactKey, Contact>,
+    v6: Runs<ContactKey>,
+    #[serde(skip)]
+    live4: FxHashMap<u128, Contact>,
+    #[serde(skip)]
+    live6: FxHashMap<ContactKey, Contact>,
     /// The last IPv4 key seen and whether it is already a success and allowed: runs of one
     /// flow's tuples skip the map.
     #[serde(skip)]
@@ -137,7 +280,7 @@ impl Contacts {
                         return;
                     }
                 }
-                let c = self.v4.entry(key).or_insert_with(|| Contact {
+                let c = self.live4.entry(key).or_insert_with(|| Contact {
                     first_ms: t.time_ms,
                     success: false,
                     allowed: false,
@@ -148,7 +291,7 @@ impl Contacts {
             }
             _ => {
                 let key = (ip_key(&t.src), ip_key(&t.dst), t.dport, t.protocol.code());
-                self.v6.entry(key).or_insert_with(|| Contact {
+                self.live6.entry(key).or_insert_with(|| Contact {
                     first_ms: t.time_ms,
                     success: false,
                     allowed: false,
@@ -167,60 +310,90 @@ impl Contacts {
         c.allowed |= allowed;
     }
 
-    pub fn merge(&mut self, mut o: Contacts) {
+    /// The live tables as runs.
+    fn seal(&mut self) {
         self.last = None;
-        if o.v4.len() > self.v4.len() {
-            std::mem::swap(&mut self.v4, &mut o.v4);
+        if !self.live4.is_empty() {
+            self.v4.push_unsorted(self.live4.drain().collect());
         }
-        absorb_all(&mut self.v4, o.v4);
-        absorb_all(&mut self.v6, o.v6);
+        if !self.live6.is_empty() {
+            self.v6.push_unsorted(self.live6.drain().collect());
+        }
     }
 
-    /// Every contact, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (ContactKey, &Contact)> + '_ {
-        self.v4
-            .iter()
-            .map(|(k, c)| (unpack4(*k), c))
-            .chain(self.v6.iter().map(|(k, c)| (*k, c)))
+    pub fn merge(&mut self, mut o: Contacts) {
+        o.seal();
+        self.v4.absorb(o.v4);
+        self.v6.absorb(o.v6);
     }
 
+    /// Every contact, one per key, in key order (source, destination, port, protocol). The
+    /// table's runs must be sealed (a merged or loaded table is; a live blob's is not).
+    pub fn iter(&self) -> impl Iterator<Item = (ContactKey, Contact)> + '_ {
+        let mut v4 = self.v4.iter().map(|(k, c)| (unpack4(k), c)).peekable();
+        let mut v6 = self.v6.iter().peekable();
+        std::iter::from_fn(move || match (v4.peek(), v6.peek()) {
+            (Some(a), Some(b)) if a.0 < b.0 => v4.next(),
+            (Some(_), Some(_)) | (None, _) => v6.next(),
+            (Some(_), None) => v4.next(),
+        })
+    }
+
+    /// The contacts of one source, in key order.
+    pub fn of_src(&self, src: Ip) -> Box<dyn Iterator<Item = (ContactKey, Contact)> + '_> {
+        if src >> 32 == 1 << 95 {
+            let s = src as u32;
+            Box::new(
+                self.v4
+                    .range(pack4(s, 0, 0, 0), move |k| (k >> 64) as u32 == s)
+                    .map(|(k, c)| (unpack4(k), c)),
+            )
+        } else {
+            Box::new(self.v6.range((src, 0, 0, 0), move |k| k.0 == src))
+        }
+    }
+
+    /// How many contacts (one per key).
     pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.v4.entries() + self.v6.entries() + self.live4.len() + self.live6.len() == 0
     }
 
-    /// Contacts grouped by a key of theirs, groups of `min` contacts or more only (counted
-    /// first, so the many small groups are never built), each sorted by (first time, key).
-    pub fn grouped<G: Ord + Copy + std::hash::Hash>(
+    /// Runs of contacts (in key order) whose keys share `group`, a prefix of the key order
+    /// (the source, or the source and destination), restricted to `keep`: the runs of `min`
+    /// or more, each sorted by (first time, key), given to `each` in key order.
+    pub fn groups<G: Eq + Copy>(
         &self,
         min: usize,
-        keep: impl Fn(&ContactKey, &Contact) -> Option<G>,
-    ) -> BTreeMap<G, Vec<(ContactKey, &Contact)>> {
-        let mut sizes: FxHashMap<G, usize> = FxHashMap::default();
-        for (k, c) in self.iter() {
-            if let Some(key) = keep(&k, c) {
-                *sizes.entry(key).or_default() += 1;
-            }
-        }
-        sizes.retain(|_, n| *n >= min);
-        let mut g: BTreeMap<G, Vec<(ContactKey, &Contact)>> = BTreeMap::new();
-        if sizes.is_empty() {
-            return g;
-        }
-        for (k, c) in self.iter() {
-            if let Some(key) = keep(&k, c) {
-                if sizes.contains_key(&key) {
-                    g.entry(key).or_default().push((k, c));
+        group: impl Fn(&ContactKey) -> G,
+        keep: impl Fn(&ContactKey, &Contact) -> bool,
+        mut each: impl FnMut(G, &mut Vec<(ContactKey, Contact)>),
+    ) {
+        let mut cur: Option<G> = None;
+        let mut v: Vec<(ContactKey, Contact)> = Vec::new();
+        let mut flush = |g: Option<G>, v: &mut Vec<(ContactKey, Contact)>| {
+            if let Some(g) = g {
+                if v.len() >= min {
+                    v.sort_by_key(|a| (a.1.first_ms, a.0));
+                    each(g, v);
                 }
             }
+            v.clear();
+        };
+        for (k, c) in self.iter() {
+            let g = group(&k);
+            if cur != Some(g) {
+                flush(cur, &mut v);
+                cur = Some(g);
+            }
+            if keep(&k, &c) {
+                v.push((k, c));
+            }
         }
-        for v in g.values_mut() {
-            v.sort_by_key(|a| (a.1.first_ms, a.0));
-        }
-        g
+        flush(cur, &mut v);
     }
 }
 
@@ -244,21 +417,26 @@ pub fn trw(outcomes: impl IntoIterator<Item = bool>, c: &Config) -> Option<usize
 
 pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.port_scan;
-    let groups = contacts.grouped(c.min_ports, |k, _| Some((k.0, k.1)));
+    let window_ms = c.window_min * 60_000;
     let mut out = Vec::new();
-    for ((src, dst), v) in groups {
+    // The background: scans that do not stand out, as (ports, first location) per source.
+    let mut bg: BTreeMap<Ip, (usize, Loc)> = BTreeMap::new();
+    let (mut bg_hosts, mut bg_ports) = (BTreeSet::new(), BTreeSet::new());
+    let (mut bg_first, mut bg_last, mut bg_scans) = (i64::MAX, i64::MIN, 0usize);
+    let group = |k: &ContactKey| (k.0, k.1);
+    contacts.groups(c.min_ports, group, |_, _| true, |(src, dst), v| {
         let (s, d) = (ip_of(src), ip_of(dst));
-        if v.len() < c.min_ports || cx.allowed(&s) || cx.allowed(&d) {
-            continue;
+        if cx.allowed(&s) || cx.allowed(&d) {
+            return;
         }
         let mut ports: Vec<u16> = v.iter().map(|(k, _)| k.2).collect();
         ports.sort_unstable();
         ports.dedup();
         if ports.len() < c.min_ports {
-            continue;
+            return;
         }
         let Some(at) = trw(v.iter().map(|(_, x)| x.success), c) else {
-            continue;
+            return;
         };
         let failures = v.iter().filter(|(_, x)| !x.success).count();
         let open: Vec<u16> = {
@@ -271,15 +449,43 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
             o.dedup();
             o
         };
-        let (first, last) = (v[0].1.first_ms, v[v.len() - 1].1.first_ms);
+        let allowed = v.iter().filter(|(_, x)| x.allowed).count();
+        let times: Vec<i64> = v.iter().map(|(_, x)| x.first_ms).collect();
+        let (fast, w_first, w_last) = super::horizontal_sweep::max_in_window(&times, window_ms);
+        let (first, last) = (times[0], times[times.len() - 1]);
         let n = ports.len();
-        let severity = if n >= c.high_ports || (n >= c.medium_ports && !open.is_empty()) {
+        let is_fast = fast >= c.fast_ports;
+        if open.is_empty() && allowed == 0 && !is_fast {
+            let e = bg.entry(src).or_insert((0, v[0].1.loc));
+            e.0 = e.0.max(n);
+            bg_hosts.insert(dst);
+            bg_ports.extend(ports.iter().copied());
+            bg_first = bg_first.min(first);
+            bg_last = bg_last.max(last);
+            bg_scans += 1;
+            return;
+        }
+        let severity = if (!open.is_empty() && n >= c.medium_ports) || (is_fast && n >= c.high_ports)
+        {
             Severity::High
-        } else if n >= c.medium_ports {
+        } else if !open.is_empty() || is_fast || n >= c.medium_ports {
             Severity::Medium
         } else {
             Severity::Low
         };
+        let mut why = Vec::new();
+        if !open.is_empty() {
+            why.push(format!("{} ports answered", open.len()));
+        }
+        if allowed > 0 {
+            why.push(format!("{allowed} first contacts allowed in"));
+        }
+        if is_fast {
+            why.push(format!(
+                "{fast} ports within {} min >= fast_ports {}",
+                c.window_min, c.fast_ports
+            ));
+        }
         let minutes = ((last - first) as f64 / 60_000.0).max(1.0);
         let subjects = BTreeMap::from([("src", s.to_string()), ("dst", d.to_string())]);
         out.push(
@@ -298,14 +504,53 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
             .metric("distinct_ports", n)
             .metric("first_contacts", v.len())
             .metric("failures", failures)
+            .metric("allowed_first_contacts", allowed)
             .metric("answered_ports", open.iter().take(20).copied().collect::<Vec<_>>())
             .metric("ports_per_minute", (n as f64 / minutes * 10.0).round() / 10.0)
+            .metric("ports_in_window", fast)
+            .metric("window_first", crate::text::fmt_ms(w_first))
+            .metric("window_last", crate::text::fmt_ms(w_last))
             .metric("trw_decided_at_contact", at)
             .threshold(format!(
-                "Threshold Random Walk (theta0 {}, theta1 {}, alpha {}, beta {}) decided \"scanner\" at first contact {at}, and {n} distinct ports >= min_ports {} (medium from {}, high from {})",
-                c.theta0, c.theta1, c.alpha, c.beta, c.min_ports, c.medium_ports, c.high_ports
+                "Threshold Random Walk (theta0 {}, theta1 {}, alpha {}, beta {}) decided \"scanner\" at first contact {at}, and {n} distinct ports >= min_ports {}; stands out from background scanning because {} (medium from {} ports with one allowed, high from {} answered or {} fast)",
+                c.theta0, c.theta1, c.alpha, c.beta, c.min_ports, why.join(", "), c.medium_ports, c.medium_ports, c.high_ports
             ))
             .evidence(v.iter().map(|(_, x)| &x.loc)),
+        );
+    });
+    if !bg.is_empty() {
+        // Evidence: the first contact of the sources that probed the most ports.
+        let mut top: Vec<(&Ip, &(usize, Loc))> = bg.iter().collect();
+        top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+        let most = top[0].1 .0;
+        out.push(
+            Finding::new(
+                "port_scan",
+                Severity::Info,
+                bg.len() as f64,
+                format!(
+                    "background scanning: {} sources probed {} ports on {} hosts, slowly, all denied",
+                    bg.len(),
+                    bg_ports.len(),
+                    bg_hosts.len()
+                ),
+                BTreeMap::from([("src", "background radiation".to_string())]),
+                Window::new(bg_first, bg_last),
+            )
+            .metric("sources", bg.len())
+            .metric("scans", bg_scans)
+            .metric("hosts", bg_hosts.len())
+            .metric("ports", bg_ports.len())
+            .metric("most_ports_of_one_host", most)
+            .metric(
+                "top_sources",
+                top.iter().take(10).map(|(s, _)| ip_of(**s).to_string()).collect::<Vec<_>>(),
+            )
+            .threshold(format!(
+                "scans of >= min_ports {} ports that the walk calls \"scanner\", every first contact denied, none answered, slower than fast_ports {} in {} min: internet background scanning, summarised",
+                c.min_ports, c.fast_ports, c.window_min
+            ))
+            .evidence(top.iter().map(|(_, (_, l))| l)),
         );
     }
     out
@@ -314,6 +559,79 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Random contacts over a few keys, as `blobs` tables.
+    fn random_tables(seed: u64, blobs: usize) -> Vec<Vec<(u128, Contact)>> {
+        let mut x = seed;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        (0..blobs)
+            .map(|b| {
+                let mut m: FxHashMap<u128, Contact> = FxHashMap::default();
+                for _ in 0..(next() % 200) {
+                    let key = pack4(
+                        0x0a00_0000 | (next() % 4) as u32,
+                        0x0a00_0100 | (next() % 8) as u32,
+                        (next() % 6) as u16,
+                        6,
+                    );
+                    let c = Contact {
+                        first_ms: (next() % 50) as i64,
+                        success: next() % 3 == 0,
+                        allowed: next() % 2 == 0,
+                        loc: Loc {
+                            blob: b as u64,
+                            rule: 1,
+                            record: (next() % 5) as u32,
+                            tuple: (next() % 5) as u32,
+                        },
+                    };
+                    m.entry(key).and_modify(|e| absorb(e, &c)).or_insert(c);
+                }
+                m.into_iter().collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_give_one_entry_per_key_whatever_the_merge_order() {
+        for seed in 0..20 {
+            let tables = random_tables(seed, 37);
+            let mut reference: BTreeMap<u128, Contact> = BTreeMap::new();
+            for t in &tables {
+                for (k, c) in t {
+                    reference
+                        .entry(*k)
+                        .and_modify(|e| absorb(e, c))
+                        .or_insert(*c);
+                }
+            }
+            // One table after another, and in two halves merged the other way round.
+            let mut one = Contacts::default();
+            for t in &tables {
+                one.v4.push_unsorted(t.clone());
+            }
+            let (mut a, mut b) = (Contacts::default(), Contacts::default());
+            for (i, t) in tables.iter().enumerate().rev() {
+                let half = if i % 3 == 0 { &mut a } else { &mut b };
+                half.v4.push_unsorted(t.clone());
+            }
+            b.merge(a);
+            assert!(one.v4.runs.len() <= 7, "{}", one.v4.runs.len());
+            let want: Vec<(ContactKey, Contact)> =
+                reference.iter().map(|(k, c)| (unpack4(*k), *c)).collect();
+            assert_eq!(one.iter().collect::<Vec<_>>(), want, "seed {seed}");
+            assert_eq!(b.iter().collect::<Vec<_>>(), want, "seed {seed}");
+            let src = 0x0a00_0002u128 | 1 << 127;
+            let of: Vec<_> = want.iter().filter(|(k, _)| k.0 == src).cloned().collect();
+            assert!(!of.is_empty());
+            assert_eq!(b.of_src(src).collect::<Vec<_>>(), of);
+        }
+    }
 
     #[test]
     fn trw_decides_scanner_after_four_failures_and_benign_after_successes() {
@@ -333,11 +651,11 @@ mod tests {
         assert_eq!(trw([false, false, true, false, false, false], &c), Some(6));
     }
 
-    fn scan(ports: u16, answered_too: bool) -> Vec<crate::detect::Finding> {
+    fn scan(ports: u16, every_min: f64, answered_too: bool) -> Vec<crate::detect::Finding> {
         use crate::detect::testkit::*;
         let t: Vec<_> = (0..ports)
             .map(|i| {
-                let min = i as f64 * 0.1;
+                let min = i as f64 * every_min;
                 let t = if answered_too {
                     answered(min, "198.51.100.7", "10.0.0.4", 1000 + i, true, 0)
                 } else {
@@ -350,24 +668,53 @@ mod tests {
     }
 
     #[test]
-    fn a_denied_scan_of_26_ports_fires_with_its_subjects_window_and_evidence() {
+    fn a_fast_denied_scan_of_120_ports_fires_with_its_subjects_window_and_evidence() {
         use crate::detect::testkit::*;
-        let v = scan(26, false);
+        // One port every 1.2 s: 120 ports in 2.4 min.
+        let v = scan(120, 0.02, false);
         let f = of(&v, "port_scan");
         assert_eq!(f.len(), 1, "{v:#?}");
         let f = f[0];
-        assert_eq!(f.severity, Severity::Low);
+        assert_eq!(f.severity, Severity::Medium);
         assert_eq!(f.subjects["src"], "198.51.100.7");
         assert_eq!(f.subjects["dst"], "10.0.0.4");
         assert_eq!(f.window.first, "2026-01-05T00:00:00.000Z");
-        assert_eq!(f.window.last, "2026-01-05T00:02:30.000Z");
-        assert_eq!(f.metrics["distinct_ports"], 26);
-        assert_eq!(f.metrics["failures"], 26);
+        assert_eq!(f.window.last, "2026-01-05T00:02:22.800Z");
+        assert_eq!(f.metrics["distinct_ports"], 120);
+        assert_eq!(f.metrics["failures"], 120);
+        assert_eq!(f.metrics["ports_in_window"], 120);
         assert_eq!(f.metrics["trw_decided_at_contact"], 4);
+        assert!(
+            f.threshold
+                .contains("because 120 ports within 5 min >= fast_ports 100"),
+            "{}",
+            f.threshold
+        );
         assert_eq!(f.evidence.len(), 5);
         assert_eq!(f.evidence[0].path, "test/h=490992/PT1H.json");
         assert_eq!((f.evidence[0].record, f.evidence[0].tuple), (0, 0));
         assert_eq!(f.evidence[0].rule, "DefaultRule_DenyAllInBound");
+    }
+
+    #[test]
+    fn a_slow_denied_scan_is_background_summarised_as_info() {
+        use crate::detect::testkit::*;
+        // 26 ports, one every 6 s: denied throughout and slower than 100 in 5 min.
+        let v = scan(26, 0.1, false);
+        let f = of(&v, "port_scan");
+        assert_eq!(f.len(), 1, "{v:#?}");
+        let f = f[0];
+        assert_eq!(f.severity, Severity::Info);
+        assert_eq!(f.subjects["src"], "background radiation");
+        assert_eq!(f.metrics["sources"], 1);
+        assert_eq!(f.metrics["ports"], 26);
+        assert_eq!(f.metrics["most_ports_of_one_host"], 26);
+        assert_eq!(
+            f.metrics["top_sources"],
+            serde_json::json!(["198.51.100.7"])
+        );
+        assert_eq!(f.window.last, "2026-01-05T00:02:30.000Z");
+        assert_eq!((f.evidence[0].record, f.evidence[0].tuple), (0, 0));
     }
 
     #[test]
@@ -383,14 +730,17 @@ mod tests {
         let f = of(&v, "port_scan");
         assert_eq!(f.len(), 1, "{v:#?}");
         assert_eq!(f[0].metrics["failures"], 30);
+        // Allowed in, 30 ports: it stands out, below medium_ports.
+        assert_eq!(f[0].severity, Severity::Low);
+        assert_eq!(f[0].metrics["allowed_first_contacts"], 30);
         assert_eq!(f[0].metrics["answered_ports"], serde_json::json!([]));
     }
 
     #[test]
     fn near_misses_19_ports_or_ports_that_answer_do_not_fire() {
         use crate::detect::testkit::*;
-        assert!(of(&scan(19, false), "port_scan").is_empty());
+        assert!(of(&scan(19, 0.01, false), "port_scan").is_empty());
         // 26 ports that all answered: the walk decides "benign".
-        assert!(of(&scan(26, true), "port_scan").is_empty());
+        assert!(of(&scan(26, 0.1, true), "port_scan").is_empty());
     }
 }
