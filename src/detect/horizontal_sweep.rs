@@ -74,10 +74,10 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
     let (mut bg_all_denied, mut bg_first, mut bg_last) = (true, i64::MAX, i64::MIN);
     let mut bg_locs = Vec::new();
     // A (source, port) sweep is a source's contacts with internal hosts, by port: groups of
-    // the sources with enough contacts, split by port (stably, so each stays in time order).
+    // the sources with enough contacts, split by port (each in time order).
     let internal = |k: &ContactKey, _: &Contact| cx.internal(&ip_of(k.1));
-    contacts.groups(c.min_hosts, |k| k.0, internal, |src, all| {
-    all.sort_by_key(|a| (a.0 .2, a.0 .3));
+    let by_port = |a: &(ContactKey, Contact)| (a.0 .2, a.0 .3, a.1.first_ms, a.0);
+    contacts.groups(c.min_hosts, |k| k.0, internal, by_port, |src, all| {
     for v in all.chunk_by(|a, b| (a.0 .2, a.0 .3) == (b.0 .2, b.0 .3)) {
         let (port, proto) = (v[0].0 .2, v[0].0 .3);
         if v.len() < c.min_hosts {

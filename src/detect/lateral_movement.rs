@@ -13,7 +13,7 @@
 //! more than one admin port.
 
 use super::horizontal_sweep::max_in_window;
-use super::port_scan::{Contact, ContactKey};
+use super::port_scan::{by_time, Contact, ContactKey};
 use super::{ip_of, Context, Finding, Severity, Window, ADMIN_PORTS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,7 +70,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
             && !cx.allowed(&s)
     };
     let mut out = Vec::new();
-    contacts.groups(c.min_hosts, |k| k.0, keep, |src, v| {
+    contacts.groups(c.min_hosts, |k| k.0, keep, by_time, |src, v| {
         // First contact per host.
         let mut seen = BTreeSet::new();
         let firsts: Vec<_> = v.iter().filter(|(k, _)| seen.insert(k.1)).collect();

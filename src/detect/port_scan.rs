@@ -245,6 +245,19 @@ impl<K: Ord + Copy> Iterator for KMerge<'_, K> {
     }
 }
 
+/// A blob's IPv4 first contact while the blob is read: the blob is implied and the rule
+/// is an index into [`Contacts::live_rules`], so an entry takes 40 bytes with its key where a
+/// [`Contact`] takes 64 (the per-tuple probe is a cache miss; smaller entries miss less).
+#[derive(Clone, Copy)]
+struct Live {
+    first_ms: i64,
+    record: u32,
+    tuple: u32,
+    rule: u32,
+    success: bool,
+    allowed: bool,
+}
+
 /// The first-contacts table (see the module docs). Mergeable: the earliest contact wins,
 /// outcomes are or-ed.
 ///
@@ -257,10 +270,16 @@ pub struct Contacts {
     v4: Runs<u128>,
     /// Contacts with an IPv6 end.
     v6: Runs<ContactKey>,
+    /// The blob being read: IPv4 contacts by [`pack4`] key as two words.
     #[serde(skip)]
-    live4: FxHashMap<u128, Contact>,
+    live4: FxHashMap<(u64, u64), Live>,
     #[serde(skip)]
     live6: FxHashMap<ContactKey, Contact>,
+    /// The blob of the live tables, and its rules by [`Live::rule`].
+    #[serde(skip)]
+    live_blob: u64,
+    #[serde(skip)]
+    live_rules: Vec<u64>,
     /// The last IPv4 key seen and whether it is already a success and allowed: runs of one
     /// flow's tuples skip the map.
     #[serde(skip)]
@@ -272,33 +291,58 @@ impl Contacts {
     pub fn see(&mut self, s: &Seen<'_>) {
         let t = s.t;
         let allowed = !s.deny;
-        let c = match (t.src, t.dst) {
-            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
-                let key = pack4(a.into(), b.into(), t.dport, t.protocol.code());
-                if let Some((k, succ, allw)) = self.last {
-                    if k == key && (succ || !s.replied) && (allw || !allowed) {
-                        return;
-                    }
+        if s.blob != self.live_blob {
+            self.seal();
+            self.live_blob = s.blob;
+        }
+        if let (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) = (t.src, t.dst) {
+            let key = pack4(a.into(), b.into(), t.dport, t.protocol.code());
+            if let Some((k, succ, allw)) = self.last {
+                if k == key && (succ || !s.replied) && (allw || !allowed) {
+                    return;
                 }
-                let c = self.live4.entry(key).or_insert_with(|| Contact {
+            }
+            let rule = match self.live_rules.last() {
+                Some(r) if *r == s.rule => self.live_rules.len() - 1,
+                _ => match self.live_rules.iter().position(|r| *r == s.rule) {
+                    Some(i) => i,
+                    None => {
+                        self.live_rules.push(s.rule);
+                        self.live_rules.len() - 1
+                    }
+                },
+            } as u32;
+            let c = self
+                .live4
+                .entry(((key >> 64) as u64, key as u64))
+                .or_insert(Live {
                     first_ms: t.time_ms,
+                    record: s.record,
+                    tuple: s.tuple,
+                    rule,
                     success: false,
                     allowed: false,
-                    loc: s.loc(),
                 });
-                self.last = Some((key, c.success | s.replied, c.allowed | allowed));
-                c
+            if t.time_ms <= c.first_ms {
+                // Ties as a [`Loc`] orders them within one blob: rule, record, tuple.
+                let had = (self.live_rules[c.rule as usize], c.record, c.tuple);
+                if (t.time_ms, (s.rule, s.record, s.tuple)) < (c.first_ms, had) {
+                    c.first_ms = t.time_ms;
+                    (c.rule, c.record, c.tuple) = (rule, s.record, s.tuple);
+                }
             }
-            _ => {
-                let key = (ip_key(&t.src), ip_key(&t.dst), t.dport, t.protocol.code());
-                self.live6.entry(key).or_insert_with(|| Contact {
-                    first_ms: t.time_ms,
-                    success: false,
-                    allowed: false,
-                    loc: s.loc(),
-                })
-            }
-        };
+            c.success |= s.replied;
+            c.allowed |= allowed;
+            self.last = Some((key, c.success, c.allowed));
+            return;
+        }
+        let key = (ip_key(&t.src), ip_key(&t.dst), t.dport, t.protocol.code());
+        let c = self.live6.entry(key).or_insert_with(|| Contact {
+            first_ms: t.time_ms,
+            success: false,
+            allowed: false,
+            loc: s.loc(),
+        });
         if t.time_ms <= c.first_ms {
             let loc = s.loc();
             if (t.time_ms, &loc) < (c.first_ms, &c.loc) {
@@ -314,8 +358,29 @@ impl Contacts {
     fn seal(&mut self) {
         self.last = None;
         if !self.live4.is_empty() {
-            self.v4.push_unsorted(self.live4.drain().collect());
+            let (blob, rules) = (self.live_blob, &self.live_rules);
+            let run: Vec<(u128, Contact)> = self
+                .live4
+                .drain()
+                .map(|((hi, lo), l)| {
+                    let loc = Loc {
+                        blob,
+                        rule: rules[l.rule as usize],
+                        record: l.record,
+                        tuple: l.tuple,
+                    };
+                    let c = Contact {
+                        first_ms: l.first_ms,
+                        success: l.success,
+                        allowed: l.allowed,
+                        loc,
+                    };
+                    ((hi as u128) << 64 | lo as u128, c)
+                })
+                .collect();
+            self.v4.push_unsorted(run);
         }
+        self.live_rules.clear();
         if !self.live6.is_empty() {
             self.v6.push_unsorted(self.live6.drain().collect());
         }
@@ -364,12 +429,14 @@ impl Contacts {
 
     /// Runs of contacts (in key order) whose keys share `group`, a prefix of the key order
     /// (the source, or the source and destination), restricted to `keep`: the runs of `min`
-    /// or more, each sorted by (first time, key), given to `each` in key order.
-    pub fn groups<G: Eq + Copy>(
+    /// or more, each sorted by `order` (unique per contact, as the key is), given to `each`
+    /// in key order.
+    pub fn groups<G: Eq + Copy, O: Ord>(
         &self,
         min: usize,
         group: impl Fn(&ContactKey) -> G,
         keep: impl Fn(&ContactKey, &Contact) -> bool,
+        order: impl Fn(&(ContactKey, Contact)) -> O,
         mut each: impl FnMut(G, &mut Vec<(ContactKey, Contact)>),
     ) {
         let mut cur: Option<G> = None;
@@ -377,7 +444,7 @@ impl Contacts {
         let mut flush = |g: Option<G>, v: &mut Vec<(ContactKey, Contact)>| {
             if let Some(g) = g {
                 if v.len() >= min {
-                    v.sort_by_key(|a| (a.1.first_ms, a.0));
+                    v.sort_unstable_by_key(&order);
                     each(g, v);
                 }
             }
@@ -395,6 +462,11 @@ impl Contacts {
         }
         flush(cur, &mut v);
     }
+}
+
+/// In time order (then by key): the order a detector walks one group's first contacts in.
+pub fn by_time(a: &(ContactKey, Contact)) -> (i64, ContactKey) {
+    (a.1.first_ms, a.0)
 }
 
 /// The TRW decision over outcomes in order: `Some(n)` when the walk reached "scanner" at the
@@ -421,10 +493,10 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     // The background: scans that do not stand out, as (ports, first location) per source.
     let mut bg: BTreeMap<Ip, (usize, Loc)> = BTreeMap::new();
-    let (mut bg_hosts, mut bg_ports) = (BTreeSet::new(), BTreeSet::new());
+    let (mut bg_hosts, mut bg_ports) = (BTreeSet::new(), vec![false; 1 << 16]);
     let (mut bg_first, mut bg_last, mut bg_scans) = (i64::MAX, i64::MIN, 0usize);
     let group = |k: &ContactKey| (k.0, k.1);
-    contacts.groups(c.min_ports, group, |_, _| true, |(src, dst), v| {
+    contacts.groups(c.min_ports, group, |_, _| true, by_time, |(src, dst), v| {
         let (s, d) = (ip_of(src), ip_of(dst));
         if cx.allowed(&s) || cx.allowed(&d) {
             return;
@@ -459,7 +531,9 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
             let e = bg.entry(src).or_insert((0, v[0].1.loc));
             e.0 = e.0.max(n);
             bg_hosts.insert(dst);
-            bg_ports.extend(ports.iter().copied());
+            for p in &ports {
+                bg_ports[*p as usize] = true;
+            }
             bg_first = bg_first.min(first);
             bg_last = bg_last.max(last);
             bg_scans += 1;
@@ -531,7 +605,7 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
                 format!(
                     "background scanning: {} sources probed {} ports on {} hosts, slowly, all denied",
                     bg.len(),
-                    bg_ports.len(),
+                    bg_ports.iter().filter(|p| **p).count(),
                     bg_hosts.len()
                 ),
                 BTreeMap::from([("src", "background radiation".to_string())]),
@@ -540,7 +614,7 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
             .metric("sources", bg.len())
             .metric("scans", bg_scans)
             .metric("hosts", bg_hosts.len())
-            .metric("ports", bg_ports.len())
+            .metric("ports", bg_ports.iter().filter(|p| **p).count())
             .metric("most_ports_of_one_host", most)
             .metric(
                 "top_sources",
