@@ -41,11 +41,19 @@ fn render_rows(
 pub fn render_top(agg: &TopAgg<'_>, spec: TopSpec, format: TableFormat) -> anyhow::Result<String> {
     let rows = agg.rows();
     if format == TableFormat::Json {
-        return Ok(to_json(&serde_json::json!({
-            "by": format!("{:?}", spec.by).to_lowercase(),
-            "metric": spec.metric.name(),
-            "rows": rows,
-        })));
+        // Typed, not a `json!` value: sums past 2^64 are written exactly (a `Value` number
+        // holds 64 bits).
+        #[derive(serde::Serialize)]
+        struct Top<'a> {
+            by: String,
+            metric: &'a str,
+            rows: &'a [crate::aggregate::top::TopRow],
+        }
+        return Ok(to_json(&Top {
+            by: format!("{:?}", spec.by).to_lowercase(),
+            metric: spec.metric.name(),
+            rows: &rows,
+        }));
     }
     let header = [
         "RANK",
@@ -136,7 +144,7 @@ pub fn render_top_connections(
                         c.direction.to_string(),
                         c.status.name().to_string(),
                         c.bytes().to_string(),
-                        (c.packets_src_to_dst + c.packets_dst_to_src).to_string(),
+                        (c.packets_src_to_dst as u128 + c.packets_dst_to_src as u128).to_string(),
                         format!("{}/{}", c.nsg, c.rule),
                     ]
                 })
@@ -246,9 +254,13 @@ pub fn render_audit(
     use crate::audit::{FINDING_COLUMNS, RULE_COLUMNS};
     match format {
         TableFormat::Json => {
-            let mut v = serde_json::to_value(a)?;
-            v["ledger"] = serde_json::to_value(ledger)?;
-            Ok(to_json(&v))
+            #[derive(serde::Serialize)]
+            struct Out<'a> {
+                #[serde(flatten)]
+                audit: &'a crate::audit::Audit,
+                ledger: &'a crate::summary::LedgerReport,
+            }
+            Ok(to_json(&Out { audit: a, ledger }))
         }
         TableFormat::Csv => {
             let (header, rows) = crate::audit::csv_rows(a);

@@ -389,6 +389,61 @@ fn tolerated_shapes_are_read_and_counted() {
 }
 
 #[test]
+fn counter_sums_past_2_64_are_exact_everywhere() {
+    // Two tuples of one rule: every counter u64::MAX, then 1. Each sum is 2^64.
+    let f = root().join("fixtures/malformed/huge-counters.json");
+    let run = |args: &[&str]| {
+        let out = nsgflow().args(args).arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let two64 = "18446744073709551616";
+    let json = run(&["summary", "--format", "json"]);
+    for k in [
+        "packets_src_to_dst",
+        "bytes_src_to_dst",
+        "packets_dst_to_src",
+        "bytes_dst_to_src",
+    ] {
+        assert!(json.contains(&format!("\"{k}\": {two64}")), "{k}: {json}");
+    }
+    assert!(run(&["summary"]).contains(&format!("bytes {two64} / {two64}")));
+    // Both directions of the pair: 2^65.
+    let top = run(&[
+        "top", "--by", "pair", "--metric", "bytes", "--format", "json",
+    ]);
+    assert!(top.contains("\"bytes\": 36893488147419103232"), "{top}");
+    let csv = run(&[
+        "top", "--by", "rule", "--metric", "bytes", "--format", "csv",
+    ]);
+    assert!(csv.contains("36893488147419103232"), "{csv}");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    nsgflow()
+        .arg("report")
+        .arg(&f)
+        .arg("-o")
+        .arg(&out)
+        .arg("--quiet")
+        .assert()
+        .code(0);
+    let rules = std::fs::read_to_string(out.join("rules.csv")).unwrap();
+    assert!(rules.contains(two64), "{rules}");
+    let report = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert!(report.contains(two64));
+    // A time bin too wide to hold is a usage error, not an abort.
+    for bin in ["99999999999d", "9223372036854775807s", "367d"] {
+        let out = nsgflow()
+            .args(["timeline", "--bin", bin])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("at most 366d"));
+    }
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
@@ -438,12 +493,12 @@ fn a_run_over_all_malformed_fixtures_goes_on_past_every_failure() {
     let (code, v) = summary_json(&[root().join("fixtures/malformed").to_str().unwrap()]);
     assert_eq!(code, 3);
     let l = &v["ledger"];
-    assert_eq!(l["blobs"], 12);
+    assert_eq!(l["blobs"], 13);
     assert_eq!(l["blobs_failed"], 2);
     assert_eq!(l["blobs_partial"], 1);
-    assert_eq!(l["tuples"], 53);
+    assert_eq!(l["tuples"], 55);
     assert_eq!(l["tuples_rejected"], 16);
-    assert_eq!(l["tuples_accepted"], 37);
+    assert_eq!(l["tuples_accepted"], 39);
 }
 
 #[test]

@@ -20,6 +20,7 @@
 //! - `stateless`: allowed, only `B` and no counts — what non-default inbound allow rules log
 //!   unless the VNet sets `FlowTimeoutInMinutes` (FORMATS.md), and every NSG v1 allow.
 
+use crate::aggregate::rules::Sum;
 use crate::model::{Decision, Direction, Family, FlowState, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
 use hashbrown::hash_table::Entry;
@@ -104,8 +105,8 @@ impl Connection {
     pub fn duration_ms(&self) -> i64 {
         self.end_ms - self.start_ms
     }
-    pub fn bytes(&self) -> u64 {
-        self.bytes_src_to_dst + self.bytes_dst_to_src
+    pub fn bytes(&self) -> Sum {
+        self.bytes_src_to_dst as Sum + self.bytes_dst_to_src as Sum
     }
 }
 
@@ -216,8 +217,10 @@ impl Open {
         if has_counters(t) {
             self.ctx |= COUNTED;
         }
-        self.bytes[0] += t.bytes_s2d.unwrap_or(0);
-        self.bytes[1] += t.bytes_d2s.unwrap_or(0);
+        // A connection's own counts saturate (2^64 bytes is 16 EiB: only a malformed blob
+        // gets there); the run's totals are `Sum`s and never wrap.
+        self.bytes[0] = self.bytes[0].saturating_add(t.bytes_s2d.unwrap_or(0));
+        self.bytes[1] = self.bytes[1].saturating_add(t.bytes_d2s.unwrap_or(0));
         let p = [t.packets_s2d.unwrap_or(0), t.packets_d2s.unwrap_or(0)];
         if self.ctx & WIDE == 0 && (p[0] | p[1]) >> 32 == 0 {
             if let (Some(a), Some(b)) = (
@@ -241,8 +244,8 @@ impl Open {
         }
         let mut w = wide.borrow_mut();
         let c = &mut w[self.wide_index()];
-        c[0] += p[0];
-        c[1] += p[1];
+        c[0] = c[0].saturating_add(p[0]);
+        c[1] = c[1].saturating_add(p[1]);
     }
 
     fn wide_index(&self) -> usize {
@@ -290,12 +293,12 @@ impl Open {
 pub struct Tally {
     pub tuples: u64,
     pub denied: u64,
-    pub bytes: u64,
+    pub bytes: Sum,
 }
 
 impl Tally {
     #[inline]
-    pub fn add(&mut self, deny: bool, bytes: u64) {
+    pub fn add(&mut self, deny: bool, bytes: Sum) {
         self.tuples += 1;
         self.denied += deny as u64;
         self.bytes += bytes;
@@ -622,12 +625,17 @@ impl Out<'_> {
             return;
         };
         sum.by_status[status as usize] += 1;
-        let bytes = o.bytes[0] + o.bytes[1];
+        let bytes = o.bytes[0] as Sum + o.bytes[1] as Sum;
         let inbound = (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64;
         if sum.collect_beacons && !inbound && !o.denied() && k.meta & META_V6 == 0 {
             let dport = (k.meta >> 16) as u16;
-            sum.beacons
-                .add((k.ips >> 32) as u32, k.ips as u32, dport, o.start_ms, bytes);
+            sum.beacons.add(
+                (k.ips >> 32) as u32,
+                k.ips as u32,
+                dport,
+                o.start_ms,
+                bytes.min(u64::MAX as Sum) as u64,
+            );
         }
         if !sum.tallies {
             return;
@@ -1102,12 +1110,12 @@ pub enum ConnMetric {
 }
 
 impl ConnMetric {
-    pub fn value(self, c: &Connection) -> u64 {
+    pub fn value(self, c: &Connection) -> Sum {
         match self {
             ConnMetric::Bytes => c.bytes(),
-            ConnMetric::Packets => c.packets_src_to_dst + c.packets_dst_to_src,
-            ConnMetric::Duration => c.duration_ms().max(0) as u64,
-            ConnMetric::Tuples => c.tuples,
+            ConnMetric::Packets => c.packets_src_to_dst as Sum + c.packets_dst_to_src as Sum,
+            ConnMetric::Duration => c.duration_ms().max(0) as Sum,
+            ConnMetric::Tuples => c.tuples as Sum,
         }
     }
 
@@ -1618,7 +1626,7 @@ mod tests {
             ],
         );
         s.finish();
-        let got: Vec<(i64, Status, u64, u64, &str)> = s
+        let got: Vec<(i64, Status, u64, Sum, &str)> = s
             .take_sorted()
             .iter()
             .map(|c| {

@@ -14,6 +14,7 @@
 use super::connections::Tally;
 use super::Fold;
 use crate::addr::{AddressBook, Grouping, Node};
+use crate::aggregate::rules::Sum;
 use crate::model::{Decision, Direction, Protocol};
 use crate::parse::{RuleTable, TableSink};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -32,7 +33,7 @@ struct EdgeStats {
     tuples: u64,
     allowed: u64,
     denied: u64,
-    bytes: u64,
+    bytes: Sum,
     protocols: BTreeSet<Protocol>,
     dports: FxHashMap<u16, u64>,
     rules: BTreeSet<String>,
@@ -75,7 +76,7 @@ impl TableSink for GraphAgg<'_> {
             } else {
                 e.allowed += 1;
             }
-            e.bytes += t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
+            e.bytes += t.bytes_s2d.unwrap_or(0) as Sum + t.bytes_d2s.unwrap_or(0) as Sum;
             e.protocols.insert(t.protocol);
             *e.dports.entry(t.dport).or_default() += 1;
             if !e.rules.contains(&rule) {
@@ -218,7 +219,7 @@ pub struct GraphEdge {
     pub tuples: u64,
     pub allowed: u64,
     pub denied: u64,
-    pub bytes: u64,
+    pub bytes: Sum,
     pub protocols: Vec<String>,
     /// The busiest destination ports, `port: tuples`, at most [`PORTS_PER_EDGE`].
     pub dports: BTreeMap<u16, u64>,
@@ -259,7 +260,7 @@ impl GraphAgg<'_> {
         let book = self.book;
         let mut all: Vec<(&(Node, Node), &EdgeStats)> = self.edges.iter().collect();
         let w = |e: &EdgeStats| match weight {
-            Weight::Tuples => e.tuples,
+            Weight::Tuples => e.tuples as Sum,
             Weight::Bytes => e.bytes,
         };
         all.sort_by(|a, b| {

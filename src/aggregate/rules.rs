@@ -8,6 +8,11 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::ops::AddAssign;
 
+/// A sum of logged packet or byte counts. One tuple's count is a `u64`; their sums are
+/// `u128`, so no input can make a total wrap (2^64 bytes is 16 EiB, which two tuples of a
+/// malformed or hostile blob reach). JSON and CSV write the exact value.
+pub type Sum = u128;
+
 /// Tuple counters. Counts sum the tuple fields as logged; a missing count adds nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -16,10 +21,10 @@ pub struct Counters {
     pub denied: u64,
     pub inbound: u64,
     pub outbound: u64,
-    pub packets_src_to_dst: u64,
-    pub bytes_src_to_dst: u64,
-    pub packets_dst_to_src: u64,
-    pub bytes_dst_to_src: u64,
+    pub packets_src_to_dst: Sum,
+    pub bytes_src_to_dst: Sum,
+    pub packets_dst_to_src: Sum,
+    pub bytes_dst_to_src: Sum,
 }
 
 impl Counters {
@@ -33,10 +38,10 @@ impl Counters {
         let inb = (t.direction == Direction::Inbound) as u64;
         self.inbound += inb;
         self.outbound += 1 - inb;
-        self.packets_src_to_dst += t.packets_s2d.unwrap_or(0);
-        self.bytes_src_to_dst += t.bytes_s2d.unwrap_or(0);
-        self.packets_dst_to_src += t.packets_d2s.unwrap_or(0);
-        self.bytes_dst_to_src += t.bytes_d2s.unwrap_or(0);
+        self.packets_src_to_dst += t.packets_s2d.unwrap_or(0) as Sum;
+        self.bytes_src_to_dst += t.bytes_s2d.unwrap_or(0) as Sum;
+        self.packets_dst_to_src += t.packets_d2s.unwrap_or(0) as Sum;
+        self.bytes_dst_to_src += t.bytes_d2s.unwrap_or(0) as Sum;
     }
 }
 
@@ -57,11 +62,11 @@ impl Counters {
     /// The counters as text cells, in [`Counters::COLUMNS`] order (tables and CSV).
     pub fn cells(&self) -> [String; 9] {
         [
-            self.tuples,
-            self.allowed,
-            self.denied,
-            self.inbound,
-            self.outbound,
+            self.tuples as Sum,
+            self.allowed as Sum,
+            self.denied as Sum,
+            self.inbound as Sum,
+            self.outbound as Sum,
             self.packets_src_to_dst,
             self.bytes_src_to_dst,
             self.packets_dst_to_src,

@@ -24,6 +24,9 @@ pub struct Timeline {
 }
 
 /// Parse a bin width: `Ns`, `Nm`, `Nh`, `Nd` (e.g. 5m, 1h, 1d).
+/// The widest time bin: a year (a wider bin is one bin, or an overflow).
+pub const MAX_BIN_MS: i64 = 366 * 86_400_000;
+
 pub fn parse_bin(s: &str) -> Result<i64, String> {
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
     let n: i64 = num
@@ -39,7 +42,10 @@ pub fn parse_bin(s: &str) -> Result<i64, String> {
     if n <= 0 {
         return Err(format!("{s:?}: the width must be positive"));
     }
-    Ok(n * mult)
+    match n.checked_mul(mult) {
+        Some(ms) if ms <= MAX_BIN_MS => Ok(ms),
+        _ => Err(format!("{s:?}: the width must be at most 366d")),
+    }
 }
 
 impl Timeline {

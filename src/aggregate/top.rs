@@ -4,6 +4,7 @@
 
 use super::Fold;
 use crate::addr::{AddressBook, FlowClass, Grouping, Node};
+use crate::aggregate::rules::Sum;
 use crate::model::{Decision, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -74,8 +75,8 @@ struct Stats {
     tuples: u64,
     allowed: u64,
     denied: u64,
-    packets: u64,
-    bytes: u64,
+    packets: Sum,
+    bytes: Sum,
     distinct: FxHashSet<u128>,
 }
 
@@ -86,8 +87,8 @@ impl Stats {
         let deny = (t.decision == Decision::Deny) as u64;
         self.denied += deny;
         self.allowed += 1 - deny;
-        self.packets += t.packets_s2d.unwrap_or(0) + t.packets_d2s.unwrap_or(0);
-        self.bytes += t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
+        self.packets += t.packets_s2d.unwrap_or(0) as Sum + t.packets_d2s.unwrap_or(0) as Sum;
+        self.bytes += t.bytes_s2d.unwrap_or(0) as Sum + t.bytes_d2s.unwrap_or(0) as Sum;
         if let Some(d) = distinct {
             self.distinct.insert(d);
         }
@@ -105,15 +106,15 @@ impl Stats {
             self.distinct.extend(o.distinct);
         }
     }
-    fn value(&self, m: Metric) -> u64 {
+    fn value(&self, m: Metric) -> Sum {
         match m {
-            Metric::Tuples => self.tuples,
+            Metric::Tuples => self.tuples as Sum,
             Metric::Bytes => self.bytes,
             Metric::Packets => self.packets,
-            Metric::Denied => self.denied,
-            Metric::Allowed => self.allowed,
+            Metric::Denied => self.denied as Sum,
+            Metric::Allowed => self.allowed as Sum,
             Metric::DistinctDst | Metric::DistinctSrc | Metric::DistinctDport => {
-                self.distinct.len() as u64
+                self.distinct.len() as Sum
             }
         }
     }
@@ -207,7 +208,10 @@ impl Fold for TopAgg<'_> {
 /// The one order of every top list (`top`, `graph`, the report): the ranked value, then
 /// tuples, then bytes, each largest first, then the key ascending. A total order, so the
 /// same question gets the same rows in the same order wherever it is asked.
-pub fn ranking<K: Ord>(a: (u64, u64, u64, K), b: (u64, u64, u64, K)) -> std::cmp::Ordering {
+pub fn ranking<V: Ord, T: Ord, B: Ord, K: Ord>(
+    a: (V, T, B, K),
+    b: (V, T, B, K),
+) -> std::cmp::Ordering {
     b.0.cmp(&a.0)
         .then(b.1.cmp(&a.1))
         .then(b.2.cmp(&a.2))
@@ -227,12 +231,12 @@ pub struct TopRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// The metric ranked by.
-    pub value: u64,
+    pub value: Sum,
     pub tuples: u64,
     pub allowed: u64,
     pub denied: u64,
-    pub packets: u64,
-    pub bytes: u64,
+    pub packets: Sum,
+    pub bytes: Sum,
 }
 
 fn port_name(p: Protocol, port: u16) -> String {
@@ -244,7 +248,7 @@ impl TopAgg<'_> {
     pub fn rows(&self) -> Vec<TopRow> {
         let m = self.spec.metric;
         let book = self.book;
-        let mut all: Vec<(u64, Key, &Stats)> = self
+        let mut all: Vec<(Sum, Key, &Stats)> = self
             .keyed
             .iter()
             .map(|(k, s)| (s.value(m), *k, s))
@@ -297,7 +301,7 @@ impl TopAgg<'_> {
                 rows.push(row(key, scope, label, s, v));
             }
         } else {
-            let mut named: Vec<(u64, &String, &Stats)> =
+            let mut named: Vec<(Sum, &String, &Stats)> =
                 self.named.iter().map(|(k, s)| (s.value(m), k, s)).collect();
             named.sort_by(|a, b| {
                 ranking(

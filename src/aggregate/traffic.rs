@@ -8,6 +8,7 @@
 
 use super::connections::Tally;
 use super::Fold;
+use crate::aggregate::rules::Sum;
 use crate::model::{Decision, Direction, Protocol};
 use crate::parse::{RuleTable, TableSink};
 use rustc_hash::FxHashMap;
@@ -20,8 +21,8 @@ pub const HOUR_MS: i64 = 3_600_000;
 pub struct Hour {
     pub allowed: u64,
     pub denied: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+    pub bytes_in: Sum,
+    pub bytes_out: Sum,
 }
 
 impl Hour {
@@ -90,7 +91,7 @@ impl TableSink for Traffic {
         let cache = &mut self.cache.0;
         for t in table.tuples {
             let deny = t.decision == Decision::Deny;
-            let bytes = t.bytes_s2d.unwrap_or(0) + t.bytes_d2s.unwrap_or(0);
+            let bytes = t.bytes_s2d.unwrap_or(0) as Sum + t.bytes_d2s.unwrap_or(0) as Sum;
             let inbound = t.direction == Direction::Inbound;
             let port = port_key(inbound, t.protocol, t.dport);
             let slot = &mut cache[port_slot(port)];

@@ -316,7 +316,7 @@ pub struct RuleRow {
     pub hits: u64,
     pub allowed: u64,
     pub denied: u64,
-    pub bytes: u64,
+    pub bytes: crate::aggregate::rules::Sum,
     pub first: Option<String>,
     pub last: Option<String>,
     pub distinct_sources: usize,

@@ -89,7 +89,8 @@ fn conn_row(c: &Connection) -> ConnectionRow {
         direction: c.direction,
         status: c.status.name(),
         bytes: c.bytes(),
-        packets: c.packets_src_to_dst + c.packets_dst_to_src,
+        packets: c.packets_src_to_dst as crate::aggregate::rules::Sum
+            + c.packets_dst_to_src as crate::aggregate::rules::Sum,
         rule: format!("{}/{}", c.nsg, c.rule),
     }
 }

@@ -160,7 +160,7 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
         .map(|h| h.bytes_in.max(h.bytes_out))
         .max()
         .unwrap_or(1)
-        .max(1);
+        .max(1) as f64;
     let labels: Vec<String> = r.series.iter().map(|h| hour_label(&h.start)).collect();
     let mut svg = String::new();
     {
@@ -171,19 +171,22 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(80)
-            .build_cartesian_2d(0..n.max(2) - 1, 0..max + max / 10 + 1)
+            .build_cartesian_2d(0..n.max(2) - 1, 0.0..max * 1.1 + 1.0)
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_labels(n.min(12))
             .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
-            .y_label_formatter(&|v| human_bytes(*v))
+            .y_label_formatter(&|v| human_bytes(v.max(0.0) as crate::aggregate::rules::Sum))
             .y_desc("bytes")
             .draw()
             .map_err(err)?;
         chart
             .draw_series(LineSeries::new(
-                r.series.iter().enumerate().map(|(i, h)| (i, h.bytes_in)),
+                r.series
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (i, h.bytes_in as f64)),
                 BLUE.stroke_width(2),
             ))
             .map_err(err)?
@@ -191,7 +194,10 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLUE.stroke_width(2)));
         chart
             .draw_series(LineSeries::new(
-                r.series.iter().enumerate().map(|(i, h)| (i, h.bytes_out)),
+                r.series
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (i, h.bytes_out as f64)),
                 ORANGE.stroke_width(2),
             ))
             .map_err(err)?
@@ -209,8 +215,8 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
 }
 
 /// `1.5 GB`-style, decimal units.
-pub fn human_bytes(v: u64) -> String {
-    const U: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+pub fn human_bytes(v: crate::aggregate::rules::Sum) -> String {
+    const U: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     let mut x = v as f64;
     let mut i = 0;
     while x >= 1000.0 && i < U.len() - 1 {

@@ -254,7 +254,7 @@ pub struct Talker {
     pub tuples: u64,
     pub allowed: u64,
     pub denied: u64,
-    pub bytes: u64,
+    pub bytes: crate::aggregate::rules::Sum,
 }
 
 /// One destination port.
@@ -265,7 +265,7 @@ pub struct PortRow {
     pub tuples: u64,
     pub allowed: u64,
     pub denied: u64,
-    pub bytes: u64,
+    pub bytes: crate::aggregate::rules::Sum,
 }
 
 /// One time bin.
@@ -276,9 +276,9 @@ pub struct HourRow {
     pub allowed: u64,
     pub denied: u64,
     /// Bytes (both ways) of inbound tuples.
-    pub bytes_in: u64,
+    pub bytes_in: crate::aggregate::rules::Sum,
     /// Bytes (both ways) of outbound tuples.
-    pub bytes_out: u64,
+    pub bytes_out: crate::aggregate::rules::Sum,
 }
 
 /// Stitched connections.
@@ -304,8 +304,8 @@ pub struct ConnectionRow {
     pub service: String,
     pub direction: &'static str,
     pub status: &'static str,
-    pub bytes: u64,
-    pub packets: u64,
+    pub bytes: crate::aggregate::rules::Sum,
+    pub packets: crate::aggregate::rules::Sum,
     /// `nsg/rule`.
     pub rule: String,
 }
