@@ -31,6 +31,8 @@ pub struct LedgerReport {
     pub records: u64,
     /// Records that were not flow-log records.
     pub records_unrecognized: u64,
+    /// The same by `category`.
+    pub unrecognized_by_category: std::collections::BTreeMap<String, u64>,
     /// Tuples seen (= `tuples_accepted + tuples_rejected`).
     pub tuples: u64,
     pub tuples_accepted: u64,
@@ -136,6 +138,7 @@ impl LedgerReport {
             bytes: l.bytes,
             records: l.records,
             records_unrecognized: l.records_unrecognized,
+            unrecognized_by_category: l.unrecognized_by_category.clone(),
             tuples: l.tuples,
             tuples_accepted: l.tuples_accepted,
             tuples_rejected: l.tuples_rejected,
@@ -367,9 +370,15 @@ pub fn skipped_line(l: &crate::parse::Ledger, unwalkable: usize) -> String {
         ));
     }
     if l.records_unrecognized > 0 {
+        let by: Vec<String> = l
+            .unrecognized_by_category
+            .iter()
+            .map(|(k, n)| format!("{} {n}", crate::text::term_safe(k)))
+            .collect();
         parts.push(format!(
-            "{} records were not flow-log records",
-            l.records_unrecognized
+            "{} records were not flow-log records, never read as flow logs ({})",
+            l.records_unrecognized,
+            by.join(", ")
         ));
     }
     if l.tuples_rejected > 0 {

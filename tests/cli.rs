@@ -444,6 +444,76 @@ fn counter_sums_past_2_64_are_exact_everywhere() {
 }
 
 #[test]
+fn other_categories_are_counted_by_name_and_never_read_as_flow_logs() {
+    let out = nsgflow()
+        .args(["summary", "--format", "json"])
+        .arg(root().join("fixtures/malformed/other-categories.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = &v["ledger"];
+    assert_eq!(l["records"], 5);
+    assert_eq!(l["records_unrecognized"], 3);
+    assert_eq!(
+        l["unrecognized_by_category"],
+        serde_json::json!({"Administrative": 1, "NetworkSecurityGroupEvent": 1, "NetworkSecurityGroupRuleCounter": 1})
+    );
+    // The two flow records around them are read in full.
+    assert_eq!(l["tuples"], 3);
+    assert_eq!(v["families"]["nsg_v2"]["tuples"], 3);
+    // Said once, on stderr, with the categories.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not flow-log records").count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "(Administrative 1, NetworkSecurityGroupEvent 1, NetworkSecurityGroupRuleCounter 1)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn records_anywhere_in_the_wrapper_and_both_record_shapes_are_read() {
+    // `records` after another key: both records read.
+    let (code, v) = malformed("records-not-first.json");
+    assert_eq!(code, 0);
+    assert_eq!(v["ledger"]["records"], 2);
+    assert_eq!(v["ledger"]["tuples"], 3);
+    // One record with NSG `properties.flows` and VNet `flowRecords`: the tuples of both.
+    let (code, v) = malformed("both-shapes.json");
+    assert_eq!(code, 0);
+    assert_eq!(v["families"]["nsg_v2"]["tuples"], 1);
+    assert_eq!(v["families"]["vnet"]["tuples"], 1);
+}
+
+#[test]
+fn duplicate_keys_break_the_blob_with_a_counted_reason() {
+    // A second "records" array: the first array's record is kept, the blob is partial.
+    let (code, v) = malformed("duplicate-records-key.json");
+    assert_eq!(code, 3);
+    let l = &v["ledger"];
+    assert_eq!(
+        (l["records"].as_u64(), l["tuples"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(l["blobs_partial"], 1);
+    let msg = l["problems"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("duplicate key \"records\""), "{msg}");
+    assert!(msg.contains("breaks at byte 506"), "{msg}");
+    // A record with two "properties": the record before it is kept.
+    let (code, v) = malformed("duplicate-field.json");
+    assert_eq!(code, 3);
+    let l = &v["ledger"];
+    assert_eq!(
+        (l["records"].as_u64(), l["blobs_partial"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let msg = l["problems"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("duplicate field `properties`"), "{msg}");
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
@@ -493,12 +563,13 @@ fn a_run_over_all_malformed_fixtures_goes_on_past_every_failure() {
     let (code, v) = summary_json(&[root().join("fixtures/malformed").to_str().unwrap()]);
     assert_eq!(code, 3);
     let l = &v["ledger"];
-    assert_eq!(l["blobs"], 13);
+    assert_eq!(l["blobs"], 18);
     assert_eq!(l["blobs_failed"], 2);
-    assert_eq!(l["blobs_partial"], 1);
-    assert_eq!(l["tuples"], 55);
+    assert_eq!(l["blobs_partial"], 3);
+    assert_eq!(l["tuples"], 65);
     assert_eq!(l["tuples_rejected"], 16);
-    assert_eq!(l["tuples_accepted"], 39);
+    assert_eq!(l["tuples_accepted"], 49);
+    assert_eq!(l["records_unrecognized"], 3);
 }
 
 #[test]

@@ -102,6 +102,9 @@ impl AddAssign for Tolerated {
     }
 }
 
+/// Category names kept apart in [`Ledger::unrecognized_by_category`].
+pub const MAX_CATEGORIES: usize = 32;
+
 /// Counts of what was read. Value type with `merge`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -119,6 +122,10 @@ pub struct Ledger {
     pub records: u64,
     /// Records that were not NSG or VNet flow-log records (skipped, no tuples).
     pub records_unrecognized: u64,
+    /// The same by `category` (`no category` when absent; at most [`MAX_CATEGORIES`] names,
+    /// the rest under `other categories`).
+    #[serde(default)]
+    pub unrecognized_by_category: BTreeMap<String, u64>,
     /// Records that repeat an earlier record of the same blob exactly.
     pub duplicate_records: u64,
     /// Tuples seen: accepted + rejected.
@@ -153,6 +160,18 @@ impl Ledger {
         }
     }
 
+    /// Count `n` records of another category than flow logs.
+    pub fn count_unrecognized(&mut self, category: String, n: u64) {
+        let key = if self.unrecognized_by_category.len() < MAX_CATEGORIES
+            || self.unrecognized_by_category.contains_key(&category)
+        {
+            category
+        } else {
+            "other categories".to_string()
+        };
+        *self.unrecognized_by_category.entry(key).or_default() += n;
+    }
+
     /// Rejected tuples by reason name, every reason listed (zeros included), sorted by name.
     pub fn rejected_map(&self) -> BTreeMap<&'static str, u64> {
         RejectReason::ALL
@@ -178,6 +197,9 @@ impl Ledger {
         self.bytes += o.bytes;
         self.records += o.records;
         self.records_unrecognized += o.records_unrecognized;
+        for (k, n) in o.unrecognized_by_category {
+            self.count_unrecognized(k, n);
+        }
         self.duplicate_records += o.duplicate_records;
         self.tuples += o.tuples;
         self.tuples_accepted += o.tuples_accepted;

@@ -90,14 +90,20 @@ struct RawRecord<'a> {
     target_resource_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "flowRecords")]
     flow_records: Option<VnetFlowRecords<'a>>,
+    /// A `{"records": [...]}` wrapper whose `records` is not its first key is read as a
+    /// record first: its records land here.
+    #[serde(borrow, default)]
+    records: Option<Vec<RawRecord<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct NsgProperties<'a> {
     #[serde(default, rename = "Version", deserialize_with = "version")]
     version: Option<u64>,
+    /// `None` when the key is absent: NSG event and rule-counter logs have `properties`
+    /// without `flows`.
     #[serde(borrow, default)]
-    flows: Vec<NsgRuleFlows<'a>>,
+    flows: Option<Vec<NsgRuleFlows<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -226,12 +232,33 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         self.record_index += 1;
         self.ledger.records += 1;
 
+        // Another diagnostic category saved in the same tree (NSG event or rule-counter
+        // logs, Activity log records), or a record of no flow-log shape: counted by
+        // category, never read as a flow log.
+        let category = rec.category.as_deref();
+        let flow_category = category.is_none_or(|c| {
+            c.eq_ignore_ascii_case("NetworkSecurityGroupFlowEvent")
+                || c.eq_ignore_ascii_case("FlowLogFlowEvent")
+        });
+        let nsg_flows = rec.properties.as_ref().and_then(|p| p.flows.as_ref());
+        if !flow_category || (nsg_flows.is_none() && rec.flow_records.is_none()) {
+            self.ledger.records_unrecognized += 1;
+            let what = match category {
+                Some(c) => c.to_string(),
+                None => "no category".to_string(),
+            };
+            self.ledger.count_unrecognized(what, 1);
+            return;
+        }
+
         // A record whose header and group outline match an earlier one, and all of whose
         // tuples turn out to repeat earlier tuples (checked exactly), is a duplicate record.
         let outline_seen = !self.record_hashes.insert(record_outline(&rec));
         self.all_repeated = true;
 
-        if let Some(props) = &rec.properties {
+        // A record with both shapes (NSG `properties.flows` and VNet `flowRecords`) gives
+        // the tuples of both.
+        if let (Some(props), Some(flows)) = (&rec.properties, nsg_flows) {
             let family = match props.version {
                 Some(1) => Some(Family::NsgV1),
                 Some(2) => Some(Family::NsgV2),
@@ -248,7 +275,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                 subscription = self.defaults.subscription;
             }
             let record_mac = rec.mac_address.as_deref();
-            for rf in &props.flows {
+            for rf in flows {
                 if rf.flows.is_empty() {
                     let ctx = GroupContext {
                         family: family.unwrap_or(Family::NsgV2),
@@ -291,7 +318,8 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                     self.group(ctx, family, scope, &mf.flow_tuples);
                 }
             }
-        } else if let Some(fr) = &rec.flow_records {
+        }
+        if let Some(fr) = &rec.flow_records {
             let family = (rec.flow_log_version == Some(4)).then_some(Family::Vnet);
             let flow_log = rec.flow_log_resource_id.as_deref().unwrap_or("");
             let mut subscription = subscription_of(flow_log);
@@ -321,21 +349,6 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                     self.group(ctx, family, scope, &g.flow_tuples);
                 }
             }
-        } else {
-            self.ledger.records_unrecognized += 1;
-            let what = rec.category.as_deref().unwrap_or("no category");
-            if self.ledger.records_unrecognized == 1 {
-                self.ledger.problems.push(BlobProblem {
-                    path: self.path.to_string(),
-                    kind: BlobProblemKind::Warning,
-                    message: format!(
-                        "record {index} ({what}) is not a flow-log record \
-                         (no properties.flows or flowRecords): skipped"
-                    ),
-                    byte_offset: None,
-                });
-            }
-            return;
         }
         if outline_seen && self.all_repeated {
             self.ledger.duplicate_records += 1;
@@ -448,7 +461,7 @@ fn record_outline(rec: &RawRecord<'_>) -> u64 {
     rec.target_resource_id.hash(&mut h);
     if let Some(p) = &rec.properties {
         p.version.hash(&mut h);
-        for rf in &p.flows {
+        for rf in p.flows.iter().flatten() {
             rf.rule.hash(&mut h);
             for mf in &rf.flows {
                 mf.mac.hash(&mut h);
@@ -522,7 +535,15 @@ impl<'de, S: TableSink> Visitor<'de> for TopSeed<'_, 'de, '_, S> {
         };
         if first == "records" {
             map.next_value_seed(RecordsSeed { h: self.h })?;
-            while map.next_key::<de::IgnoredAny>()?.is_some() {
+            // A second `records` would be read over the first by a JSON library that keeps
+            // the last key, and ignored by one that keeps the first: neither is right, so
+            // the blob breaks here (partial: the first array's records are kept and said).
+            while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                if k == "records" {
+                    return Err(de::Error::custom(
+                        "duplicate key \"records\": a blob has one records array; the second was not read",
+                    ));
+                }
                 map.next_value::<de::IgnoredAny>()?;
             }
             return Ok(());
@@ -532,7 +553,14 @@ impl<'de, S: TableSink> Visitor<'de> for TopSeed<'_, 'de, '_, S> {
             first: Some(first),
             inner: map,
         }))?;
-        if rec.properties.is_none() && rec.flow_records.is_none() {
+        if let Some(records) = rec.records {
+            // `{"...": …, "records": [...]}`: a wrapper whose records are not first.
+            for r in records {
+                self.h.record(r);
+            }
+            return Ok(());
+        }
+        if rec.properties.is_none() && rec.flow_records.is_none() && rec.category.is_none() {
             return Err(de::Error::custom(
                 "JSON of another schema: no \"records\" array, and not a flow-log record",
             ));
