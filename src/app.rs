@@ -259,6 +259,12 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 Timeline::new(bin_ms)
             });
             bar.finish_and_clear();
+            if !tl.gaps_listed() {
+                eprintln!(
+                    "nsgflow: the tuples span more than {} bins of this width: only the non-empty bins are listed",
+                    crate::aggregate::timeline::MAX_GAP_ROWS
+                );
+            }
             emit(&render_timeline(&tl, bin_ms, format)?)?;
             Ok(finish(&ledger, &d, input.run.strict))
         }

@@ -132,7 +132,12 @@ impl BlobMeta {
         if let (Some(y), Some(mo), Some(d), Some(h)) = (y, mo, d, h) {
             m.hour_ms = NaiveDate::from_ymd_opt(y, mo, d)
                 .and_then(|date| date.and_hms_opt(h, 0, 0))
-                .map(|dt| Utc.from_utc_datetime(&dt).timestamp_millis());
+                .map(|dt| Utc.from_utc_datetime(&dt).timestamp_millis())
+                // `y=200000` names no hour a flow log can have.
+                .filter(|ms| {
+                    (crate::parse::tuple::MIN_TIME_MS..crate::parse::tuple::MAX_TIME_MS)
+                        .contains(ms)
+                });
         }
         m
     }

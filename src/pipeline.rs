@@ -85,6 +85,7 @@ impl Worker {
                 .unwrap_or(""),
             subscription: blob.subscription.as_deref().unwrap_or(""),
             mac: blob.mac.as_deref().unwrap_or(""),
+            hour_ms: blob.hour_ms,
         };
         parse_blob(&label, &self.buf, &defaults, opts, &mut self.scratch, sink).ledger
     }

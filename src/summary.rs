@@ -43,6 +43,8 @@ pub struct LedgerReport {
     pub rejected_by_reason: BTreeMap<&'static str, u64>,
     /// Records repeating an earlier record of the same blob exactly.
     pub duplicate_records: u64,
+    /// Accepted tuples more than an hour outside their blob's hour: kept, flagged.
+    pub clock_skew: u64,
     /// Accepted tuples repeating an earlier tuple of the same blob, rule and NIC/ACL.
     pub duplicate_tuples: u64,
     /// Tuples dropped by `--dedup` (0 without it).
@@ -145,6 +147,7 @@ impl LedgerReport {
             tuples_filtered: l.tuples_filtered,
             rejected_by_reason: l.rejected_map(),
             duplicate_records: l.duplicate_records,
+            clock_skew: l.clock_skew,
             duplicate_tuples: l.duplicate_tuples,
             tuples_deduplicated: l.tuples_deduplicated,
             tolerated: l.tolerated,

@@ -157,9 +157,18 @@ pub fn render_top_connections(
 pub fn render_timeline(tl: &Timeline, bin_ms: i64, format: TableFormat) -> anyhow::Result<String> {
     let rows = tl.rows();
     if format == TableFormat::Json {
-        return Ok(to_json(
-            &serde_json::json!({ "bin_ms": bin_ms, "bins": rows }),
-        ));
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            bin_ms: i64,
+            /// Whether the empty bins between the first and the last are listed.
+            gaps_listed: bool,
+            bins: &'a [crate::aggregate::timeline::BinRow],
+        }
+        return Ok(to_json(&Out {
+            bin_ms,
+            gaps_listed: tl.gaps_listed(),
+            bins: &rows,
+        }));
     }
     let header = [
         "START",

@@ -514,6 +514,53 @@ fn duplicate_keys_break_the_blob_with_a_counted_reason() {
 }
 
 #[test]
+fn timestamps_outside_2015_2100_are_rejected_and_skewed_ones_flagged() {
+    let (code, v) = summary_json(&[root().join("fixtures/times").to_str().unwrap()]);
+    assert_eq!(code, 3);
+    let l = &v["ledger"];
+    assert_eq!(l["tuples"], 7);
+    assert_eq!(l["tuples_accepted"], 3);
+    assert_eq!(l["rejected_by_reason"]["timestamp"], 4);
+    let msgs: Vec<&str> = l["reject_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            "timestamp \"0\" is outside 2015..2100",
+            "timestamp \"4102444800\" is outside 2015..2100",
+            "timestamp \"9999999999999999\" is outside 2015..2100",
+            "timestamp \"9223372036854775807\" is outside 2015..2100",
+        ]
+    );
+    // Two kept tuples are 3 h after and 2 h before the blob's hour (h=10): flagged.
+    assert_eq!(l["clock_skew"], 2);
+    assert_eq!(v["time"]["first"], "2026-01-05T08:00:05.000Z");
+    assert_eq!(v["time"]["last"], "2026-01-05T13:00:05.000Z");
+    let warn = l["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        warn.starts_with("2 tuples are more than an hour outside the blob's hour"),
+        "{warn}"
+    );
+    assert!(
+        warn.contains("tuple 5, time 2026-01-05T13:00:05.000Z"),
+        "{warn}"
+    );
+    // A one-second timeline over them stays small: 5 h of seconds, gaps listed.
+    let out = nsgflow()
+        .args(["timeline", "--bin", "1s", "--format", "json"])
+        .arg(root().join("fixtures/times"))
+        .output()
+        .unwrap();
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["bins"].as_array().unwrap().len(), 5 * 3600 + 1);
+    assert_eq!(t["gaps_listed"], true);
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);

@@ -91,12 +91,41 @@ pub struct BinRow {
     pub distinct_dst: u64,
 }
 
+/// Most rows a timeline lists with its empty bins; a wider span lists its non-empty bins
+/// only (a week of minutes is 10,080 rows, a year of them half a million).
+pub const MAX_GAP_ROWS: i64 = 100_000;
+
 impl Timeline {
-    /// Rows from the first to the last non-empty bin, gaps included as zeros.
+    /// Whether [`Timeline::rows`] lists the empty bins between the first and the last.
+    pub fn gaps_listed(&self) -> bool {
+        match (self.bins.keys().min(), self.bins.keys().max()) {
+            (Some(f), Some(l)) => (l - f) / self.bin_ms < MAX_GAP_ROWS,
+            _ => true,
+        }
+    }
+
+    /// Rows from the first to the last non-empty bin, gaps included as zeros, unless there
+    /// would be more than [`MAX_GAP_ROWS`]: then the non-empty bins only, in time order.
     pub fn rows(&self) -> Vec<BinRow> {
         let (Some(first), Some(last)) = (self.bins.keys().min(), self.bins.keys().max()) else {
             return Vec::new();
         };
+        if !self.gaps_listed() {
+            let mut starts: Vec<i64> = self.bins.keys().copied().collect();
+            starts.sort_unstable();
+            return starts
+                .into_iter()
+                .map(|at| {
+                    let b = &self.bins[&at];
+                    BinRow {
+                        start: fmt_ms(at),
+                        counters: b.counters,
+                        distinct_src: b.src.len() as u64,
+                        distinct_dst: b.dst.len() as u64,
+                    }
+                })
+                .collect();
+        }
         let empty = Bin::default();
         let mut rows = Vec::new();
         let mut at = *first;

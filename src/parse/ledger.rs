@@ -128,6 +128,10 @@ pub struct Ledger {
     pub unrecognized_by_category: BTreeMap<String, u64>,
     /// Records that repeat an earlier record of the same blob exactly.
     pub duplicate_records: u64,
+    /// Accepted tuples more than an hour outside their blob's hour (from its path): kept,
+    /// and flagged (a clock or a copy gone wrong).
+    #[serde(default)]
+    pub clock_skew: u64,
     /// Tuples seen: accepted + rejected.
     pub tuples: u64,
     pub tuples_accepted: u64,
@@ -201,6 +205,7 @@ impl Ledger {
             self.count_unrecognized(k, n);
         }
         self.duplicate_records += o.duplicate_records;
+        self.clock_skew += o.clock_skew;
         self.tuples += o.tuples;
         self.tuples_accepted += o.tuples_accepted;
         self.tuples_rejected += o.tuples_rejected;

@@ -22,13 +22,16 @@ pub use buffer::TableBuffer;
 pub use ledger::{BlobProblem, BlobProblemKind, Ledger, RejectExample};
 pub use tuple::{parse_tuple, RejectReason, TupleError};
 
+use crate::aggregate::traffic::HOUR_MS;
 use crate::model::{last_segment, subscription_of, Family, FlowTuple, GroupContext};
+use crate::text::term_safe;
 use rustc_hash::{FxHashSet, FxHasher};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use tuple::{MAX_TIME_MS, MIN_TIME_MS};
 
 /// One rule's tuples from one record and one NIC (NSG logs) or ACL (VNet logs).
 #[derive(Debug)]
@@ -59,6 +62,8 @@ pub struct PathDefaults<'a> {
     pub nsg: &'a str,
     pub subscription: &'a str,
     pub mac: &'a str,
+    /// Start of the blob's hour from its path (Unix ms), when the path names one.
+    pub hour_ms: Option<i64>,
 }
 
 /// Reusable per-thread buffers.
@@ -216,6 +221,8 @@ struct Handler<'de, 'x, S: TableSink> {
     all_repeated: bool,
     /// Duplicate-tuple detection, exact.
     dups: dedup::DupTracker<'de>,
+    /// The first tuple more than an hour outside the blob's hour: record, rule, tuple, time.
+    skew_first: Option<(usize, String, usize, i64)>,
 }
 
 fn scope_hash(parts: &[&str]) -> u64 {
@@ -386,7 +393,32 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         for (i, t) in tuples.iter().enumerate() {
             let t = &t.0;
             match parse_tuple(t, family) {
+                Ok(ft) if !(MIN_TIME_MS..MAX_TIME_MS).contains(&ft.time_ms) => {
+                    let path = self.path;
+                    self.ledger
+                        .reject(RejectReason::Timestamp, || RejectExample {
+                            reason: RejectReason::Timestamp,
+                            path: path.to_string(),
+                            record: ctx.record_index,
+                            rule: ctx.rule.to_string(),
+                            tuple: i,
+                            text: cut(t),
+                            message: format!(
+                                "timestamp {:?} is outside 2015..2100",
+                                term_safe(t.split(',').next().unwrap_or(""))
+                            ),
+                        });
+                }
                 Ok(ft) => {
+                    if let Some(h) = self.defaults.hour_ms {
+                        if ft.time_ms < h - HOUR_MS || ft.time_ms >= h + 2 * HOUR_MS {
+                            self.ledger.clock_skew += 1;
+                            if self.skew_first.is_none() {
+                                self.skew_first =
+                                    Some((ctx.record_index, ctx.rule.to_string(), i, ft.time_ms));
+                            }
+                        }
+                    }
                     self.ledger.tuples += 1;
                     self.ledger.tuples_accepted += 1;
                     let fresh = match t {
@@ -718,6 +750,7 @@ pub fn parse_blob<S: TableSink>(
         record_hashes: FxHashSet::default(),
         all_repeated: true,
         dups: dedup::DupTracker::default(),
+        skew_first: None,
     };
     // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
     let (error, values) = match std::str::from_utf8(body) {
@@ -733,6 +766,19 @@ pub fn parse_blob<S: TableSink>(
         ),
     };
     let mut ledger = std::mem::take(&mut h.ledger);
+    if let Some((record, rule, tuple, time)) = h.skew_first.take() {
+        ledger.problems.push(BlobProblem {
+            path: path.to_string(),
+            kind: BlobProblemKind::Warning,
+            message: format!(
+                "{} tuples are more than an hour outside the blob's hour (its path): kept, counted as clock_skew; the first at record {record}, rule {}, tuple {tuple}, time {}",
+                ledger.clock_skew,
+                term_safe(&rule),
+                crate::text::fmt_ms(time)
+            ),
+            byte_offset: None,
+        });
+    }
     if values > 1 {
         ledger.tolerated.ndjson += 1;
     }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 pub enum RejectReason {
     /// Not the number of fields the record's family has (8 for v1, 13 for v2 and VNet).
     FieldCount,
-    /// Timestamp empty or not a whole non-negative number.
+    /// Timestamp empty, not a whole non-negative number, or outside 2015..2100.
     Timestamp,
     /// Source or destination is not an IPv4 or IPv6 address.
     IpAddress,
@@ -231,6 +231,12 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     }
     s.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
+
+/// The times a blob's tuple may carry: 2015-01-01 (before NSG flow logs existed) up to
+/// 2100-01-01. Outside it the tuple is a `timestamp` reject (the parser checks it per blob,
+/// the tuple grammar does not), not a year 1970 or 10000 in a report.
+pub const MIN_TIME_MS: i64 = 1_420_070_400_000;
+pub const MAX_TIME_MS: i64 = 4_102_444_800_000;
 
 /// Timestamp in milliseconds: values above 10^11 are already milliseconds (VNet logs, and a
 /// 10^11-second timestamp would be in the year 5138), smaller ones are seconds.
