@@ -147,6 +147,10 @@ pub struct InputArgs {
     /// are counted in the ledger either way.
     #[arg(long)]
     pub dedup: bool,
+    /// Largest blob read, in bytes, as stored or once decompressed (gzip, zip): a larger one
+    /// is a failed blob with the reason (default 4 GiB).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::parse::compressed::DEFAULT_MAX_BLOB_BYTES)]
+    pub max_blob_bytes: u64,
     /// Stop at the first rejected tuple or failed blob.
     #[arg(long)]
     pub strict: bool,
@@ -747,7 +751,13 @@ impl InputArgs {
                 kind,
             },
             run: RunOptions {
-                parse: ParseOptions { dedup: self.dedup },
+                parse: ParseOptions {
+                    dedup: self.dedup,
+                    limits: crate::parse::compressed::Limits {
+                        max_bytes: self.max_blob_bytes,
+                        ..Default::default()
+                    },
+                },
                 filter: Filter {
                     since_ms,
                     until_ms,

@@ -193,7 +193,7 @@ fn is_blob_name(p: &Path) -> bool {
     }
     matches!(
         p.extension().and_then(|e| e.to_str()),
-        Some("json" | "ndjson" | "jsonl")
+        Some("json" | "ndjson" | "jsonl" | "gz" | "zip")
     )
 }
 

@@ -45,7 +45,24 @@ pub type Progress<'a> = dyn Fn() + Sync + 'a;
 #[derive(Default)]
 pub struct Worker {
     buf: Vec<u8>,
+    /// A compressed blob's decompressed bytes.
+    unz: Vec<u8>,
     scratch: Scratch,
+}
+
+/// A blob that was not parsed, with its reason.
+fn failed(path: String, message: String) -> Ledger {
+    Ledger {
+        blobs: 1,
+        blobs_failed: 1,
+        problems: vec![BlobProblem {
+            path,
+            kind: BlobProblemKind::Failed,
+            message,
+            byte_offset: None,
+        }],
+        ..Ledger::default()
+    }
 }
 
 impl Worker {
@@ -58,24 +75,26 @@ impl Worker {
     ) -> Ledger {
         let label = blob.path.display().to_string();
         self.buf.clear();
-        let read = std::fs::File::open(&blob.path).and_then(|mut f| {
+        let max = opts.limits.max_bytes;
+        let read = std::fs::File::open(&blob.path).and_then(|f| {
             if let Ok(md) = f.metadata() {
+                if md.len() > max {
+                    return Ok(Some(md.len()));
+                }
                 self.buf.reserve(md.len() as usize);
             }
-            f.read_to_end(&mut self.buf)
+            f.take(max.saturating_add(1)).read_to_end(&mut self.buf)?;
+            Ok((self.buf.len() as u64 > max).then_some(self.buf.len() as u64))
         });
-        if let Err(e) = read {
-            return Ledger {
-                blobs: 1,
-                blobs_failed: 1,
-                problems: vec![BlobProblem {
-                    path: label,
-                    kind: BlobProblemKind::Failed,
-                    message: format!("cannot read: {e}"),
-                    byte_offset: None,
-                }],
-                ..Ledger::default()
-            };
+        match read {
+            Err(e) => return failed(label, format!("cannot read: {e}")),
+            Ok(Some(n)) => {
+                return failed(
+                    label,
+                    format!("{n} bytes or more, over --max-blob-bytes {max}: not read"),
+                )
+            }
+            Ok(None) => {}
         }
         let defaults = PathDefaults {
             nsg: blob
@@ -87,7 +106,57 @@ impl Worker {
             mac: blob.mac.as_deref().unwrap_or(""),
             hour_ms: blob.hour_ms,
         };
-        parse_blob(&label, &self.buf, &defaults, opts, &mut self.scratch, sink).ledger
+        use crate::parse::compressed::{gunzip, sniff, unzip, Container};
+        match sniff(&self.buf) {
+            Container::Plain => {
+                parse_blob(&label, &self.buf, &defaults, opts, &mut self.scratch, sink).ledger
+            }
+            Container::Gzip => {
+                let mut unz = std::mem::take(&mut self.unz);
+                let l = match gunzip(&self.buf, &opts.limits, &mut unz) {
+                    Ok(()) => {
+                        let mut l =
+                            parse_blob(&label, &unz, &defaults, opts, &mut self.scratch, sink)
+                                .ledger;
+                        l.bytes = self.buf.len() as u64;
+                        l.tolerated.gzip += 1;
+                        l
+                    }
+                    Err(e) => failed(label, format!("gzip: {e}")),
+                };
+                unz.clear();
+                self.unz = unz;
+                l
+            }
+            Container::Zip => {
+                let entries = match unzip(&self.buf, &opts.limits) {
+                    Ok(v) if v.is_empty() => {
+                        return failed(label, "zip archive with no files in it".to_string())
+                    }
+                    Ok(v) => v,
+                    Err(e) => return failed(label, e),
+                };
+                // Each entry is a blob of its own in the ledger, named `archive.zip!entry`.
+                let mut total = Ledger::default();
+                for (name, bytes) in entries {
+                    let path = format!("{label}!{}", crate::text::term_safe(&name));
+                    let mut l = match bytes {
+                        Ok(b) => {
+                            let mut l =
+                                parse_blob(&path, &b, &defaults, opts, &mut self.scratch, sink)
+                                    .ledger;
+                            l.tolerated.zip_entries += 1;
+                            l
+                        }
+                        Err(e) => failed(path, format!("zip entry: {e}")),
+                    };
+                    l.bytes = 0;
+                    total.merge(l);
+                }
+                total.bytes = self.buf.len() as u64;
+                total
+            }
+        }
     }
 }
 

@@ -561,6 +561,78 @@ fn timestamps_outside_2015_2100_are_rejected_and_skewed_ones_flagged() {
 }
 
 #[test]
+fn compressed_blobs_are_read_by_their_bytes_and_bombs_refused() {
+    use std::io::Write;
+    let gz = |b: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let src = std::fs::read(root().join("fixtures/malformed/mixed-versions.json")).unwrap();
+    let bare = std::fs::read(root().join("fixtures/malformed/bare-record.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let w = |name: &str, b: &[u8]| std::fs::write(tmp.path().join(name), b).unwrap();
+    // A .json.gz, and gzip bytes under a .json name in two members (`cat a.gz b.gz`).
+    w("a.json.gz", &gz(&src));
+    let (head, tail) = src.split_at(100);
+    let mut two = gz(head);
+    two.extend(gz(tail));
+    w("b.json", &two);
+    // A Storage Explorer style zip with two blobs in folders.
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let o = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    z.add_directory("h=10/", o).unwrap();
+    z.start_file("h=10/PT1H.json", o).unwrap();
+    z.write_all(&src).unwrap();
+    z.start_file("h=11/PT1H.json", o).unwrap();
+    z.write_all(&bare).unwrap();
+    w("download.zip", &z.finish().unwrap().into_inner());
+    // 8 MB of spaces: past --max-blob-bytes 4000000 once decompressed.
+    w("bomb.json.gz", &gz(&vec![b' '; 8 << 20]));
+    let out = nsgflow()
+        .args(["summary", "--format", "json", "--max-blob-bytes", "4000000"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = &v["ledger"];
+    // mixed-versions (5 tuples) three times, bare-record (3) once.
+    assert_eq!(l["tuples"], 18);
+    assert_eq!(l["tuples_accepted"], 18);
+    assert_eq!(l["tolerated"]["gzip"], 2);
+    assert_eq!(l["tolerated"]["zip_entries"], 2);
+    assert_eq!(l["tolerated"]["bare_record"], 1);
+    // 3 files and 2 zip entries are 5 blobs; the bomb failed with its reason.
+    assert_eq!(l["blobs"], 5);
+    assert_eq!(l["blobs_failed"], 1);
+    let p = &l["problems"][0];
+    assert!(p["path"].as_str().unwrap().ends_with("bomb.json.gz"));
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains("decompresses to more than --max-blob-bytes 4000000"),
+        "{p}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("download.zip!"), "entries are read: {err}");
+    // A plain blob over the cap is refused before it is read.
+    let out = nsgflow()
+        .args(["summary", "--format", "json", "--max-blob-bytes", "100"])
+        .arg(root().join("fixtures/malformed/mixed-versions.json"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ledger"]["blobs_failed"], 1);
+    assert!(v["ledger"]["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("over --max-blob-bytes 100: not read"));
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);

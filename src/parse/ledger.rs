@@ -90,6 +90,11 @@ pub struct Tolerated {
     pub fragment: u64,
     /// Top-level JSON arrays of records.
     pub array: u64,
+    /// Blobs read from gzip, and zip entries read (told by their bytes, not their names).
+    #[serde(default)]
+    pub gzip: u64,
+    #[serde(default)]
+    pub zip_entries: u64,
 }
 
 impl AddAssign for Tolerated {
@@ -99,6 +104,8 @@ impl AddAssign for Tolerated {
         self.ndjson += o.ndjson;
         self.fragment += o.fragment;
         self.array += o.array;
+        self.gzip += o.gzip;
+        self.zip_entries += o.zip_entries;
     }
 }
 

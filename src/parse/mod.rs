@@ -14,6 +14,7 @@
 //! the parser's line and column. See `../shared/FORMATS.md`.
 
 pub mod buffer;
+pub mod compressed;
 pub mod dedup;
 pub mod ledger;
 pub mod tuple;
@@ -54,6 +55,8 @@ pub struct ParseOptions {
     /// Drop exact duplicate records and tuples (within a blob, rule and NIC/ACL).
     /// Duplicates are counted in the ledger either way.
     pub dedup: bool,
+    /// Caps on a blob's size, as stored or decompressed.
+    pub limits: compressed::Limits,
 }
 
 /// Values taken from the blob's path, used when the content lacks them.
@@ -948,7 +951,13 @@ mod tests {
             (l.duplicate_records, l.duplicate_tuples, c.tuples),
             (1, 2, 4)
         );
-        let (l, c) = run_opts(blob.as_bytes(), &ParseOptions { dedup: true });
+        let (l, c) = run_opts(
+            blob.as_bytes(),
+            &ParseOptions {
+                dedup: true,
+                ..Default::default()
+            },
+        );
         assert_eq!(
             (l.duplicate_records, l.duplicate_tuples, c.tuples),
             (1, 2, 2)
