@@ -51,13 +51,14 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             input,
             book,
             out,
+            force,
             stamp,
             quiet,
             filters,
             save_partial,
             detect,
         } => {
-            let out_dir = crate::report::render::prepare_dir(&out)?;
+            let out_dir = crate::report::render::prepare_dir(&out, force)?;
             check_partial_target(save_partial.as_deref())?;
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), quiet);
@@ -416,7 +417,7 @@ fn finish(l: &Ledger, d: &Discovered, strict: bool) -> ExitCode {
     if l.records == 0 {
         return ExitCode::from(exit::NOTHING_READ);
     }
-    if l.has_losses() || !d.skipped.is_empty() {
+    if l.has_losses() || d.skipped.iter().any(|s| s.is_loss()) {
         if strict && l.blobs_unread > 0 {
             eprintln!(
                 "nsgflow: stopped early (--strict): input was rejected or failed; {} blobs left unread",
@@ -463,7 +464,9 @@ fn report_problems(l: &Ledger) {
 /// `merge`: finish partial files into what one run over all their blobs prints or writes.
 fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<ExitCode> {
     let out_dir = match &output {
-        MergeOutput::Report { out, .. } => Some(crate::report::render::prepare_dir(out)?),
+        MergeOutput::Report { out, force, .. } => {
+            Some(crate::report::render::prepare_dir(out, *force)?)
+        }
         _ => None,
     };
     let mut parts = Vec::new();

@@ -306,6 +306,9 @@ pub struct MergeArgs {
     /// Write the merged report into this folder, as `report -o` would (report partials only).
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Write into a non-empty -o folder that is not an earlier nsgflow report.
+    #[arg(long, requires = "out")]
+    pub force: bool,
     /// Write the run time into the report.
     #[arg(long, requires = "out")]
     pub stamp: bool,
@@ -320,6 +323,7 @@ pub enum MergeOutput {
     Summary(Format),
     Report {
         out: PathBuf,
+        force: bool,
         stamp: bool,
         quiet: bool,
     },
@@ -433,9 +437,13 @@ pub struct ReportArgs {
     /// about a sixth of the report's time.
     #[arg(long)]
     pub no_findings: bool,
-    /// Folder to write the report into (created if missing; files in it are replaced).
+    /// Folder to write the report into: created if missing (mode 0700), or an earlier
+    /// nsgflow report, whose files are replaced. Any other non-empty folder needs --force.
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: PathBuf,
+    /// Write into a non-empty -o folder that is not an earlier nsgflow report.
+    #[arg(long)]
+    pub force: bool,
     /// Write the run time into the report (off by default, so reports reproduce byte for byte).
     #[arg(long)]
     pub stamp: bool,
@@ -603,6 +611,8 @@ pub enum Config {
         input: InputConfig,
         book: AddressBook,
         out: PathBuf,
+        /// `--force`: write into any folder.
+        force: bool,
         stamp: bool,
         quiet: bool,
         /// The filters as given, one `--flag value` each (for the report header).
@@ -823,6 +833,7 @@ impl Cli {
                 output: match &a.out {
                     Some(out) => MergeOutput::Report {
                         out: out.clone(),
+                        force: a.force,
                         stamp: a.stamp,
                         quiet: a.quiet,
                     },
@@ -891,6 +902,7 @@ impl Cli {
                 input: a.input.to_config()?,
                 book: a.addr.to_book()?,
                 out: a.out.clone(),
+                force: a.force,
                 stamp: a.stamp,
                 quiet: a.quiet,
                 filters: a.input.describe_filters(),

@@ -170,6 +170,16 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// Why a report folder under the inputs is skipped (listed, not a loss: exit code 0 stays).
+pub const OWN_OUTPUT: &str = "an nsgflow report folder (its own output): not read as input";
+
+impl Skipped {
+    /// Input that could not be used (a loss), not nsgflow's own output.
+    pub fn is_loss(&self) -> bool {
+        self.reason != OWN_OUTPUT
+    }
+}
+
 /// The result of discovery.
 #[derive(Clone, Debug, Default)]
 pub struct Discovered {
@@ -321,9 +331,19 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
         let walker = walkdir::WalkDir::new(input)
             .follow_links(opts.follow_links)
             .sort_by_file_name();
-        for entry in walker {
+        let mut it = walker.into_iter();
+        while let Some(entry) = it.next() {
             match entry {
                 Ok(e) => {
+                    if e.file_type().is_dir() && crate::report::render::is_report_dir(e.path()) {
+                        // nsgflow's own output (its report.json is JSON too): never input.
+                        out.skipped.push(Skipped {
+                            path: e.path().to_path_buf(),
+                            reason: OWN_OUTPUT.to_string(),
+                        });
+                        it.skip_current_dir();
+                        continue;
+                    }
                     if !e.file_type().is_file() || !is_blob_name(e.path()) {
                         continue;
                     }

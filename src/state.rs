@@ -315,17 +315,10 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// A temporary file in `dir` to be renamed over the target, created as an ordinary file is
-/// (mode 0666 less the umask, not tempfile's private 0600): partials go to shared storage.
+/// A temporary file in `dir` to be renamed over the target, mode 0600: a partial holds
+/// network data (share it on purpose, with `chmod`, not by default).
 pub fn new_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    let mut b = tempfile::Builder::new();
-    b.prefix(".nsgflow-");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        b.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    b.tempfile_in(dir)
+    crate::report::render::private_file_in(dir)
 }
 
 fn parent(path: &Path) -> &Path {

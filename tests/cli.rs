@@ -632,6 +632,99 @@ fn compressed_blobs_are_read_by_their_bytes_and_bombs_refused() {
         .contains("over --max-blob-bytes 100: not read"));
 }
 
+#[cfg(unix)]
+#[test]
+fn report_outputs_are_private_atomic_and_never_over_a_users_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        for e in walkdir::WalkDir::new(from) {
+            let e = e.unwrap();
+            let dest = to.join(e.path().strip_prefix(from).unwrap());
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&dest).unwrap();
+            } else {
+                std::fs::copy(e.path(), &dest).unwrap();
+            }
+        }
+    };
+    copy(&root().join("fixtures/container"), &input);
+    let report = |out: &std::path::Path, extra: &[&str]| {
+        nsgflow()
+            .arg("report")
+            .arg(&input)
+            .arg("-o")
+            .arg(out)
+            .args(["--quiet", "--no-findings"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The weekly folder inside the input tree: written, then skipped as input next time.
+    let weekly = input.join("weekly");
+    assert_eq!(report(&weekly, &[]).status.code(), Some(0));
+    let again = report(&weekly, &[]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "an earlier report is replaced"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains("weekly: an nsgflow report folder (its own output): not read as input"));
+    let (_, v) = summary_json(&[input.to_str().unwrap()]);
+    assert_eq!(
+        v["ledger"]["tuples"], 849,
+        "the report's JSON is not read as a blob"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&weekly), 0o700);
+    assert_eq!(mode(&weekly.join("charts")), 0o700);
+    assert_eq!(mode(&weekly.join("index.html")), 0o600);
+    assert_eq!(mode(&weekly.join("report.json")), 0o600);
+    // No temporary files are left behind.
+    let names: Vec<String> = std::fs::read_dir(&weekly)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with(".nsgflow-") || n == ".nsgflow-report"),
+        "{names:?}"
+    );
+    // A user's folder with other files: refused (exit 2, nothing read), then --force.
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
+    let out = report(&mine, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no earlier nsgflow report"));
+    assert!(!mine.join("index.html").exists());
+    assert_eq!(report(&mine, &["--force"]).status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    // A symbolic link as the folder is refused; one inside it is replaced, not written
+    // through.
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&mine, &link).unwrap();
+    let out = report(&link, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a symbolic link"));
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::fs::remove_file(weekly.join("index.html")).unwrap();
+    std::os::unix::fs::symlink(&victim, weekly.join("index.html")).unwrap();
+    assert_eq!(report(&weekly, &[]).status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(!std::fs::symlink_metadata(weekly.join("index.html"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
 #[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");

@@ -657,33 +657,90 @@ pub fn all_files(r: &Report) -> Result<Vec<OutFile>, String> {
     Ok(files)
 }
 
-/// Write the report into `dir` (created if missing). Returns the paths written.
-/// Make sure `dir` can take the report before any input is read: create it (and `charts/`)
-/// and write a test file. A symbolic link is refused (outputs never go through one).
-pub fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+/// The file that marks a folder as an nsgflow report (so a later run may replace it, and
+/// discovery never reads a report as input).
+pub const MARKER: &str = ".nsgflow-report";
+
+/// Whether `dir` holds an nsgflow report: its marker, or (reports written before the
+/// marker) both `report.json` and `index.html`.
+pub fn is_report_dir(dir: &Path) -> bool {
+    dir.join(MARKER).is_file()
+        || (dir.join("report.json").is_file() && dir.join("index.html").is_file())
+}
+
+/// Make sure `dir` can take the report before any input is read: refuse a symbolic link at
+/// it or at its `charts/`, and a non-empty folder that is not an earlier report unless
+/// `force`; create it and `charts/` (mode 0700: a report holds network data) and write a
+/// test file.
+pub fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     use anyhow::Context;
-    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
-        anyhow::bail!(
-            "-o {}: is a symbolic link; give the real folder",
-            dir.display()
-        );
+    let shown = dir.display();
+    for p in [dir.to_path_buf(), dir.join("charts")] {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!(
+                "-o {shown}: {} is a symbolic link; outputs never go through one: give the real folder",
+                p.display()
+            );
+        }
     }
-    std::fs::create_dir_all(dir.join("charts"))
-        .with_context(|| format!("-o {}: cannot create the folder", dir.display()))?;
-    tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("-o {}: cannot write in the folder", dir.display()))?;
+    if let Ok(mut entries) = std::fs::read_dir(dir) {
+        if entries.next().is_some() && !force && !is_report_dir(dir) {
+            anyhow::bail!(
+                "-o {shown}: the folder is not empty and holds no earlier nsgflow report; give an empty or new folder, or --force to write into it"
+            );
+        }
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir.join("charts"))
+        .with_context(|| format!("-o {shown}: cannot create the folder"))?;
+    private_file_in(dir).with_context(|| format!("-o {shown}: cannot write in the folder"))?;
     Ok(dir.to_path_buf())
 }
 
+/// A temporary file in `dir`, mode 0600, to be renamed into place.
+pub fn private_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".nsgflow-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    b.tempfile_in(dir)
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same folder (mode 0600),
+/// written whole, then renamed over the target. A full disk leaves the old file or none, never a
+/// cut-off one; a symbolic link at `path` is replaced, not written through.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = private_file_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Write the report into `dir` (see [`prepare_dir`]), each file atomically. Returns the
+/// paths written.
 pub fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     use anyhow::Context;
     let files = all_files(r).map_err(|e| anyhow::anyhow!("drawing the report: {e}"))?;
-    std::fs::create_dir_all(dir.join("charts"))
-        .with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
+    write_atomic(&dir.join(MARKER), b"nsgflow report folder: a later report may replace its files; nsgflow never reads it as input\n")
+        .with_context(|| format!("writing in {}", dir.display()))?;
     for f in files {
         let p = dir.join(&f.name);
-        std::fs::write(&p, &f.bytes).with_context(|| format!("writing {}", p.display()))?;
+        write_atomic(&p, &f.bytes).with_context(|| format!("writing {}", p.display()))?;
         written.push(p);
     }
     Ok(written)
