@@ -376,6 +376,14 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
             term_safe(&s.reason)
         );
     }
+    for x in &d.duplicates {
+        eprintln!(
+            "{}: {} as {}: read once, counted as duplicate_blob",
+            term_safe(&x.path.display().to_string()),
+            x.how,
+            term_safe(&x.same_as.display().to_string())
+        );
+    }
     if let Some(shard) = input.shard {
         d.blobs = shard.select(std::mem::take(&mut d.blobs));
     }

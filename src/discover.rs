@@ -53,6 +53,9 @@ pub struct BlobMeta {
     /// Modification time at discovery (Unix ms), when the file system gives one: with the
     /// path and size, the blob's identity in a partial file.
     pub mtime_ms: Option<i64>,
+    /// The file's (device, inode) where the file system gives them: one file reached by two
+    /// paths (`DIR` and `./DIR`, a followed link) is read once.
+    pub file_id: Option<(u64, u64)>,
 }
 
 impl BlobMeta {
@@ -192,6 +195,124 @@ pub struct Discovered {
     /// Blobs and bytes discovery kept, before `--shard` took its part.
     pub discovered_blobs: u64,
     pub discovered_bytes: u64,
+    /// Blobs found twice (the same file by two paths, or a copy with the same bytes): read
+    /// once, listed here with the path that is read.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A blob not read because another path gives the same bytes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duplicate {
+    pub path: PathBuf,
+    /// The path that is read instead.
+    pub same_as: PathBuf,
+    /// `the same file` (one file reached by two paths: `DIR` and `./DIR`, a followed link),
+    /// or `the same bytes` (a copy: `PT1H (1).json`, overlapping exports).
+    pub how: &'static str,
+}
+
+/// Who a blob is, as far as its path says: copies of one blob agree on it (the Azure
+/// segments, or else the folder), so only blobs of one identity and size are compared.
+fn identity(b: &BlobMeta) -> (u64, String) {
+    let who = match (&b.hour_ms, &b.mac) {
+        (Some(h), Some(m)) => format!(
+            "{:?}|{}|{}|{}|{h}|{m}",
+            b.kind,
+            b.subscription.as_deref().unwrap_or("").to_ascii_lowercase(),
+            b.nsg
+                .as_deref()
+                .or(b.flow_log.as_deref())
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            b.resource_group
+                .as_deref()
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+        ),
+        _ => format!("dir|{}", parent_of(&b.path).display()),
+    };
+    (b.size, who)
+}
+
+fn parent_of(p: &Path) -> &Path {
+    p.parent().unwrap_or(Path::new(""))
+}
+
+/// Keep one of each blob (see [`Duplicate`]).
+/// Only blobs that share an identity and a size are read here, to compare their bytes.
+fn drop_duplicates(blobs: Vec<BlobMeta>, dups: &mut Vec<Duplicate>) -> Vec<BlobMeta> {
+    use std::collections::HashMap;
+    let mut by_file: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut kept: Vec<BlobMeta> = Vec::with_capacity(blobs.len());
+    for b in blobs {
+        // The same path twice (`DIR` and `DIR/.` compare equal as paths).
+        if let Some(last) = kept.last() {
+            if last.path == b.path {
+                dups.push(Duplicate {
+                    path: b.path,
+                    same_as: last.path.clone(),
+                    how: "the same file",
+                });
+                continue;
+            }
+        }
+        let Some(id) = b.file_id else {
+            kept.push(b);
+            continue;
+        };
+        match by_file.get(&id) {
+            Some(&k) => dups.push(Duplicate {
+                path: b.path,
+                same_as: kept[k].path.clone(),
+                how: "the same file",
+            }),
+            None => {
+                by_file.insert(id, kept.len());
+                kept.push(b);
+            }
+        }
+    }
+    let mut groups: HashMap<(u64, String), Vec<usize>> = HashMap::new();
+    for (i, b) in kept.iter().enumerate() {
+        if b.size > 0 {
+            groups.entry(identity(b)).or_default().push(i);
+        }
+    }
+    let mut drop = vec![false; kept.len()];
+    let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    groups.sort();
+    for mut g in groups {
+        // The copy read is Azure's own name if one has it (`PT1H.json`, not a browser's
+        // `PT1H (1).json`), then the shortest path, then the first in sort order.
+        g.sort_by_key(|&i| {
+            let p = &kept[i].path;
+            let azure = p.file_name().is_some_and(|n| n == "PT1H.json");
+            (!azure, p.as_os_str().len(), p.clone())
+        });
+        // Distinct contents seen in this group, each with the index that is read.
+        let mut firsts: Vec<(usize, Vec<u8>)> = Vec::new();
+        for i in g {
+            let Ok(bytes) = std::fs::read(&kept[i].path) else {
+                continue; // read (and failed, with its reason) by the run
+            };
+            match firsts.iter().find(|(_, b)| *b == bytes) {
+                Some((k, _)) => {
+                    drop[i] = true;
+                    dups.push(Duplicate {
+                        path: kept[i].path.clone(),
+                        same_as: kept[*k].path.clone(),
+                        how: "the same bytes",
+                    });
+                }
+                None => firsts.push((i, bytes)),
+            }
+        }
+    }
+    dups.sort();
+    kept.into_iter()
+        .zip(drop)
+        .filter_map(|(b, d)| (!d).then_some(b))
+        .collect()
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -242,6 +363,19 @@ impl DiscoverOptions {
 }
 
 /// Walk the inputs and return the blobs to read.
+fn file_id(md: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((md.dev(), md.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = md;
+        None
+    }
+}
+
 fn mtime_ms(md: &std::fs::Metadata) -> Option<i64> {
     let t = md.modified().ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
@@ -321,6 +455,7 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
             let mut m = BlobMeta::from_path(input);
             m.size = meta.len();
             m.mtime_ms = mtime_ms(&meta);
+            m.file_id = file_id(&meta);
             if opts.keeps(&m) {
                 out.blobs.push(m);
             } else {
@@ -351,6 +486,7 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
                     if let Ok(md) = e.metadata() {
                         m.size = md.len();
                         m.mtime_ms = mtime_ms(&md);
+                        m.file_id = file_id(&md);
                     }
                     if opts.keeps(&m) {
                         out.blobs.push(m);
@@ -373,7 +509,7 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
         }
     }
     out.blobs.sort_by(|a, b| a.path.cmp(&b.path));
-    out.blobs.dedup_by(|a, b| a.path == b.path);
+    out.blobs = drop_duplicates(std::mem::take(&mut out.blobs), &mut out.duplicates);
     out.skipped.sort();
     out.discovered_blobs = out.blobs.len() as u64;
     out.discovered_bytes = out.blobs.iter().map(|b| b.size).sum();

@@ -53,6 +53,8 @@ pub struct LedgerReport {
     pub tolerated: crate::parse::ledger::Tolerated,
     /// Paths under the inputs that could not be walked.
     pub skipped_paths: Vec<SkippedReport>,
+    /// Blobs found twice, read once (see [`DuplicateReport`]).
+    pub duplicate_blobs: Vec<DuplicateReport>,
     /// Blobs found but left out by path filters.
     pub blobs_filtered: u64,
     /// Blob-level problems (failed, partial, warnings), sorted by path.
@@ -65,6 +67,16 @@ pub struct LedgerReport {
 pub struct SkippedReport {
     pub path: String,
     pub reason: String,
+}
+
+/// A blob read once though found twice (`duplicate_blobs` in the ledger).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DuplicateReport {
+    pub path: String,
+    /// The path that was read.
+    pub same_as: String,
+    /// `the same file` or `the same bytes`.
+    pub how: String,
 }
 
 /// First and last tuple time, RFC 3339 UTC; `null` when no tuple was counted.
@@ -151,6 +163,15 @@ impl LedgerReport {
             duplicate_tuples: l.duplicate_tuples,
             tuples_deduplicated: l.tuples_deduplicated,
             tolerated: l.tolerated,
+            duplicate_blobs: d
+                .duplicates
+                .iter()
+                .map(|x| DuplicateReport {
+                    path: x.path.display().to_string(),
+                    same_as: x.same_as.display().to_string(),
+                    how: x.how.to_string(),
+                })
+                .collect(),
             skipped_paths: d
                 .skipped
                 .iter()

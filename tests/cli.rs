@@ -726,6 +726,65 @@ fn report_outputs_are_private_atomic_and_never_over_a_users_files() {
 }
 
 #[test]
+fn a_blob_found_twice_is_read_once_and_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        for e in walkdir::WalkDir::new(from) {
+            let e = e.unwrap();
+            let dest = to.join(e.path().strip_prefix(from).unwrap());
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&dest).unwrap();
+            } else {
+                std::fs::copy(e.path(), &dest).unwrap();
+            }
+        }
+    };
+    let a = tmp.path().join("export-a");
+    let b = tmp.path().join("export-b");
+    copy(&root().join("fixtures/container"), &a);
+    // An overlapping second export: the VNet logs again.
+    copy(
+        &root().join("fixtures/container/insights-logs-flowlogflowevent"),
+        &b.join("insights-logs-flowlogflowevent"),
+    );
+    // A browser's "PT1H (1).json" beside one NSG blob.
+    let one = walkdir::WalkDir::new(a.join("insights-logs-networksecuritygroupflowevent"))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.ends_with("PT1H.json"))
+        .unwrap();
+    std::fs::copy(&one, one.with_file_name("PT1H (1).json")).unwrap();
+    // And export-a given twice, as itself and as `export-a/.`.
+    let out = nsgflow()
+        .args(["summary", "--format", "json"])
+        .arg(&a)
+        .arg(a.join("."))
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "duplicates are no loss");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Exactly the bundled container's counts.
+    assert_eq!(v["ledger"]["blobs"], 24);
+    assert_eq!(v["ledger"]["tuples"], 849);
+    let d = v["ledger"]["duplicate_blobs"].as_array().unwrap();
+    let how = |h: &str| d.iter().filter(|x| x["how"] == h).count();
+    // 25 files of export-a/. are the same files; 12 VNet blobs and PT1H (1).json are copies.
+    assert_eq!(how("the same file"), 25);
+    assert_eq!(how("the same bytes"), 13);
+    let copy_of = d
+        .iter()
+        .find(|x| {
+            x["how"] == "the same bytes" && x["path"].as_str().unwrap().ends_with("PT1H (1).json")
+        })
+        .unwrap();
+    assert_eq!(copy_of["same_as"], one.to_str().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PT1H (1).json: the same bytes as"), "{err}");
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
@@ -2020,14 +2079,16 @@ fn strict_container() -> tempfile::TempDir {
     let mut bad = std::fs::read(root().join("fixtures/malformed/bad-tuples.json")).unwrap();
     bad.extend(std::iter::repeat_n(b' ', 200_000));
     std::fs::write(tmp.path().join("a-bad.json"), bad).unwrap();
-    let good = walkdir::WalkDir::new(root().join("fixtures/container"))
+    // Five different blobs: copies of one would be read once (duplicate_blobs).
+    let good: Vec<_> = walkdir::WalkDir::new(root().join("fixtures/container"))
         .sort_by_file_name()
         .into_iter()
         .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file())
-        .unwrap();
-    for i in 1..=5 {
-        std::fs::copy(good.path(), tmp.path().join(format!("g{i}.json"))).unwrap();
+        .filter(|e| e.file_type().is_file())
+        .take(5)
+        .collect();
+    for (i, g) in good.iter().enumerate() {
+        std::fs::copy(g.path(), tmp.path().join(format!("g{}.json", i + 1))).unwrap();
     }
     tmp
 }
