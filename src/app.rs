@@ -376,6 +376,9 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
             term_safe(&s.reason)
         );
     }
+    for w in crate::summary::discovery_warnings(&d) {
+        eprintln!("nsgflow: {}", term_safe(&w));
+    }
     for x in &d.duplicates {
         eprintln!(
             "{}: {} as {}: read once, counted as duplicate_blob",

@@ -147,6 +147,10 @@ pub struct InputArgs {
     /// are counted in the ledger either way.
     #[arg(long)]
     pub dedup: bool,
+    /// Leave out blobs of an hour Azure may still be writing (the current hour, and the
+    /// last one until 10 minutes past it); without it they are read and marked provisional.
+    #[arg(long)]
+    pub skip_open_hour: bool,
     /// Largest blob read, in bytes, as stored or once decompressed (gzip, zip): a larger one
     /// is a failed blob with the reason (default 4 GiB).
     #[arg(long, value_name = "BYTES", default_value_t = crate::parse::compressed::DEFAULT_MAX_BLOB_BYTES)]
@@ -754,6 +758,7 @@ impl InputArgs {
             inputs: self.inputs.clone(),
             discover: DiscoverOptions {
                 follow_links: self.follow_links,
+                skip_open_hour: self.skip_open_hour,
                 since_ms,
                 until_ms,
                 nsgs: self.nsg.clone(),

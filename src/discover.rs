@@ -164,6 +164,18 @@ pub struct DiscoverOptions {
     pub subscriptions: Vec<String>,
     /// Only this kind of log.
     pub kind: Option<LogKind>,
+    /// `--skip-open-hour`: leave out blobs of an hour Azure may still be writing.
+    pub skip_open_hour: bool,
+}
+
+/// Azure appends to an hour's blob until a few minutes after the hour ends (flow logs are
+/// written with up to ~10 minutes' delay): until then its counts still grow.
+pub const OPEN_HOUR_GRACE_MS: i64 = 10 * 60_000;
+
+/// Whether a blob's hour (from its path) may still be written at `now_ms`.
+pub fn is_open_hour(b: &BlobMeta, now_ms: i64) -> bool {
+    b.hour_ms
+        .is_some_and(|h| h + HOUR_MS + OPEN_HOUR_GRACE_MS > now_ms)
 }
 
 /// Something under the inputs that could not be used.
@@ -198,6 +210,10 @@ pub struct Discovered {
     /// Blobs found twice (the same file by two paths, or a copy with the same bytes): read
     /// once, listed here with the path that is read.
     pub duplicates: Vec<Duplicate>,
+    /// Blobs of an hour still being written (see [`is_open_hour`]): read and marked
+    /// provisional, or left out with `--skip-open-hour` (`open_hour_skipped`).
+    pub provisional: Vec<PathBuf>,
+    pub open_hour_skipped: Vec<PathBuf>,
 }
 
 /// A blob not read because another path gives the same bytes.
@@ -510,6 +526,22 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
     }
     out.blobs.sort_by(|a, b| a.path.cmp(&b.path));
     out.blobs = drop_duplicates(std::mem::take(&mut out.blobs), &mut out.duplicates);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let (open, closed): (Vec<BlobMeta>, Vec<BlobMeta>) = std::mem::take(&mut out.blobs)
+        .into_iter()
+        .partition(|b| is_open_hour(b, now_ms));
+    out.blobs = closed;
+    let open_paths = open.iter().map(|b| b.path.clone()).collect();
+    if opts.skip_open_hour {
+        out.open_hour_skipped = open_paths;
+    } else {
+        out.provisional = open_paths;
+        out.blobs.extend(open);
+        out.blobs.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     out.skipped.sort();
     out.discovered_blobs = out.blobs.len() as u64;
     out.discovered_bytes = out.blobs.iter().map(|b| b.size).sum();

@@ -53,6 +53,10 @@ pub struct LedgerReport {
     pub tolerated: crate::parse::ledger::Tolerated,
     /// Paths under the inputs that could not be walked.
     pub skipped_paths: Vec<SkippedReport>,
+    /// Blobs of an hour still being written: read, and counted again by a later run.
+    pub provisional_blobs: Vec<String>,
+    /// The same, left out by `--skip-open-hour`.
+    pub open_hour_skipped: Vec<String>,
     /// Blobs found twice, read once (see [`DuplicateReport`]).
     pub duplicate_blobs: Vec<DuplicateReport>,
     /// Blobs found but left out by path filters.
@@ -124,6 +128,26 @@ pub struct SummaryReport {
 
 /// Things the reader should know, worded once for `summary` and `report`: double logging
 /// (NIC-hours with both NSG and VNet flow logs, which can describe the same flows).
+/// What discovery has to say in a summary or report: blobs of an hour still being written.
+pub fn discovery_warnings(d: &Discovered) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(first) = d.provisional.first() {
+        w.push(format!(
+            "provisional: {} blobs are of an hour Azure may still be writing (e.g. {}): their counts will grow; --skip-open-hour leaves them out",
+            d.provisional.len(),
+            first.display()
+        ));
+    }
+    if let Some(first) = d.open_hour_skipped.first() {
+        w.push(format!(
+            "--skip-open-hour: {} blobs of an hour still being written were left out (e.g. {})",
+            d.open_hour_skipped.len(),
+            first.display()
+        ));
+    }
+    w
+}
+
 pub fn warnings(c: &Coverage) -> Vec<String> {
     let mut warnings = Vec::new();
     let doubles = c.double_logged();
@@ -163,6 +187,16 @@ impl LedgerReport {
             duplicate_tuples: l.duplicate_tuples,
             tuples_deduplicated: l.tuples_deduplicated,
             tolerated: l.tolerated,
+            provisional_blobs: d
+                .provisional
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            open_hour_skipped: d
+                .open_hour_skipped
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             duplicate_blobs: d
                 .duplicates
                 .iter()
@@ -206,7 +240,8 @@ impl SummaryReport {
     /// discovery skipped or left out.
     pub fn new(s: &Summary, c: &Coverage, d: &Discovered) -> SummaryReport {
         let l = &s.ledger;
-        let warnings = warnings(c);
+        let mut warnings = warnings(c);
+        warnings.extend(discovery_warnings(d));
         let mut encryption = BTreeMap::new();
         for e in Encryption::ALL {
             let n = s.encryption[e.index()];

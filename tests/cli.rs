@@ -785,6 +785,57 @@ fn a_blob_found_twice_is_read_once_and_listed() {
 }
 
 #[test]
+fn the_hour_still_being_written_is_provisional_or_left_out() {
+    use chrono::{Datelike, Timelike};
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = std::fs::read(root().join("fixtures/malformed/mixed-versions.json")).unwrap();
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        let d = tmp.path().join(format!(
+            "insights-logs-networksecuritygroupflowevent/resourceId=/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG1/y={}/m={:02}/d={:02}/h={:02}/m=00/macAddress=000D3A112233",
+            t.year(), t.month(), t.day(), t.hour()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("PT1H.json"), &blob).unwrap();
+        d.join("PT1H.json")
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap();
+    let open = at(now);
+    at(now - chrono::Duration::days(3));
+    let run = |extra: &[&str]| {
+        let out = nsgflow()
+            .args(["summary", "--format", "json"])
+            .args(extra)
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            out.status.code(),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, v, err) = run(&[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["ledger"]["tuples"], 10, "both read");
+    assert_eq!(v["ledger"]["provisional_blobs"][0], open.to_str().unwrap());
+    assert!(
+        err.contains("provisional: 1 blobs are of an hour Azure may still be writing"),
+        "{err}"
+    );
+    assert!(v["warnings"].to_string().contains("provisional: 1 blobs"));
+    let (code, v, err) = run(&["--skip-open-hour"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["ledger"]["tuples"], 5, "the open hour left out");
+    assert_eq!(v["ledger"]["open_hour_skipped"][0], open.to_str().unwrap());
+    assert!(err.contains("--skip-open-hour: 1 blobs of an hour still being written were left out"));
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);

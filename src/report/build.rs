@@ -214,7 +214,8 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
         },
     );
     // The summary's warnings (double logging) are worded once, in `summary`.
-    let warnings = crate::summary::warnings(&data.coverage);
+    let mut warnings = crate::summary::warnings(&data.coverage);
+    warnings.extend(crate::summary::discovery_warnings(d));
     Report {
         schema_version: SCHEMA_VERSION,
         generator: format!("nsgflow {}", env!("CARGO_PKG_VERSION")),
