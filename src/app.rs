@@ -426,6 +426,12 @@ fn check_partial_target(p: Option<&Path>) -> anyhow::Result<()> {
 fn finish(l: &Ledger, d: &Discovered, strict: bool) -> ExitCode {
     report_problems(l);
     if l.records == 0 {
+        if l.blobs > 0 {
+            eprintln!(
+                "nsgflow: no records: {} blobs read ({} empty, {} failed), none held a flow-log record",
+                l.blobs, l.blobs_empty, l.blobs_failed
+            );
+        }
         return ExitCode::from(exit::NOTHING_READ);
     }
     if l.has_losses() || d.skipped.iter().any(|s| s.is_loss()) {

@@ -25,6 +25,8 @@ pub struct LedgerReport {
     pub blobs_partial: u64,
     /// Blobs left unread because `--strict` stopped the run at the first loss.
     pub blobs_unread: u64,
+    /// Blobs of 0 bytes: a warning, not a failure.
+    pub blobs_empty: u64,
     /// Bytes read.
     pub bytes: u64,
     /// Records parsed.
@@ -173,6 +175,7 @@ impl LedgerReport {
             blobs_failed: l.blobs_failed,
             blobs_partial: l.blobs_partial,
             blobs_unread: l.blobs_unread,
+            blobs_empty: l.blobs_empty,
             bytes: l.bytes,
             records: l.records,
             records_unrecognized: l.records_unrecognized,

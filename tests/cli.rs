@@ -355,9 +355,12 @@ fn truncated_blob_keeps_complete_records_and_names_the_byte() {
 }
 
 #[test]
-fn not_json_and_another_schema_fail_with_line_and_column() {
+fn not_json_and_another_schema_fail_with_what_they_look_like() {
     for (name, needle) in [
-        ("not-json.json", "line 1 column 1"),
+        (
+            "not-json.json",
+            "text, not JSON: begins \"This is not JSON: the storage account returned a\"",
+        ),
         ("other-schema.json", "another schema"),
     ] {
         let out = nsgflow()
@@ -833,6 +836,32 @@ fn the_hour_still_being_written_is_provisional_or_left_out() {
     assert_eq!(v["ledger"]["tuples"], 5, "the open hour left out");
     assert_eq!(v["ledger"]["open_hour_skipped"][0], open.to_str().unwrap());
     assert!(err.contains("--skip-open-hour: 1 blobs of an hour still being written were left out"));
+}
+
+#[test]
+fn empty_blobs_warn_and_a_run_without_records_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.json"), "").unwrap();
+    std::fs::write(tmp.path().join("b.json"), r#"{"records":[]}"#).unwrap();
+    let out = nsgflow()
+        .args(["summary", "--format", "json"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "nothing usable was read");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ledger"]["blobs"], 2);
+    assert_eq!(v["ledger"]["blobs_empty"], 1);
+    assert_eq!(v["ledger"]["blobs_failed"], 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a.json: empty_blob: 0 bytes, no records"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no records: 2 blobs read (1 empty, 0 failed), none held a flow-log record"),
+        "{err}"
+    );
 }
 
 #[test]

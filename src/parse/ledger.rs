@@ -123,6 +123,9 @@ pub struct Ledger {
     pub blobs_partial: u64,
     /// Blobs left unread because `--strict` stopped the run at an earlier loss.
     pub blobs_unread: u64,
+    /// Blobs of 0 bytes (or only white space): nothing to read, a warning, not a failure.
+    #[serde(default)]
+    pub blobs_empty: u64,
     /// Bytes read from blobs.
     pub bytes: u64,
     /// Records parsed (complete JSON records, flow-log or not).
@@ -205,6 +208,7 @@ impl Ledger {
         self.blobs_failed += o.blobs_failed;
         self.blobs_partial += o.blobs_partial;
         self.blobs_unread += o.blobs_unread;
+        self.blobs_empty += o.blobs_empty;
         self.bytes += o.bytes;
         self.records += o.records;
         self.records_unrecognized += o.records_unrecognized;

@@ -647,14 +647,65 @@ fn offset_of(buf: &[u8], line: usize, column: usize) -> usize {
     (off + column.saturating_sub(1)).min(buf.len())
 }
 
+/// The first bytes of `b`, as text a terminal can show (escaped).
+fn excerpt(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(48)]);
+    s.chars()
+        .map(|c| match c {
+            c if c.is_control() || c == '"' || c == '\\' => format!("\\x{:02x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// What a blob that cannot be JSON looks like, said before parsing: UTF-16 or UTF-32 text,
+/// an HTML or XML page (Azure's `<Error><Code>AuthenticationFailed…` saved as a blob),
+/// binary data. `None` for anything that may be JSON.
+fn not_json(body: &[u8]) -> Option<String> {
+    let first = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let b = &body[first..];
+    let enc = if b.starts_with(&[0xFF, 0xFE, 0, 0]) {
+        Some("UTF-32LE")
+    } else if b.starts_with(&[0, 0, 0xFE, 0xFF]) {
+        Some("UTF-32BE")
+    } else if b.starts_with(&[0xFF, 0xFE]) || (b.len() > 3 && b[1] == 0 && b[3] == 0 && b[0] != 0) {
+        Some("UTF-16LE")
+    } else if b.starts_with(&[0xFE, 0xFF]) || (b.len() > 3 && b[0] == 0 && b[2] == 0 && b[1] != 0) {
+        Some("UTF-16BE")
+    } else {
+        None
+    };
+    if let Some(e) = enc {
+        return Some(format!(
+            "unsupported encoding {e}: flow logs are UTF-8 JSON (re-save it as UTF-8)"
+        ));
+    }
+    if b[0] == b'<' {
+        return Some(format!(
+            "an HTML or XML page, not a flow log (a saved error page?): begins \"{}\"",
+            excerpt(b)
+        ));
+    }
+    if !matches!(b[0], b'{' | b'[' | b',') {
+        let binary = b
+            .iter()
+            .take(64)
+            .any(|c| *c < 0x09 || (*c > 0x0d && *c < 0x20));
+        let what = if binary { "binary data" } else { "text" };
+        return Some(format!("{what}, not JSON: begins \"{}\"", excerpt(b)));
+    }
+    None
+}
+
 /// Read the top-level values of `body` one after another (one, or several for NDJSON).
-/// Returns the error that stopped reading, with its offset in `body`, and how many values
-/// were read whole.
+/// Returns the error that stopped reading, with its offset in `body`, how many values were
+/// read whole, and whether the error is at the start of what follows a whole value
+/// (trailing data, not a broken document).
 fn parse_values<'de, R, S, F>(
     body: &'de [u8],
     make: F,
     h: &mut Handler<'de, '_, S>,
-) -> (Option<(serde_json::Error, usize)>, usize)
+) -> (Option<(serde_json::Error, usize)>, usize, bool)
 where
     R: serde_json::de::Read<'de>,
     S: TableSink,
@@ -664,6 +715,7 @@ where
     let mut values = 0usize;
     loop {
         let sub = &body[pos..];
+        let records_before = h.record_index;
         let mut de = make(pos);
         if let Err(e) = (TopSeed { h: &mut *h }).deserialize(&mut de) {
             let at = if e.is_eof() {
@@ -671,16 +723,26 @@ where
             } else {
                 pos + offset_of(sub, e.line(), e.column())
             };
-            return (Some((e, at)), values);
+            // Not even the first byte of a value after a whole one: trailing data.
+            let trailing = values > 0 && h.record_index == records_before && !e.is_eof() && {
+                let lead = sub.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                at <= pos + lead + 1
+            };
+            let at = if trailing {
+                pos + sub.iter().take_while(|b| b.is_ascii_whitespace()).count()
+            } else {
+                at
+            };
+            return (Some((e, at)), values, trailing);
         }
         values += 1;
         match de.end() {
-            Ok(()) => return (None, values),
+            Ok(()) => return (None, values, false),
             Err(e) => {
                 // Trailing characters: another top-level value follows (NDJSON).
                 let next = pos + offset_of(sub, e.line(), e.column());
                 if next <= pos || next >= body.len() {
-                    return (Some((e, next)), values);
+                    return (Some((e, next)), values, true);
                 }
                 pos = next;
             }
@@ -732,11 +794,22 @@ pub fn parse_blob<S: TableSink>(
         body = &wrapped;
     }
     if body.iter().all(|b| b.is_ascii_whitespace()) {
+        // Azure creates a blob before its first block: an empty one is nothing to read.
+        ledger.blobs_empty += 1;
+        ledger.problems.push(BlobProblem {
+            path: path.to_string(),
+            kind: BlobProblemKind::Warning,
+            message: format!("empty_blob: {} bytes, no records", data.len()),
+            byte_offset: None,
+        });
+        return BlobOutcome { ledger };
+    }
+    if let Some(what) = not_json(body) {
         ledger.blobs_failed += 1;
         ledger.problems.push(BlobProblem {
             path: path.to_string(),
             kind: BlobProblemKind::Failed,
-            message: "empty file".to_string(),
+            message: what,
             byte_offset: Some(0),
         });
         return BlobOutcome { ledger };
@@ -756,7 +829,7 @@ pub fn parse_blob<S: TableSink>(
         skew_first: None,
     };
     // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
-    let (error, values) = match std::str::from_utf8(body) {
+    let (error, values, trailing) = match std::str::from_utf8(body) {
         Ok(text) => parse_values(
             body,
             |sub| serde_json::Deserializer::from_str(&text[sub..]),
@@ -788,13 +861,27 @@ pub fn parse_blob<S: TableSink>(
     if let Some((e, at)) = error {
         let file_off = (at as isize + base).max(0) as u64;
         let what = match e.classify() {
+            _ if trailing => format!(
+                "trailing_data at byte {file_off}: bytes after the JSON document that are not JSON (\"{}\")",
+                excerpt(&body[at.min(body.len())..])
+            ),
             serde_json::error::Category::Eof => "blob ends early (truncated?)".to_string(),
             serde_json::error::Category::Syntax => format!("not valid JSON: {e}"),
             serde_json::error::Category::Data => format!("unexpected JSON structure: {e}"),
             serde_json::error::Category::Io => format!("read error: {e}"),
         };
         let kept = ledger.records;
-        let (kind, message) = if kept > 0 {
+        let (kind, message) = if trailing && kept > 0 {
+            // The document was whole: every record in it was read.
+            ledger.blobs_partial += 1;
+            (
+                BlobProblemKind::Partial,
+                format!("{what}; the {kept} records of the document before it were kept"),
+            )
+        } else if trailing {
+            ledger.blobs_failed += 1;
+            (BlobProblemKind::Failed, what)
+        } else if kept > 0 {
             ledger.blobs_partial += 1;
             (
                 BlobProblemKind::Partial,
@@ -914,7 +1001,29 @@ mod tests {
     fn not_json_and_other_schema_fail() {
         let (l, _) = run(b"hello world");
         assert_eq!((l.blobs_failed, l.records), (1, 0));
-        assert!(l.problems[0].message.contains("not valid JSON"));
+        assert_eq!(
+            l.problems[0].message,
+            "text, not JSON: begins \"hello world\""
+        );
+        let (l, _) = run(b"\xff\xfe{\x00\"\x00");
+        assert_eq!(
+            l.problems[0].message,
+            "unsupported encoding UTF-16LE: flow logs are UTF-8 JSON (re-save it as UTF-8)"
+        );
+        let (l, _) = run(b"<Error><Code>AuthenticationFailed</Code>\x1b[2J</Error>");
+        assert_eq!(
+            l.problems[0].message,
+            "an HTML or XML page, not a flow log (a saved error page?): begins \"<Error><Code>AuthenticationFailed</Code>\\x1b[2J</Er\""
+        );
+        let (l, _) = run(b"\x7fELF\x02\x01");
+        assert!(l.problems[0]
+            .message
+            .starts_with("binary data, not JSON: begins \"\\x7fELF\\x02"));
+        let (l, _) = run(b"{\"records\":[]} xyz");
+        assert_eq!(
+            l.problems[0].message,
+            "trailing_data at byte 15: bytes after the JSON document that are not JSON (\"xyz\")"
+        );
         let (l, _) = run(br#"{"value": [1,2,3]}"#);
         assert_eq!(l.blobs_failed, 1);
         assert!(
@@ -922,8 +1031,10 @@ mod tests {
             "{}",
             l.problems[0].message
         );
+        // Empty: a warning, not a failure.
         let (l, _) = run(b"  \n");
-        assert_eq!(l.blobs_failed, 1);
+        assert_eq!((l.blobs_failed, l.blobs_empty), (0, 1));
+        assert_eq!(l.problems[0].message, "empty_blob: 3 bytes, no records");
     }
 
     #[test]
