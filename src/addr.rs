@@ -193,8 +193,8 @@ pub enum Grouping {
     Ip,
     /// One node per label; unlabeled addresses stay addresses.
     Label,
-    /// One node per IPv4 /N; IPv6 addresses use /min(4N, 128).
-    Prefix(u8),
+    /// One node per network: IPv4 /first, IPv6 /second.
+    Prefix(u8, u8),
 }
 
 impl Grouping {
@@ -202,10 +202,27 @@ impl Grouping {
         match s {
             "ip" => Ok(Grouping::Ip),
             "label" => Ok(Grouping::Label),
-            p => match p.strip_prefix("prefix/").and_then(|n| n.parse::<u8>().ok()) {
-                Some(n) if n <= 32 => Ok(Grouping::Prefix(n)),
-                _ => Err(format!("{s:?}: use ip, label or prefix/N (N = 0..32)")),
-            },
+            p => {
+                let bad = || {
+                    format!(
+                        "{s:?}: use ip, label, prefix/N (N = 0..128: IPv4 /N, IPv6 /4N up to 32, \
+                         else IPv4 /32 and IPv6 /N) or prefix/V4,V6 (say prefix/24,64)"
+                    )
+                };
+                let spec = p.strip_prefix("prefix/").ok_or_else(bad)?;
+                let num = |t: &str, max: u8| t.parse::<u8>().ok().filter(|n| *n <= max);
+                match spec.split_once(',') {
+                    Some((a, b)) => match (num(a, 32), num(b, 128)) {
+                        (Some(a), Some(b)) => Ok(Grouping::Prefix(a, b)),
+                        _ => Err(bad()),
+                    },
+                    None => match num(spec, 128) {
+                        Some(n) if n <= 32 => Ok(Grouping::Prefix(n, n * 4)),
+                        Some(n) => Ok(Grouping::Prefix(32, n)),
+                        None => Err(bad()),
+                    },
+                }
+            }
         }
     }
 }
@@ -228,10 +245,10 @@ impl AddressBook {
                 Some(id) => Node::Label(id),
                 None => Node::Ip(*ip),
             },
-            Grouping::Prefix(n) => {
+            Grouping::Prefix(v4, v6) => {
                 let len = match ip {
-                    IpAddr::V4(_) => n,
-                    IpAddr::V6(_) => (n as u32 * 4).min(128) as u8,
+                    IpAddr::V4(_) => v4,
+                    IpAddr::V6(_) => v6,
                 };
                 Node::Prefix(IpNet::new(*ip, len).expect("valid prefix length").trunc())
             }
@@ -342,8 +359,22 @@ mod tests {
             "8.8.8.8"
         );
         assert_eq!(
-            b.node_name(&b.node(&ip("10.1.2.3"), Grouping::Prefix(24))),
+            b.node_name(&b.node(&ip("10.1.2.3"), Grouping::Prefix(24, 96))),
             "10.1.2.0/24"
+        );
+        assert_eq!(Grouping::parse("prefix/24"), Ok(Grouping::Prefix(24, 96)));
+        assert_eq!(Grouping::parse("prefix/64"), Ok(Grouping::Prefix(32, 64)));
+        assert_eq!(Grouping::parse("prefix/128"), Ok(Grouping::Prefix(32, 128)));
+        assert_eq!(
+            Grouping::parse("prefix/16,48"),
+            Ok(Grouping::Prefix(16, 48))
+        );
+        assert!(Grouping::parse("prefix/129").is_err());
+        assert!(Grouping::parse("prefix/33,64").is_err());
+        let g = Grouping::parse("prefix/48").unwrap();
+        assert_eq!(
+            b.node_name(&b.node(&ip("2001:db8:1:2::5"), g)),
+            "2001:db8:1::/48"
         );
         std::fs::write(&f, "10.0.0.0/33,bad\n").unwrap();
         assert!(AddressBook::default()

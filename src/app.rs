@@ -372,7 +372,7 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
     for s in &d.skipped {
         eprintln!(
             "{}: {}",
-            term_safe(&s.path.display().to_string()),
+            term_safe(&crate::text::path_text(&s.path)),
             term_safe(&s.reason)
         );
     }
@@ -382,7 +382,7 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
     for x in &d.duplicates {
         eprintln!(
             "{}: {} as {}: read once, counted as duplicate_blob",
-            term_safe(&x.path.display().to_string()),
+            term_safe(&crate::text::path_text(&x.path)),
             x.how,
             term_safe(&x.same_as.display().to_string())
         );

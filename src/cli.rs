@@ -419,7 +419,7 @@ pub struct TopArgs {
     /// How many rows.
     #[arg(short = 'n', long = "count", default_value_t = 10)]
     pub n: usize,
-    /// Group addresses: ip, label or prefix/N.
+    /// Group addresses: ip, label, prefix/N (IPv4 /N and IPv6 /4N; N over 32: IPv6 /N) or prefix/V4,V6.
     #[arg(long, default_value = "ip")]
     pub group: String,
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
@@ -504,7 +504,7 @@ pub struct GraphArgs {
     pub input: InputArgs,
     #[command(flatten)]
     pub addr: AddrArgs,
-    /// Group addresses into nodes: ip, label or prefix/N.
+    /// Group addresses into nodes: ip, label, prefix/N (IPv4 /N and IPv6 /4N; N over 32: IPv6 /N) or prefix/V4,V6.
     #[arg(long, default_value = "ip")]
     pub group: String,
     /// Keep the N heaviest edges (fan rankings list N nodes).

@@ -379,6 +379,25 @@ impl DiscoverOptions {
 }
 
 /// Walk the inputs and return the blobs to read.
+/// What a non-regular file is, for its skip reason.
+fn special(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+    }
+    let _ = ft;
+    "a special file"
+}
+
 fn file_id(md: &std::fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
@@ -495,7 +514,24 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
                         it.skip_current_dir();
                         continue;
                     }
-                    if !e.file_type().is_file() || !is_blob_name(e.path()) {
+                    let ft = e.file_type();
+                    if ft.is_symlink() {
+                        // Not followed (a followed one shows as what it points to).
+                        out.skipped.push(Skipped {
+                            path: e.path().to_path_buf(),
+                            reason: "a symbolic link, not followed (--follow-links follows it)"
+                                .to_string(),
+                        });
+                        continue;
+                    }
+                    if !ft.is_file() && !ft.is_dir() {
+                        out.skipped.push(Skipped {
+                            path: e.path().to_path_buf(),
+                            reason: format!("not a regular file ({}): not read", special(&ft)),
+                        });
+                        continue;
+                    }
+                    if !ft.is_file() || !is_blob_name(e.path()) {
                         continue;
                     }
                     let mut m = BlobMeta::from_path(e.path());

@@ -184,8 +184,22 @@ pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map(|n| n.trunc())
+        .map(|n| unmap(n).trunc())
         .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8, 2001:db8::/32) or an address"))
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network it is
+/// (`10.0.0.0/8`): tuples carry such addresses as IPv4.
+fn unmap(n: IpNet) -> IpNet {
+    match n {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(n),
+            None => n,
+        },
+        n => n,
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +212,22 @@ mod tests {
             Family::NsgV2,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_are_ipv4() {
+        assert_eq!(
+            parse_net("::ffff:10.0.0.0/104"),
+            Ok("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(
+            parse_net("::ffff:10.0.0.4"),
+            Ok("10.0.0.4/32".parse().unwrap())
+        );
+        assert_eq!(
+            parse_net("2001:db8::/32"),
+            Ok("2001:db8::/32".parse().unwrap())
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Worker {
         opts: &ParseOptions,
         sink: &mut S,
     ) -> Ledger {
-        let label = blob.path.display().to_string();
+        let label = crate::text::path_text(&blob.path);
         self.buf.clear();
         let max = opts.limits.max_bytes;
         let read = std::fs::File::open(&blob.path).and_then(|f| {

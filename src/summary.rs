@@ -204,7 +204,7 @@ impl LedgerReport {
                 .duplicates
                 .iter()
                 .map(|x| DuplicateReport {
-                    path: x.path.display().to_string(),
+                    path: crate::text::path_text(&x.path),
                     same_as: x.same_as.display().to_string(),
                     how: x.how.to_string(),
                 })
@@ -213,7 +213,7 @@ impl LedgerReport {
                 .skipped
                 .iter()
                 .map(|s| SkippedReport {
-                    path: s.path.display().to_string(),
+                    path: crate::text::path_text(&s.path),
                     reason: s.reason.clone(),
                 })
                 .collect(),

@@ -97,6 +97,27 @@ pub fn csv_safe(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A path as text that keeps every byte apart: valid UTF-8 as is, each invalid byte as
+/// `\xNN` (where `Path::display` would print U+FFFD and make two names look the same).
+pub fn path_text(p: &std::path::Path) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        p.display().to_string()
+    }
+}
+
 #[cfg(test)]
 mod csv_tests {
     use super::*;

@@ -864,6 +864,96 @@ fn empty_blobs_warn_and_a_run_without_records_says_so() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn links_fifos_and_undecodable_names_are_listed_not_lost() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::copy(root().join("fixtures/malformed/bom.json"), t.join("a.json")).unwrap();
+    std::os::unix::fs::symlink(t.join("a.json"), t.join("link.json")).unwrap();
+    std::os::unix::fs::symlink(t.join("gone.json"), t.join("dangling.json")).unwrap();
+    let fifo = t.join("fifo.json");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // Two names that differ only in a byte that is not UTF-8 (both empty: warned by name).
+    for b in [0xfeu8, 0xff] {
+        let bytes = [b'x', b, b'.', b'j', b's', b'o', b'n'];
+        std::fs::write(t.join(std::ffi::OsStr::from_bytes(&bytes)), "").unwrap();
+    }
+    let (code, v) = summary_json(&[t.to_str().unwrap()]);
+    assert_eq!(code, 3, "skipped paths are said and make exit 3");
+    assert_eq!(v["ledger"]["tuples"], 3, "a.json read once");
+    let skipped: BTreeMap<String, String> = v["ledger"]["skipped_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let p = s["path"].as_str().unwrap();
+            let name = p.rsplit('/').next().unwrap().to_string();
+            (name, s["reason"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(
+        skipped["fifo.json"],
+        "not a regular file (a FIFO): not read"
+    );
+    assert_eq!(
+        skipped["link.json"],
+        "a symbolic link, not followed (--follow-links follows it)"
+    );
+    assert_eq!(
+        skipped["dangling.json"],
+        "a symbolic link, not followed (--follow-links follows it)"
+    );
+    let problems: Vec<&str> = v["ledger"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        problems.iter().any(|p| p.ends_with("x\\xfe.json")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.ends_with("x\\xff.json")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_ipv4_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = std::fs::read_to_string(root().join("fixtures/malformed/mixed-versions.json"))
+        .unwrap()
+        .replace("185.1.2.3,10.0.0.4", "::ffff:185.1.2.3,10.0.0.4");
+    assert!(blob.contains("::ffff:185.1.2.3"));
+    std::fs::write(tmp.path().join("m.json"), blob).unwrap();
+    let out = nsgflow()
+        .args([
+            "top",
+            "--by",
+            "src",
+            "--format",
+            "json",
+            "--src",
+            "::ffff:185.1.2.3",
+        ])
+        .arg(tmp.path().join("m.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The mapped form in the log and in the filter: one IPv4 address.
+    assert!(!v.to_string().contains("185.1.2.8"), "{v}");
+    assert_eq!(v["rows"][0]["key"], "185.1.2.3");
+    assert_eq!(v["rows"][0]["scope"], "external");
+}
+
 #[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");

@@ -519,7 +519,7 @@ impl TableSink for Detect {
 impl Fold for Detect {
     fn begin_blob(&mut self, blob: &BlobMeta) {
         if !self.off {
-            self.blob = self.name(&blob.path.display().to_string());
+            self.blob = self.name(&crate::text::path_text(&blob.path));
         }
     }
 

@@ -229,7 +229,14 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
             return None;
         }
     }
-    s.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+    // `::ffff:10.0.0.4` is 10.0.0.4: one address, one key, one class, whichever way it is
+    // written.
+    s.parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|v6| match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        })
 }
 
 /// The times a blob's tuple may carry: 2015-01-01 (before NSG flow logs existed) up to
@@ -835,9 +842,11 @@ mod tests {
             "1.2.3",
             "1.2.3.4.",
             "::1",
-            "::ffff:1.2.3.4",
         ] {
             assert_eq!(parse_ip(s), s.parse::<IpAddr>().ok(), "{s:?}");
         }
+        // IPv4-mapped IPv6 is the IPv4 address.
+        assert_eq!(parse_ip("::ffff:1.2.3.4"), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(parse_ip("::ffff:a00:4"), Some("10.0.0.4".parse().unwrap()));
     }
 }
