@@ -955,6 +955,31 @@ fn ipv4_mapped_addresses_are_ipv4_everywhere() {
 }
 
 #[test]
+fn unknown_versions_reject_the_record_and_say_the_version() {
+    let (code, v) = malformed("bad-versions.json");
+    assert_eq!(code, 3);
+    let l = &v["ledger"];
+    assert_eq!(
+        (l["records"].as_u64(), l["blobs_failed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(l["rejected_by_reason"]["unknown_version"], 2);
+    let msgs: Vec<&str> = l["reject_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            "record Version true: not NSG Version 1 or 2, nor VNet flowLogVersion 4",
+            "record Version 7: not NSG Version 1 or 2, nor VNet flowLogVersion 4"
+        ]
+    );
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
@@ -1004,11 +1029,11 @@ fn a_run_over_all_malformed_fixtures_goes_on_past_every_failure() {
     let (code, v) = summary_json(&[root().join("fixtures/malformed").to_str().unwrap()]);
     assert_eq!(code, 3);
     let l = &v["ledger"];
-    assert_eq!(l["blobs"], 18);
+    assert_eq!(l["blobs"], 19);
     assert_eq!(l["blobs_failed"], 2);
     assert_eq!(l["blobs_partial"], 3);
-    assert_eq!(l["tuples"], 65);
-    assert_eq!(l["tuples_rejected"], 16);
+    assert_eq!(l["tuples"], 67);
+    assert_eq!(l["tuples_rejected"], 18);
     assert_eq!(l["tuples_accepted"], 49);
     assert_eq!(l["records_unrecognized"], 3);
 }

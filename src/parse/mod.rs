@@ -91,7 +91,7 @@ struct RawRecord<'a> {
     #[serde(borrow, default)]
     properties: Option<NsgProperties<'a>>,
     #[serde(default, rename = "flowLogVersion", deserialize_with = "version")]
-    flow_log_version: Option<u64>,
+    flow_log_version: Option<Ver>,
     #[serde(borrow, default, rename = "flowLogResourceID")]
     flow_log_resource_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "targetResourceID")]
@@ -107,7 +107,7 @@ struct RawRecord<'a> {
 #[derive(Deserialize)]
 struct NsgProperties<'a> {
     #[serde(default, rename = "Version", deserialize_with = "version")]
-    version: Option<u64>,
+    version: Option<Ver>,
     /// `None` when the key is absent: NSG event and rule-counter logs have `properties`
     /// without `flows`.
     #[serde(borrow, default)]
@@ -176,28 +176,74 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// A version is a number, but accept a numeric string too.
-fn version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// A record's version as logged: a number (a numeric string too), or what stood there
+/// instead, for the `unknown_version` message. Any value is accepted, so a bad version
+/// rejects the record's tuples, never the blob.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Ver {
+    Num(u64),
+    Other(String),
+}
+
+impl Ver {
+    fn num(v: &Option<Ver>) -> Option<u64> {
+        match v {
+            Some(Ver::Num(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn describe(name: &str, v: &Option<Ver>) -> String {
+        match v {
+            None => format!("no {name}"),
+            Some(Ver::Num(n)) => format!("{name} {n}"),
+            Some(Ver::Other(t)) => format!("{name} {}", term_safe(t)),
+        }
+    }
+}
+
+fn version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ver>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
-        type Value = Option<u64>;
+        type Value = Option<Ver>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a version number")
+            f.write_str("a version")
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v))
+            Ok(Some(Ver::Num(v)))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(u64::try_from(v).ok())
+            Ok(Some(match u64::try_from(v) {
+                Ok(n) => Ver::Num(n),
+                Err(_) => Ver::Other(v.to_string()),
+            }))
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok((v.fract() == 0.0 && v >= 0.0).then_some(v as u64))
+            Ok(Some(if v.fract() == 0.0 && (0.0..1e15).contains(&v) {
+                Ver::Num(v as u64)
+            } else {
+                Ver::Other(v.to_string())
+            }))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(v.trim().parse().ok())
+            Ok(Some(match v.trim().parse() {
+                Ok(n) => Ver::Num(n),
+                Err(_) => Ver::Other(format!("{:?}", cut(v))),
+            }))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(Ver::Other(v.to_string())))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
+            Ok(Some(Ver::Other("null".to_string())))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok(Some(Ver::Other("an array".to_string())))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+            Ok(Some(Ver::Other("an object".to_string())))
         }
     }
     d.deserialize_any(V)
@@ -226,6 +272,8 @@ struct Handler<'de, 'x, S: TableSink> {
     dups: dedup::DupTracker<'de>,
     /// The first tuple more than an hour outside the blob's hour: record, rule, tuple, time.
     skew_first: Option<(usize, String, usize, i64)>,
+    /// How the current record's unknown version reads (`Version 7`, `Version true`).
+    version_seen: String,
 }
 
 fn scope_hash(parts: &[&str]) -> u64 {
@@ -269,11 +317,14 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         // A record with both shapes (NSG `properties.flows` and VNet `flowRecords`) gives
         // the tuples of both.
         if let (Some(props), Some(flows)) = (&rec.properties, nsg_flows) {
-            let family = match props.version {
+            let family = match Ver::num(&props.version) {
                 Some(1) => Some(Family::NsgV1),
                 Some(2) => Some(Family::NsgV2),
                 _ => None,
             };
+            if family.is_none() {
+                self.version_seen = Ver::describe("Version", &props.version);
+            }
             let resource_id = rec.resource_id.as_deref().unwrap_or("");
             let nsg = if resource_id.is_empty() {
                 self.defaults.nsg
@@ -330,7 +381,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
             }
         }
         if let Some(fr) = &rec.flow_records {
-            let family = (rec.flow_log_version == Some(4)).then_some(Family::Vnet);
+            let family = (Ver::num(&rec.flow_log_version) == Some(4)).then_some(Family::Vnet);
+            if family.is_none() {
+                self.version_seen = Ver::describe("flowLogVersion", &rec.flow_log_version);
+            }
             let flow_log = rec.flow_log_resource_id.as_deref().unwrap_or("");
             let mut subscription = subscription_of(flow_log);
             if subscription.is_empty() {
@@ -383,7 +437,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         rule: ctx.rule.to_string(),
                         tuple: i,
                         text: cut(&t.0),
-                        message: "record version is not NSG 1 or 2, nor VNet 4".to_string(),
+                        message: format!(
+                            "record {}: not NSG Version 1 or 2, nor VNet flowLogVersion 4",
+                            self.version_seen
+                        ),
                     });
             }
             return;
@@ -827,6 +884,7 @@ pub fn parse_blob<S: TableSink>(
         all_repeated: true,
         dups: dedup::DupTracker::default(),
         skew_first: None,
+        version_seen: String::new(),
     };
     // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
     let (error, values, trailing) = match std::str::from_utf8(body) {
