@@ -106,6 +106,48 @@ impl Worker {
             mac: blob.mac.as_deref().unwrap_or(""),
             hour_ms: blob.hour_ms,
         };
+        // A panic while parsing one blob (a bug) fails that blob, not the run. What the blob
+        // gave the folds before it stays there; its ledger is lost with the panic, so the
+        // failure is said with the path.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.parse_read(&label, &defaults, opts, sink)
+        }));
+        match outcome {
+            Ok(l) => l,
+            Err(p) => {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                self.scratch = Scratch::default();
+                failed(
+                    label,
+                    format!(
+                        "internal error while parsing ({}): a bug in nsgflow, please report it with this blob; the run went on without it",
+                        crate::text::term_safe(&what)
+                    ),
+                )
+            }
+        }
+    }
+
+    /// Parse the blob in `self.buf` (plain, gzip or zip) into `sink`.
+    fn parse_read<S: TableSink>(
+        &mut self,
+        label: &str,
+        defaults: &PathDefaults<'_>,
+        opts: &ParseOptions,
+        sink: &mut S,
+    ) -> Ledger {
+        #[cfg(debug_assertions)]
+        if std::env::var_os("NSGFLOW_TEST_PANIC_ON")
+            .is_some_and(|p| label.contains(&*p.to_string_lossy()))
+        {
+            panic!("NSGFLOW_TEST_PANIC_ON matched {label}");
+        }
+        let label = label.to_string();
+        let defaults = defaults.clone();
         use crate::parse::compressed::{gunzip, sniff, unzip, Container};
         match sniff(&self.buf) {
             Container::Plain => {

@@ -980,6 +980,29 @@ fn unknown_versions_reject_the_record_and_say_the_version() {
 }
 
 #[test]
+fn a_panic_on_one_blob_fails_that_blob_and_the_run_goes_on() {
+    // The debug build panics on purpose while parsing a blob whose path matches.
+    let out = nsgflow()
+        .env("NSGFLOW_TEST_PANIC_ON", "bom.json")
+        .args(["summary", "--format", "json"])
+        .arg(root().join("fixtures/malformed/bom.json"))
+        .arg(root().join("fixtures/malformed/mixed-versions.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ledger"]["blobs"], 2);
+    assert_eq!(v["ledger"]["blobs_failed"], 1);
+    assert_eq!(v["ledger"]["tuples"], 5, "the other blob is read");
+    let p = &v["ledger"]["problems"][0];
+    assert!(p["path"].as_str().unwrap().ends_with("bom.json"));
+    assert!(p["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("internal error while parsing (NSGFLOW_TEST_PANIC_ON matched"));
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
