@@ -1003,6 +1003,35 @@ fn a_panic_on_one_blob_fails_that_blob_and_the_run_goes_on() {
 }
 
 #[test]
+fn items_that_are_not_strings_are_skipped_and_reading_goes_on() {
+    let (code, v) = malformed("not-strings.json");
+    assert_eq!(code, 3);
+    let l = &v["ledger"];
+    assert_eq!(l["records"], 3, "every record read");
+    assert_eq!(l["blobs_partial"], 0);
+    assert_eq!(l["tuples"], 7);
+    assert_eq!(
+        l["tuples_accepted"], 3,
+        "the tuples after the bad items are read"
+    );
+    assert_eq!(l["rejected_by_reason"]["not_a_string"], 4);
+    let msgs: Vec<&str> = l["reject_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(msgs[0], "the tuple is a number (1767607206), not a string");
+    assert_eq!(msgs[1], "the tuple is an object, not a string");
+    assert_eq!(msgs[2], "the tuple is null, not a string");
+    assert!(
+        msgs[3].starts_with("flowTuples is a string (\"1767607208,"),
+        "{}",
+        msgs[3]
+    );
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
@@ -1052,12 +1081,12 @@ fn a_run_over_all_malformed_fixtures_goes_on_past_every_failure() {
     let (code, v) = summary_json(&[root().join("fixtures/malformed").to_str().unwrap()]);
     assert_eq!(code, 3);
     let l = &v["ledger"];
-    assert_eq!(l["blobs"], 19);
+    assert_eq!(l["blobs"], 20);
     assert_eq!(l["blobs_failed"], 2);
     assert_eq!(l["blobs_partial"], 3);
-    assert_eq!(l["tuples"], 67);
-    assert_eq!(l["tuples_rejected"], 18);
-    assert_eq!(l["tuples_accepted"], 49);
+    assert_eq!(l["tuples"], 74);
+    assert_eq!(l["tuples_rejected"], 22);
+    assert_eq!(l["tuples_accepted"], 52);
     assert_eq!(l["records_unrecognized"], 3);
 }
 

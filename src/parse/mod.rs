@@ -126,7 +126,12 @@ struct NsgRuleFlows<'a> {
 struct NsgMacFlows<'a> {
     #[serde(borrow, default)]
     mac: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "flowTuples")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowTuples",
+        deserialize_with = "tuples_field"
+    )]
     flow_tuples: Vec<Text<'a>>,
 }
 
@@ -148,14 +153,85 @@ struct VnetAclFlows<'a> {
 struct VnetFlowGroup<'a> {
     #[serde(borrow, default)]
     rule: Cow<'a, str>,
-    #[serde(borrow, default, rename = "flowTuples")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowTuples",
+        deserialize_with = "tuples_field"
+    )]
     flow_tuples: Vec<Text<'a>>,
 }
 
 /// A string that borrows from the input when it can. (`Cow<str>` alone always allocates
-/// inside a `Vec`: serde's `#[serde(borrow)]` only reaches direct fields.)
+/// inside a `Vec`: serde's `#[serde(borrow)]` only reaches direct fields.) An item that is
+/// not a string is kept as what it is (`a number`), with `false`: rejected as
+/// `not_a_string`, and the items after it are read.
 #[derive(Debug, Hash)]
-struct Text<'a>(Cow<'a, str>);
+struct Text<'a>(Cow<'a, str>, bool);
+
+/// `flowTuples`: an array of texts, or, when it is anything else, one item saying what.
+fn tuples_field<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Vec<Text<'a>>, D::Error> {
+    struct V<'a>(std::marker::PhantomData<&'a ()>);
+    impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+        type Value = Vec<Text<'a>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of tuple strings")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::with_capacity(a.size_hint().unwrap_or(0));
+            while let Some(t) = a.next_element::<Text<'a>>()? {
+                v.push(t);
+            }
+            Ok(v)
+        }
+        fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(vec![not_text(format!(
+                "flowTuples is a string ({:?}), not an array",
+                cut(s)
+            ))])
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(vec![not_text(format!(
+                "flowTuples is a string ({:?}), not an array",
+                cut(s)
+            ))])
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(vec![not_text(
+                "flowTuples is a number, not an array".into(),
+            )])
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(vec![not_text(
+                "flowTuples is a number, not an array".into(),
+            )])
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(vec![not_text(
+                "flowTuples is a number, not an array".into(),
+            )])
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(vec![not_text(
+                "flowTuples is a boolean, not an array".into(),
+            )])
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+            Ok(vec![not_text(
+                "flowTuples is an object, not an array".into(),
+            )])
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+fn not_text<'a>(what: String) -> Text<'a> {
+    Text(Cow::Owned(what), false)
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -166,13 +242,44 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
+                Ok(Text(Cow::Borrowed(v), true))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
+                Ok(Text(Cow::Owned(v.to_string()), true))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(not_text(format!(
+                    "the tuple is a number ({v}), not a string"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(not_text(format!(
+                    "the tuple is a number ({v}), not a string"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(not_text(format!(
+                    "the tuple is a number ({v}), not a string"
+                )))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(not_text(format!(
+                    "the tuple is a boolean ({v}), not a string"
+                )))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(not_text("the tuple is null, not a string".into()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(not_text("the tuple is an array, not a string".into()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(not_text("the tuple is an object, not a string".into()))
             }
         }
-        d.deserialize_str(V(std::marker::PhantomData))
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -451,6 +558,20 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         buf.clear();
         let seen = self.dups.scope(scope);
         for (i, t) in tuples.iter().enumerate() {
+            if !t.1 {
+                let path = self.path;
+                self.ledger
+                    .reject(RejectReason::NotAString, || RejectExample {
+                        reason: RejectReason::NotAString,
+                        path: path.to_string(),
+                        record: ctx.record_index,
+                        rule: ctx.rule.to_string(),
+                        tuple: i,
+                        text: String::new(),
+                        message: t.0.to_string(),
+                    });
+                continue;
+            }
             let t = &t.0;
             match parse_tuple(t, family) {
                 Ok(ft) if !(MIN_TIME_MS..MAX_TIME_MS).contains(&ft.time_ms) => {

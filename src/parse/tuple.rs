@@ -31,10 +31,13 @@ pub enum RejectReason {
     Counter,
     /// The record's `properties.Version` / `flowLogVersion` is not one nsgflow knows.
     UnknownVersion,
+    /// An item of `flowTuples` that is not a string (a number, an object), or a
+    /// `flowTuples` that is not an array (counted as one item).
+    NotAString,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::FieldCount,
         RejectReason::Timestamp,
         RejectReason::IpAddress,
@@ -45,8 +48,9 @@ impl RejectReason {
         RejectReason::FlowState,
         RejectReason::Counter,
         RejectReason::UnknownVersion,
+        RejectReason::NotAString,
     ];
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// Stable snake_case name.
     pub fn name(self) -> &'static str {
@@ -61,6 +65,7 @@ impl RejectReason {
             RejectReason::FlowState => "flow_state",
             RejectReason::Counter => "counter",
             RejectReason::UnknownVersion => "unknown_version",
+            RejectReason::NotAString => "not_a_string",
         }
     }
 
