@@ -29,15 +29,28 @@ pub fn parse_time_bound(s: &str) -> Result<i64, String> {
     ))
 }
 
-/// Replace control characters (ESC, CR, …) with visible escapes so a hostile rule name
-/// cannot move the cursor or recolour the terminal.
+/// Characters that change how text around them reads without being seen: bidirectional
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069, U+061C, U+200E/U+200F, the
+/// "Trojan Source" set), zero-width characters (U+200B–U+200D, U+2060–U+2064) and the BOM.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Replace control characters (ESC, CR, …) and invisible formatting characters (bidi
+/// overrides, zero-width) with visible escapes (`\u{1b}`, `\u{202e}`), so a hostile rule
+/// name cannot move the cursor, recolour the terminal or reorder what a reader sees.
 pub fn term_safe(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_control()) {
+        return Cow::Borrowed(s);
+    }
+    if !s.chars().any(|c| c.is_control() || is_invisible(c)) {
         return Cow::Borrowed(s);
     }
     let mut o = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() {
+        if c.is_control() || is_invisible(c) {
             o.extend(c.escape_default());
         } else {
             o.push(c);
@@ -91,9 +104,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>], numeric: &[usize]) -> String
 /// tab, CR): prefix it with `'`, as OWASP's "CSV Injection" guidance recommends. Numbers
 /// written by nsgflow itself never pass through here.
 pub fn csv_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    match s.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => std::borrow::Cow::Owned(format!("'{s}")),
-        _ => std::borrow::Cow::Borrowed(s),
+    // Control and invisible characters made visible first (see [`term_safe`]).
+    let t = term_safe(s);
+    match t.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => std::borrow::Cow::Owned(format!("'{t}")),
+        _ => t,
     }
 }
 
@@ -128,5 +143,22 @@ mod csv_tests {
         assert_eq!(csv_safe("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_safe("UserRule_Web"), "UserRule_Web");
         assert_eq!(csv_safe(""), "");
+    }
+
+    #[test]
+    fn control_bidi_and_zero_width_characters_are_made_visible() {
+        for (raw, shown) in [
+            ("a\u{1b}[2Jb", "a\\u{1b}[2Jb"),
+            ("bell\u{7}", "bell\\u{7}"),
+            ("cr\rx", "cr\\rx"),
+            ("Allow\u{202E}nI", "Allow\\u{202e}nI"),
+            ("iso\u{2066}late", "iso\\u{2066}late"),
+            ("zero\u{200B}width", "zero\\u{200b}width"),
+        ] {
+            assert_eq!(term_safe(raw), shown, "{raw:?}");
+            assert_eq!(csv_safe(raw), shown, "{raw:?}");
+        }
+        assert_eq!(term_safe("Ünïcode rule"), "Ünïcode rule");
+        assert_eq!(csv_safe("=\u{202E}x"), "'=\\u{202e}x");
     }
 }

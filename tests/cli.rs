@@ -1032,6 +1032,35 @@ fn items_that_are_not_strings_are_skipped_and_reading_goes_on() {
 }
 
 #[test]
+fn control_and_bidi_characters_from_logs_are_visible_in_tables_and_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = std::fs::read_to_string(root().join("fixtures/malformed/mixed-versions.json"))
+        .unwrap()
+        .replace(
+            "DefaultRule_AllowInternetOutBound",
+            "Allow\\u001b[2J\\u202eTUO\\u200b",
+        );
+    std::fs::write(tmp.path().join("m.json"), blob).unwrap();
+    let run = |args: &[&str]| {
+        let out = nsgflow()
+            .args(args)
+            .arg(tmp.path().join("m.json"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = "Allow\\u{1b}[2J\\u{202e}TUO\\u{200b}";
+    for out in [
+        run(&["summary"]),
+        run(&["flows"]),
+        run(&["top", "--by", "rule", "--format", "csv"]),
+    ] {
+        assert!(out.contains(shown), "{out}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}') && !out.contains('\u{200b}'));
+    }
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
