@@ -295,7 +295,8 @@ impl Partial {
 }
 
 /// `--save-partial FILE` must be writable before any input is read: its folder exists and
-/// takes a new file, and `FILE` is not a folder or a symbolic link.
+/// takes a new file, and `FILE` is not a folder, a symbolic link, or a file of the user's
+/// (an existing file is replaced only when it is an earlier partial).
 pub fn check_target(path: &Path) -> anyhow::Result<()> {
     let shown = path.display();
     if let Ok(md) = std::fs::symlink_metadata(path) {
@@ -304,6 +305,11 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
         }
         if md.is_dir() {
             anyhow::bail!("--save-partial {shown}: is a folder; give a file path");
+        }
+        if md.len() > 0 && !is_partial(path) {
+            anyhow::bail!(
+                "--save-partial {shown}: the file exists and is not an nsgflow partial; remove it or give another path"
+            );
         }
     }
     let dir = parent(path);
@@ -319,6 +325,17 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
 /// network data (share it on purpose, with `chmod`, not by default).
 pub fn new_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     crate::report::render::private_file_in(dir)
+}
+
+/// Whether the file starts as a partial does (its header's `magic`).
+fn is_partial(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let want = format!("{{\"magic\":\"{MAGIC}\"");
+    head[..n].starts_with(want.as_bytes())
 }
 
 fn parent(path: &Path) -> &Path {

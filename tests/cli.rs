@@ -2447,6 +2447,27 @@ fn unusable_outputs_exit_2_before_any_input_is_read() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("--save-partial /no/such/dir/x.part"), "{err}");
+    // A partial over a file of the user's: refused, the file kept; over an earlier partial:
+    // replaced.
+    let (code, _, err) = run_in_root(&[
+        "summary",
+        "/no/such/input",
+        "--save-partial",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is not an nsgflow partial"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    let part = work.path().join("p.part");
+    for _ in 0..2 {
+        let (code, _, err) = run_in_root(&[
+            "summary",
+            "fixtures/container",
+            "--save-partial",
+            part.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
     // Bad shard values are usage errors.
     for bad in ["0/2", "3/2", "2", "a/b"] {
         let (code, _, err) = run_in_root(&["summary", "fixtures/container", "--shard", bad]);
