@@ -146,25 +146,22 @@ impl Worker {
         {
             panic!("NSGFLOW_TEST_PANIC_ON matched {label}");
         }
-        let label = label.to_string();
-        let defaults = defaults.clone();
         use crate::parse::compressed::{gunzip, sniff, unzip, Container};
         match sniff(&self.buf) {
             Container::Plain => {
-                parse_blob(&label, &self.buf, &defaults, opts, &mut self.scratch, sink).ledger
+                parse_blob(label, &self.buf, defaults, opts, &mut self.scratch, sink).ledger
             }
             Container::Gzip => {
                 let mut unz = std::mem::take(&mut self.unz);
                 let l = match gunzip(&self.buf, &opts.limits, &mut unz) {
                     Ok(()) => {
                         let mut l =
-                            parse_blob(&label, &unz, &defaults, opts, &mut self.scratch, sink)
-                                .ledger;
+                            parse_blob(label, &unz, defaults, opts, &mut self.scratch, sink).ledger;
                         l.bytes = self.buf.len() as u64;
                         l.tolerated.gzip += 1;
                         l
                     }
-                    Err(e) => failed(label, format!("gzip: {e}")),
+                    Err(e) => failed(label.to_string(), format!("gzip: {e}")),
                 };
                 unz.clear();
                 self.unz = unz;
@@ -173,10 +170,13 @@ impl Worker {
             Container::Zip => {
                 let entries = match unzip(&self.buf, &opts.limits) {
                     Ok(v) if v.is_empty() => {
-                        return failed(label, "zip archive with no files in it".to_string())
+                        return failed(
+                            label.to_string(),
+                            "zip archive with no files in it".to_string(),
+                        )
                     }
                     Ok(v) => v,
-                    Err(e) => return failed(label, e),
+                    Err(e) => return failed(label.to_string(), e),
                 };
                 // Each entry is a blob of its own in the ledger, named `archive.zip!entry`.
                 let mut total = Ledger::default();
@@ -185,7 +185,7 @@ impl Worker {
                     let mut l = match bytes {
                         Ok(b) => {
                             let mut l =
-                                parse_blob(&path, &b, &defaults, opts, &mut self.scratch, sink)
+                                parse_blob(&path, &b, defaults, opts, &mut self.scratch, sink)
                                     .ledger;
                             l.tolerated.zip_entries += 1;
                             l

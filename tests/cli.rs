@@ -271,6 +271,19 @@ fn the_ledger_balances_per_blob_and_in_total() {
     assert_eq!(v["ledger"]["tuples_rejected"], total.tuples_rejected);
 }
 
+/// Copy a folder tree (files and folders) from `from` to `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.unwrap();
+        let dest = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
 fn malformed(name: &str) -> (i32, Value) {
     summary_json(&[root()
         .join("fixtures/malformed")
@@ -641,18 +654,7 @@ fn report_outputs_are_private_atomic_and_never_over_a_users_files() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    let copy = |from: &std::path::Path, to: &std::path::Path| {
-        for e in walkdir::WalkDir::new(from) {
-            let e = e.unwrap();
-            let dest = to.join(e.path().strip_prefix(from).unwrap());
-            if e.file_type().is_dir() {
-                std::fs::create_dir_all(&dest).unwrap();
-            } else {
-                std::fs::copy(e.path(), &dest).unwrap();
-            }
-        }
-    };
-    copy(&root().join("fixtures/container"), &input);
+    copy_tree(&root().join("fixtures/container"), &input);
     let report = |out: &std::path::Path, extra: &[&str]| {
         nsgflow()
             .arg("report")
@@ -731,22 +733,11 @@ fn report_outputs_are_private_atomic_and_never_over_a_users_files() {
 #[test]
 fn a_blob_found_twice_is_read_once_and_listed() {
     let tmp = tempfile::tempdir().unwrap();
-    let copy = |from: &std::path::Path, to: &std::path::Path| {
-        for e in walkdir::WalkDir::new(from) {
-            let e = e.unwrap();
-            let dest = to.join(e.path().strip_prefix(from).unwrap());
-            if e.file_type().is_dir() {
-                std::fs::create_dir_all(&dest).unwrap();
-            } else {
-                std::fs::copy(e.path(), &dest).unwrap();
-            }
-        }
-    };
     let a = tmp.path().join("export-a");
     let b = tmp.path().join("export-b");
-    copy(&root().join("fixtures/container"), &a);
+    copy_tree(&root().join("fixtures/container"), &a);
     // An overlapping second export: the VNet logs again.
-    copy(
+    copy_tree(
         &root().join("fixtures/container/insights-logs-flowlogflowevent"),
         &b.join("insights-logs-flowlogflowevent"),
     );

@@ -179,10 +179,6 @@ impl<K: Ord + Copy> Runs<K> {
                 .collect(),
         }
     }
-
-    fn entries(&self) -> usize {
-        self.runs.iter().map(Vec::len).sum()
-    }
 }
 
 /// Two sorted runs as one, equal keys absorbed.
@@ -416,15 +412,6 @@ impl Contacts {
         } else {
             Box::new(self.v6.range((src, 0, 0, 0), move |k| k.0 == src))
         }
-    }
-
-    /// How many contacts (one per key).
-    pub fn len(&self) -> usize {
-        self.iter().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.v4.entries() + self.v6.entries() + self.live4.len() + self.live6.len() == 0
     }
 
     /// Runs of contacts (in key order) whose keys share `group`, a prefix of the key order
