@@ -516,14 +516,7 @@ pub fn audit(
                 }
             }
         }
-        // Spaces, in priority order per direction.
-        let spaces: Vec<Result<space::Space, Vec<String>>> = def
-            .rules
-            .iter()
-            .map(|r| eval::rule_space(r, tags))
-            .collect();
-        let mut order: Vec<usize> = (0..def.rules.len()).collect();
-        order.sort_by_key(|&i| (def.rules[i].direction, def.rules[i].priority, i));
+        let (spaces, order) = spaces_in_order(def, tags);
         for (pos, &i) in order.iter().enumerate() {
             let r = &def.rules[i];
             let mut total = Counters::default();
@@ -1142,16 +1135,26 @@ pub struct Watch {
 }
 
 /// The shadowed rules of the definitions (decided before the pass, from definitions alone).
+/// An NSG's rule spaces (or why a rule has none), and its rule indices in evaluation order:
+/// by direction, then priority.
+fn spaces_in_order(
+    def: &NsgDef,
+    tags: &eval::Tags,
+) -> (Vec<Result<space::Space, Vec<String>>>, Vec<usize>) {
+    let spaces = def
+        .rules
+        .iter()
+        .map(|r| eval::rule_space(r, tags))
+        .collect();
+    let mut order: Vec<usize> = (0..def.rules.len()).collect();
+    order.sort_by_key(|&i| (def.rules[i].direction, def.rules[i].priority, i));
+    (spaces, order)
+}
+
 pub fn watches(defs: &[NsgDef], tags: &eval::Tags) -> Vec<Watch> {
     let mut out = Vec::new();
     for def in defs {
-        let spaces: Vec<_> = def
-            .rules
-            .iter()
-            .map(|r| eval::rule_space(r, tags))
-            .collect();
-        let mut order: Vec<usize> = (0..def.rules.len()).collect();
-        order.sort_by_key(|&i| (def.rules[i].direction, def.rules[i].priority, i));
+        let (spaces, order) = spaces_in_order(def, tags);
         for (pos, &i) in order.iter().enumerate() {
             let Ok(mine) = &spaces[i] else { continue };
             if let Some(c) = cover(def, &spaces, &order, pos, mine) {
