@@ -14,7 +14,7 @@ use crate::discover::{discover, Discovered};
 use crate::export::{export_connections, export_flows};
 use crate::gen::generate;
 use crate::parse::Ledger;
-use crate::pipeline::{run as run_folds, run_nics, Progress};
+use crate::pipeline::{run as run_folds, run_nics, Progress, RunOptions};
 use crate::report::build::{assemble, ReportContext};
 use crate::report::Findings;
 use crate::state::{self, Body, BodyRef};
@@ -104,7 +104,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 quiet,
                 &book,
                 &out_dir,
-                input.run.strict,
+                &input.run,
                 &findings,
                 audit.as_ref(),
             )?;
@@ -136,7 +136,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let findings = findings_of(data, &book, &detect, &input)?;
             let report = crate::summary::LedgerReport::new(&ledger, &d);
             emit(&crate::tables::render_findings(&findings, &report, format)?)?;
-            let code = finish(&ledger, &d, input.run.strict);
+            let code = finish(&ledger, &d, &input.run);
             Ok(fail_on(
                 code,
                 findings.items.iter().map(|f| f.severity),
@@ -165,7 +165,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let a = crate::audit::audit(&defs, &hits, &tags, summary.first_ms, summary.last_ms);
             let ledger_report = crate::summary::LedgerReport::new(&ledger, &d);
             emit(&crate::tables::render_audit(&a, &ledger_report, format)?)?;
-            let code = finish(&ledger, &d, input.run.strict);
+            let code = finish(&ledger, &d, &input.run);
             Ok(fail_on(
                 code,
                 a.findings.iter().map(|f| f.severity),
@@ -200,7 +200,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 Format::Json => report.to_json(),
                 Format::Table => report.to_table(),
             })?;
-            Ok(finish(&s.ledger, &d, input.run.strict))
+            Ok(finish(&s.ledger, &d, &input.run))
         }
         Config::Merge { partials, output } => merge(&partials, output),
         Config::Top {
@@ -235,7 +235,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             };
             bar.finish_and_clear();
             emit(&out.0)?;
-            Ok(finish(&out.1, &d, input.run.strict))
+            Ok(finish(&out.1, &d, &input.run))
         }
         Config::Flows { input, format } => {
             let d = start(&input)?;
@@ -267,7 +267,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 );
             }
             emit(&render_timeline(&tl, bin_ms, format)?)?;
-            Ok(finish(&ledger, &d, input.run.strict))
+            Ok(finish(&ledger, &d, &input.run))
         }
         Config::Graph {
             input,
@@ -289,7 +289,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 GraphFormat::Dot => report.to_dot(),
                 GraphFormat::Json => to_json(&report),
             })?;
-            Ok(finish(&ledger, &d, input.run.strict))
+            Ok(finish(&ledger, &d, &input.run))
         }
         Config::Gen(opts) => {
             let stats =
@@ -348,7 +348,7 @@ fn stream(
     let result = f(&d.blobs, &|| bar.inc(1), &mut out).and_then(|l| out.flush().map(|_| l));
     bar.finish_and_clear();
     match result {
-        Ok(l) => Ok(finish(&l, d, input.run.strict)),
+        Ok(l) => Ok(finish(&l, d, &input.run)),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(exit::OK)),
         Err(e) => Err(e).context("writing to stdout"),
     }
@@ -368,6 +368,9 @@ fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
 /// stderr.
 fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
     set_threads(input.threads)?;
+    if let Some(r) = &input.run.rejects {
+        r.prepare()?;
+    }
     let mut d = discover(&input.inputs, &input.discover);
     for s in &d.skipped {
         eprintln!(
@@ -423,7 +426,23 @@ fn check_partial_target(p: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// Report the ledger's problems on stderr and decide the exit code.
-fn finish(l: &Ledger, d: &Discovered, strict: bool) -> ExitCode {
+fn finish(l: &Ledger, d: &Discovered, run: &RunOptions) -> ExitCode {
+    let strict = run.strict;
+    if let Some(r) = &run.rejects {
+        match r.finish(l, d) {
+            Ok(n) => eprintln!(
+                "nsgflow: wrote {} ({n} lines: {} rejected tuples, {} blob problems, {} skipped paths)",
+                term_safe(&r.target().display().to_string()),
+                l.tuples_rejected,
+                l.problems.len(),
+                d.skipped.len()
+            ),
+            Err(e) => {
+                eprintln!("nsgflow: {}", term_safe(&format!("{e:#}")));
+                return ExitCode::from(exit::USAGE);
+            }
+        }
+    }
     report_problems(l);
     if l.records == 0 {
         if l.blobs > 0 {
@@ -503,7 +522,14 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 Format::Json => report.to_json(),
                 Format::Table => report.to_table(),
             })?;
-            Ok(finish(&s.ledger, &d, strict))
+            Ok(finish(
+                &s.ledger,
+                &d,
+                &RunOptions {
+                    strict,
+                    ..RunOptions::default()
+                },
+            ))
         }
         (MergeOutput::Report { stamp, quiet, .. }, Body::Report(mut data)) => {
             if !merged.header.options.rules.is_empty() {
@@ -528,7 +554,10 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 quiet,
                 &book,
                 &out,
-                strict,
+                &RunOptions {
+                    strict,
+                    ..RunOptions::default()
+                },
                 &findings,
                 None,
             )?;
@@ -567,7 +596,7 @@ fn findings_of(
             if d.blobs.is_empty() {
                 anyhow::bail!("--baseline {}: no flow-log blobs found", p.display());
             }
-            let (_, b, _, _) = crate::aggregate::detect_pass(&d.blobs, &input.run, &|| {});
+            let (_, b, _, _) = crate::aggregate::detect_pass(&d.blobs, &input.run.without_rejects(), &|| {});
             Some((b, format!("input {} ({} blobs)", p.display(), d.blobs.len())))
         }
     };
@@ -614,7 +643,7 @@ fn write_report(
     quiet: bool,
     book: &AddressBook,
     out: &Path,
-    strict: bool,
+    run: &RunOptions,
     findings: &Findings,
     audit: Option<&crate::audit::Audit>,
 ) -> anyhow::Result<ExitCode> {
@@ -642,5 +671,5 @@ fn write_report(
             out.join("index.html").display()
         );
     }
-    Ok(finish(&data.ledger, d, strict))
+    Ok(finish(&data.ledger, d, run))
 }

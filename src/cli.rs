@@ -158,6 +158,11 @@ pub struct InputArgs {
     /// Stop at the first rejected tuple or failed blob.
     #[arg(long)]
     pub strict: bool,
+    /// Write every rejected tuple, failed blob and skipped path to FILE, one JSON object per
+    /// line (path, byte offset, record, rule, tuple, reason, raw text, message). Replaces
+    /// only an earlier rejects file.
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
     /// Follow symbolic links while walking folders.
     #[arg(long)]
     pub follow_links: bool,
@@ -772,6 +777,7 @@ impl InputArgs {
                         max_bytes: self.max_blob_bytes,
                         ..Default::default()
                     },
+                    keep_rejects: self.rejects.is_some(),
                 },
                 filter: Filter {
                     since_ms,
@@ -816,6 +822,15 @@ impl InputArgs {
                         .collect::<Result<_, _>>()?,
                 },
                 strict: self.strict,
+                rejects: self.rejects.as_ref().map(|p| {
+                    std::sync::Arc::new(crate::rejects::RejectLog::new(
+                        p.clone(),
+                        self.inputs
+                            .iter()
+                            .map(|i| i.display().to_string())
+                            .collect(),
+                    ))
+                }),
             },
             threads: self.threads,
             shard: self.shard.as_deref().map(Shard::parse).transpose()?,

@@ -20,6 +20,7 @@ pub mod gen;
 pub mod model;
 pub mod parse;
 pub mod pipeline;
+pub mod rejects;
 pub mod report;
 pub mod state;
 pub mod summary;

@@ -36,6 +36,18 @@ pub struct RunOptions {
     pub filter: Filter,
     /// Stop reading further blobs after the first rejected tuple or failed blob.
     pub strict: bool,
+    /// `--rejects FILE`: every rejected tuple goes there (with `parse.keep_rejects`).
+    pub rejects: Option<std::sync::Arc<crate::rejects::RejectLog>>,
+}
+
+impl RunOptions {
+    /// The same options without the rejects file (a baseline pass over other input).
+    pub fn without_rejects(&self) -> RunOptions {
+        let mut o = self.clone();
+        o.rejects = None;
+        o.parse.keep_rejects = false;
+        o
+    }
 }
 
 /// Called once per blob read (a progress bar's tick); `&|| {}` for none.
@@ -213,6 +225,13 @@ pub fn process_blob<A: TableSink>(
     let mut sink = Filtered::new(acc, &opts.filter);
     let mut ledger = worker.process(blob, &opts.parse, &mut sink);
     ledger.tuples_filtered += sink.filtered;
+    if let Some(log) = &opts.rejects {
+        log.add(
+            &crate::text::path_text(&blob.path),
+            &std::mem::take(&mut ledger.all_rejects),
+        );
+    }
+    ledger.keep_all = false;
     ledger
 }
 

@@ -3404,3 +3404,141 @@ fn gen_logs_every_flow_under_the_rule_its_definitions_apply() {
         assert_eq!(got, want, "{kind}");
     }
 }
+
+/// `--rejects FILE`: every rejected tuple (with a byte offset that opens its text), every
+/// failed or partial blob and skipped path, one JSON object per line; the report's
+/// `rejects.csv` lists the blob problems too; a user's file is never replaced.
+#[test]
+fn rejects_file_lists_every_rejected_tuple_failed_blob_and_skipped_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    copy_tree(&root().join("fixtures/malformed"), &input);
+    // A dangling link is a skipped path.
+    std::os::unix::fs::symlink(dir.path().join("gone.json"), input.join("dangling.json")).unwrap();
+    let file = dir.path().join("rejects.ndjson");
+    let run = |extra: &[&str]| {
+        nsgflow()
+            .args(["summary", "--format", "json", "--rejects"])
+            .arg(&file)
+            .arg(&input)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrote "), "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(text.starts_with("{\"kind\":\"run\",\"nsgflow\":"));
+    let head = &lines[0];
+    let rejected = v["ledger"]["tuples_rejected"].as_u64().unwrap();
+    assert_eq!(rejected, 22);
+    assert_eq!(head["tuples_rejected"], rejected);
+    assert_eq!(head["tuples_listed"], rejected);
+    let kind = |k: &str| lines.iter().filter(|l| l["kind"] == k).collect::<Vec<_>>();
+    // One line per rejected tuple, by reason as the ledger counts them.
+    let tuples = kind("tuple");
+    assert_eq!(tuples.len() as u64, rejected);
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for t in &tuples {
+        *by_reason
+            .entry(t["reason"].as_str().unwrap().into())
+            .or_default() += 1;
+    }
+    assert_eq!(by_reason, nonzero_reasons(&v));
+    // Byte offsets open the raw text in the file.
+    let mut with_offset = 0;
+    for t in &tuples {
+        if let Some(off) = t["byte_offset"].as_u64() {
+            let raw = t["raw"].as_str().unwrap();
+            let bytes = std::fs::read(t["path"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                &bytes[off as usize..off as usize + raw.len()],
+                raw.as_bytes(),
+                "{t}"
+            );
+            with_offset += 1;
+        }
+    }
+    assert_eq!(
+        with_offset, 18,
+        "every string tuple has an offset (4 are not strings)"
+    );
+    let first = tuples
+        .iter()
+        .find(|t| t["path"].as_str().unwrap().ends_with("bad-tuples.json"))
+        .unwrap();
+    assert_eq!(first["record"], 0);
+    assert_eq!(first["tuple"], 0);
+    assert_eq!(first["rule"], "UserRule_AllowWeb");
+    assert_eq!(first["reason"], "field_count");
+    assert_eq!(first["message"], "12 fields, 13 expected for nsg_v2");
+    // Blob problems: 2 failed, 3 partial, as in the ledger, with their byte offsets.
+    let blobs = kind("blob");
+    let count = |r: &str| blobs.iter().filter(|b| b["reason"] == r).count();
+    assert_eq!((count("failed_blob"), count("partial_blob")), (2, 3));
+    let trunc = blobs
+        .iter()
+        .find(|b| b["path"].as_str().unwrap().ends_with("truncated.json"))
+        .unwrap();
+    assert_eq!(trunc["byte_offset"], 1331);
+    let paths = kind("path");
+    assert_eq!(paths.len(), 1);
+    assert!(paths[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("dangling.json"));
+    assert_eq!(paths[0]["reason"], "skipped_path");
+
+    // The same bytes with one thread (blobs in path order whatever finished first).
+    assert_eq!(run(&["-j", "1"]).status.code(), Some(3));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+
+    // A file of the user's is refused before any input is read; a symlink too.
+    let mine = dir.path().join("notes.txt");
+    std::fs::write(&mine, "my notes\n").unwrap();
+    let out = nsgflow()
+        .args(["summary", "--rejects"])
+        .arg(&mine)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an nsgflow rejects file"));
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my notes\n");
+    let link = dir.path().join("link.ndjson");
+    std::os::unix::fs::symlink(&mine, &link).unwrap();
+    let out = nsgflow()
+        .args(["summary", "--rejects"])
+        .arg(&link)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
+
+    // The report's rejects.csv lists the failed blobs and the skipped path beside the reasons.
+    let report = dir.path().join("report");
+    nsgflow()
+        .args(["report", "--quiet", "-o"])
+        .arg(&report)
+        .arg(&input)
+        .assert()
+        .code(3);
+    let csv = std::fs::read_to_string(report.join("rejects.csv")).unwrap();
+    assert!(csv.contains("failed_blob,,"), "{csv}");
+    assert!(csv.contains("truncated.json (byte 1331)"), "{csv}");
+    assert!(csv.contains("skipped_path,,"), "{csv}");
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.starts_with("partial_blob,"))
+            .count(),
+        3
+    );
+}

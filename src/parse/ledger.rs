@@ -28,6 +28,10 @@ pub struct RejectExample {
     pub text: String,
     /// What is wrong, naming the field.
     pub message: String,
+    /// Where the tuple's text starts in the blob's bytes (after decompression, for gzip
+    /// and zip), when it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_offset: Option<u64>,
 }
 
 fn de_reason<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RejectReason, D::Error> {
@@ -158,6 +162,14 @@ pub struct Ledger {
     pub examples: Vec<RejectExample>,
     /// Blob-level problems, sorted by path.
     pub problems: Vec<BlobProblem>,
+    /// Keep every rejected tuple in `all_rejects` (for `--rejects FILE`), not only the
+    /// first examples. Not saved in partials.
+    #[serde(skip)]
+    pub keep_all: bool,
+    /// With `keep_all`, every rejected tuple of the blobs merged in, in reading order; the
+    /// pipeline hands a blob's to the rejects file as the blob ends.
+    #[serde(skip)]
+    pub all_rejects: Vec<RejectExample>,
 }
 
 impl Ledger {
@@ -169,8 +181,14 @@ impl Ledger {
         *n += 1;
         // Within one blob, locations grow monotonically, so the first few are the smallest.
         let kept = self.examples.iter().filter(|e| e.reason == reason).count();
-        if kept < EXAMPLES_PER_REASON {
-            self.examples.push(example());
+        if kept < EXAMPLES_PER_REASON || self.keep_all {
+            let e = example();
+            if self.keep_all {
+                self.all_rejects.push(e.clone());
+            }
+            if kept < EXAMPLES_PER_REASON {
+                self.examples.push(e);
+            }
         }
     }
 
@@ -240,6 +258,7 @@ impl Ledger {
             self.problems.extend(o.problems);
             self.problems.sort();
         }
+        self.all_rejects.extend(o.all_rejects);
     }
 
     /// Whether the tuple balance holds.

@@ -57,6 +57,8 @@ pub struct ParseOptions {
     pub dedup: bool,
     /// Caps on a blob's size, as stored or decompressed.
     pub limits: compressed::Limits,
+    /// Keep every rejected tuple in the ledger's `all_rejects` (`--rejects FILE`).
+    pub keep_rejects: bool,
 }
 
 /// Values taken from the blob's path, used when the content lacks them.
@@ -381,6 +383,10 @@ struct Handler<'de, 'x, S: TableSink> {
     skew_first: Option<(usize, String, usize, i64)>,
     /// How the current record's unknown version reads (`Version 7`, `Version true`).
     version_seen: String,
+    /// The parsed bytes' address range, and where their first byte sits in the blob: a
+    /// borrowed tuple's byte offset for `--rejects`.
+    body: std::ops::Range<usize>,
+    base: isize,
 }
 
 fn scope_hash(parts: &[&str]) -> u64 {
@@ -392,6 +398,11 @@ fn scope_hash(parts: &[&str]) -> u64 {
 }
 
 impl<'de, S: TableSink> Handler<'de, '_, S> {
+    /// Where a tuple's text starts in the blob, when it is borrowed from the blob's bytes.
+    fn offset_of(&self, t: &str) -> Option<u64> {
+        offset_in(&self.body, self.base, t)
+    }
+
     fn record(&mut self, rec: RawRecord<'de>) {
         let index = self.record_index;
         self.record_index += 1;
@@ -536,8 +547,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
     ) {
         let Some(family) = family else {
             for (i, t) in tuples.iter().enumerate() {
+                let byte_offset = self.offset_of(&t.0);
                 self.ledger
                     .reject(RejectReason::UnknownVersion, || RejectExample {
+                        byte_offset,
                         reason: RejectReason::UnknownVersion,
                         path: self.path.to_string(),
                         record: ctx.record_index,
@@ -556,12 +569,14 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         let mut idx = std::mem::take(&mut self.scratch.indices);
         idx.clear();
         buf.clear();
+        let (body, base) = (self.body.clone(), self.base);
         let seen = self.dups.scope(scope);
         for (i, t) in tuples.iter().enumerate() {
             if !t.1 {
                 let path = self.path;
                 self.ledger
                     .reject(RejectReason::NotAString, || RejectExample {
+                        byte_offset: None,
                         reason: RejectReason::NotAString,
                         path: path.to_string(),
                         record: ctx.record_index,
@@ -576,8 +591,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
             match parse_tuple(t, family) {
                 Ok(ft) if !(MIN_TIME_MS..MAX_TIME_MS).contains(&ft.time_ms) => {
                     let path = self.path;
+                    let byte_offset = offset_in(&body, base, t);
                     self.ledger
                         .reject(RejectReason::Timestamp, || RejectExample {
+                            byte_offset,
                             reason: RejectReason::Timestamp,
                             path: path.to_string(),
                             record: ctx.record_index,
@@ -621,7 +638,9 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                 }
                 Err(e) => {
                     let path = self.path;
+                    let byte_offset = offset_in(&body, base, t);
                     self.ledger.reject(e.reason, || RejectExample {
+                        byte_offset,
                         reason: e.reason,
                         path: path.to_string(),
                         record: ctx.record_index,
@@ -644,6 +663,15 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         self.scratch.tuples = buf;
         self.scratch.indices = idx;
     }
+}
+
+/// Where `t` starts in the blob whose parsed bytes span `body` (addresses), the first of
+/// them at file offset `base`; `None` when `t` is not borrowed from them (unescaped).
+fn offset_in(body: &std::ops::Range<usize>, base: isize, t: &str) -> Option<u64> {
+    // An unescaped (owned) text lies outside the blob's bytes.
+    let at = t.as_ptr() as usize;
+    body.contains(&at)
+        .then(|| ((at - body.start) as i64 + base as i64).max(0) as u64)
 }
 
 fn cut(s: &str) -> String {
@@ -999,13 +1027,18 @@ pub fn parse_blob<S: TableSink>(
         opts,
         sink,
         scratch,
-        ledger,
+        ledger: Ledger {
+            keep_all: opts.keep_rejects,
+            ..ledger
+        },
         record_index: 0,
         record_hashes: FxHashSet::default(),
         all_repeated: true,
         dups: dedup::DupTracker::default(),
         skew_first: None,
         version_seen: String::new(),
+        body: body.as_ptr_range().start as usize..body.as_ptr_range().end as usize,
+        base,
     };
     // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
     let (error, values, trailing) = match std::str::from_utf8(body) {

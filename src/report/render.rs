@@ -590,6 +590,25 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
             e.message.clone(),
         ]);
     }
+    for p in &r.ledger.problems {
+        rejects.push(vec![
+            crate::rejects::problem_reason(p.kind).to_string(),
+            String::new(),
+            match p.byte_offset {
+                Some(b) => format!("{} (byte {b})", p.path),
+                None => p.path.clone(),
+            },
+            p.message.clone(),
+        ]);
+    }
+    for p in &r.ledger.skipped_paths {
+        rejects.push(vec![
+            "skipped_path".to_string(),
+            String::new(),
+            p.path.clone(),
+            p.reason.clone(),
+        ]);
+    }
     let rejects = csv_rows(
         &["reason", "tuples", "example_location", "example_message"],
         rejects.into_iter(),
