@@ -208,7 +208,7 @@ impl TableSink for RowSink {
                         record: ctx.record_index,
                         tuple: *i,
                     };
-                    serde_json::to_writer(&mut *o, &row).expect("rows serialize");
+                    crate::text::json_line(&mut *o, &row).expect("rows serialize");
                     o.push(b'\n');
                 }
                 RowFormat::Csv => {
@@ -392,7 +392,7 @@ pub fn write_connections(
                     duration_ms: c.duration_ms(),
                     connection: c,
                 };
-                serde_json::to_writer(&mut *out, &row)?;
+                crate::text::json_line(&mut *out, &row)?;
                 out.write_all(b"\n")?;
             }
         }

@@ -179,7 +179,7 @@ impl RejectLog {
                 message: &e.message,
             };
             // Writing a derived struct of strings and numbers to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut buf, &line);
+            let _ = crate::text::json_line(&mut buf, &line);
             buf.push(b'\n');
         }
         let mut g = self.spool.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,7 +229,7 @@ impl RejectLog {
                 blobs_partial: l.blobs_partial,
                 paths_skipped: d.skipped.len(),
             };
-            serde_json::to_writer(&mut w, &run)?;
+            crate::text::json_line(&mut w, &run)?;
             w.write_all(b"\n")?;
             for p in &d.skipped {
                 let line = PathLine {
@@ -238,7 +238,7 @@ impl RejectLog {
                     reason: "skipped_path",
                     message: &p.reason,
                 };
-                serde_json::to_writer(&mut w, &line)?;
+                crate::text::json_line(&mut w, &line)?;
                 w.write_all(b"\n")?;
                 lines += 1;
             }
@@ -250,7 +250,7 @@ impl RejectLog {
                     byte_offset: p.byte_offset,
                     message: &p.message,
                 };
-                serde_json::to_writer(&mut w, &line)?;
+                crate::text::json_line(&mut w, &line)?;
                 w.write_all(b"\n")?;
                 lines += 1;
             }

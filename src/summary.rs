@@ -272,7 +272,7 @@ impl SummaryReport {
 
     /// Pretty JSON with a trailing newline.
     pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).expect("report serializes");
+        let mut s = crate::text::json_pretty(self);
         s.push('\n');
         s
     }

@@ -13,7 +13,7 @@ use std::io::Write;
 
 /// Pretty JSON with a trailing newline.
 pub fn to_json<T: serde::Serialize>(v: &T) -> String {
-    let mut s = serde_json::to_string_pretty(v).expect("output serializes");
+    let mut s = crate::text::json_pretty(v);
     s.push('\n');
     s
 }

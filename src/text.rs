@@ -59,6 +59,106 @@ pub fn term_safe(s: &str) -> Cow<'_, str> {
     Cow::Owned(o)
 }
 
+/// The `index.html` escaper (askama.toml): HTML escaping after [`term_safe`], so control and
+/// invisible characters from logs (bidi overrides, zero-width) show as `\u{202e}` instead
+/// of reordering or hiding what a reader sees.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VisibleHtml;
+
+impl askama::filters::Escaper for VisibleHtml {
+    fn write_escaped_str<W: std::fmt::Write>(&self, dest: W, s: &str) -> std::fmt::Result {
+        askama::filters::Html.write_escaped_str(dest, &term_safe(s))
+    }
+}
+
+/// Characters JSON output writes as `\uXXXX` although JSON allows them raw: DEL, the C1
+/// controls and the invisible ones ([`is_invisible`]). The decoded string is unchanged; the
+/// file read as text shows them.
+fn json_hidden(c: char) -> bool {
+    matches!(c, '\u{7f}'..='\u{9f}') || is_invisible(c)
+}
+
+/// A serde_json formatter that writes [`json_hidden`] characters as escapes, around another
+/// formatter (compact or pretty).
+pub struct VisibleJson<F>(pub F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for VisibleJson<F> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        if fragment.is_ascii() && !fragment.as_bytes().contains(&0x7f) {
+            return w.write_all(fragment.as_bytes());
+        }
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if json_hidden(c) {
+                w.write_all(&fragment.as_bytes()[start..i])?;
+                write!(w, "\\u{:04x}", c as u32)?;
+                start = i + c.len_utf8();
+            }
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+/// Pretty JSON with [`VisibleJson`] escapes (every JSON document nsgflow prints or writes).
+pub fn json_pretty<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    let mut out = Vec::with_capacity(4096);
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        VisibleJson(serde_json::ser::PrettyFormatter::new()),
+    );
+    v.serialize(&mut ser).expect("output serializes");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// One compact JSON value with [`VisibleJson`] escapes (a JSON Lines row).
+pub fn json_line<W: std::io::Write, T: serde::Serialize + ?Sized>(
+    w: W,
+    v: &T,
+) -> serde_json::Result<()> {
+    let mut ser =
+        serde_json::Serializer::with_formatter(w, VisibleJson(serde_json::ser::CompactFormatter));
+    v.serialize(&mut ser)
+}
+
 /// A plain-text table: columns padded to their widest cell, `numeric` columns right-aligned,
 /// every cell made terminal-safe.
 pub fn table(header: &[&str], rows: &[Vec<String>], numeric: &[usize]) -> String {

@@ -1049,6 +1049,42 @@ fn control_and_bidi_characters_from_logs_are_visible_in_tables_and_csv() {
         assert!(out.contains(shown), "{out}");
         assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}') && !out.contains('\u{200b}'));
     }
+    // JSON and JSON Lines escape them (`\u202e`): the decoded name is exact, the text shows it.
+    let raw_name = "Allow\u{1b}[2J\u{202e}TUO\u{200b}";
+    let hidden = |s: &str| s.contains('\u{1b}') || s.contains('\u{202e}') || s.contains('\u{200b}');
+    let json = run(&["summary", "--format", "json"]);
+    assert!(json.contains("Allow\\u001b[2J\\u202eTUO\\u200b"), "{json}");
+    assert!(!hidden(&json));
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert!(v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["rule"] == raw_name));
+    let jsonl = run(&["flows", "--format", "jsonl"]);
+    assert!(jsonl.contains("\\u202e") && !hidden(&jsonl), "{jsonl}");
+    let dot = run(&["graph", "--direction", "out", "--group", "host"]);
+    assert!(!hidden(&dot), "{dot}");
+    // The report: HTML and Markdown show the escapes, report.json escapes them.
+    let out = tmp.path().join("r");
+    nsgflow()
+        .args(["report", "--quiet", "-o"])
+        .arg(&out)
+        .arg(tmp.path().join("m.json"))
+        .assert()
+        .success();
+    for f in ["index.html", "report.md", "rules.csv"] {
+        let text = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(text.contains("\\u{202e}TUO\\u{200b}"), "{f}: {text}");
+        assert!(!hidden(&text), "{f}");
+    }
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert!(text.contains("\\u202eTUO\\u200b") && !hidden(&text));
+    for e in std::fs::read_dir(out.join("charts")).unwrap() {
+        assert!(!hidden(
+            &std::fs::read_to_string(e.unwrap().path()).unwrap()
+        ));
+    }
 }
 
 #[test]

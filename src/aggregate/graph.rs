@@ -354,7 +354,8 @@ impl GraphAgg<'_> {
 pub fn dot_quote(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
-    for c in s.chars() {
+    // Control and invisible characters (bidi overrides, zero-width) shown as escapes.
+    for c in crate::text::term_safe(s).chars() {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
@@ -441,7 +442,8 @@ mod tests {
     #[test]
     fn dot_labels_are_escaped() {
         assert_eq!(dot_quote(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(dot_quote("x\ny\u{1b}"), r#""x\ny""#);
+        // Control and bidi characters are shown as escapes (whose backslash DOT escapes).
+        assert_eq!(dot_quote("x\ny\u{1b}\u{202e}"), r#""x\\ny\\u{1b}\\u{202e}""#);
         assert_eq!(dot_quote("}; digraph evil {"), "\"}; digraph evil {\"");
     }
 }

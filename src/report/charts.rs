@@ -26,7 +26,8 @@ const GREY: RGBColor = RGBColor(100, 116, 139);
 
 /// A label from a log, safe for SVG text and short enough for an axis.
 pub fn chart_label(s: &str, max: usize) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    // Control and invisible characters (bidi overrides, zero-width) shown as escapes.
+    let clean = crate::text::term_safe(s).into_owned();
     if clean.chars().count() <= max {
         clean
     } else {
@@ -439,8 +440,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_lose_control_characters_and_get_cut() {
-        assert_eq!(chart_label("a\u{1b}[2Jb", 10), "a[2Jb");
+    fn labels_show_control_characters_and_get_cut() {
+        assert_eq!(chart_label("a\u{1b}[2Jb\u{202e}", 30), "a\\u{1b}[2Jb\\u{202e}");
         assert_eq!(chart_label("abcdefghij", 5), "abcd…");
     }
 

@@ -19,7 +19,7 @@ pub struct OutFile {
 
 /// `report.json`: the model, pretty-printed.
 pub fn json(r: &Report) -> String {
-    let mut s = serde_json::to_string_pretty(r).expect("report serializes");
+    let mut s = crate::text::json_pretty(r);
     s.push('\n');
     s
 }
@@ -115,7 +115,8 @@ pub fn md(s: &str) -> String {
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
             '&' => o.push_str("&amp;"),
-            c if c.is_control() => o.push(' '),
+            // Control and invisible characters (bidi overrides, zero-width) made visible.
+            c if c.is_control() || crate::text::is_invisible(c) => o.extend(c.escape_default()),
             c => o.push(c),
         }
     }
