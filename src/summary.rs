@@ -33,6 +33,8 @@ pub struct LedgerReport {
     pub records: u64,
     /// Records that were not flow-log records.
     pub records_unrecognized: u64,
+    /// Records with a part of the wrong JSON type, skipped (the rest of the record read).
+    pub records_malformed: u64,
     /// The same by `category`.
     pub unrecognized_by_category: std::collections::BTreeMap<String, u64>,
     /// Tuples seen (= `tuples_accepted + tuples_rejected`).
@@ -179,6 +181,7 @@ impl LedgerReport {
             bytes: l.bytes,
             records: l.records,
             records_unrecognized: l.records_unrecognized,
+            records_malformed: l.records_malformed,
             unrecognized_by_category: l.unrecognized_by_category.clone(),
             tuples: l.tuples,
             tuples_accepted: l.tuples_accepted,
@@ -441,6 +444,12 @@ pub fn skipped_line(l: &crate::parse::Ledger, unwalkable: usize) -> String {
             "{} records were not flow-log records, never read as flow logs ({})",
             l.records_unrecognized,
             by.join(", ")
+        ));
+    }
+    if l.records_malformed > 0 {
+        parts.push(format!(
+            "{} records had parts of the wrong JSON type (skipped; the rest of each was read)",
+            l.records_malformed
         ));
     }
     if l.tuples_rejected > 0 {

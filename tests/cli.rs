@@ -1088,6 +1088,33 @@ fn control_and_bidi_characters_from_logs_are_visible_in_tables_and_csv() {
 }
 
 #[test]
+fn parts_of_the_wrong_shape_are_skipped_and_the_records_after_them_read() {
+    let (code, v) = malformed("wrong-shapes.json");
+    assert_eq!(code, 3);
+    let l = &v["ledger"];
+    assert_eq!(l["records"], 6);
+    assert_eq!(l["records_malformed"], 4);
+    assert_eq!(l["records_unrecognized"], 0);
+    assert_eq!(l["blobs_partial"], 0);
+    assert_eq!(l["blobs_failed"], 0);
+    assert_eq!(l["tuples"], 4);
+    assert_eq!(l["tuples_accepted"], 4);
+    let msg = l["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("4 records had parts of the wrong JSON type")
+            && msg.ends_with("the first: record 1: properties is a string, not an object"),
+        "{msg}"
+    );
+    let out = nsgflow()
+        .arg("summary")
+        .arg(root().join("fixtures/malformed/wrong-shapes.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 records had parts of the wrong JSON type (skipped"), "{err}");
+}
+
+#[test]
 fn version_is_decided_per_record() {
     let (code, v) = malformed("mixed-versions.json");
     assert_eq!(code, 0);
@@ -1137,13 +1164,14 @@ fn a_run_over_all_malformed_fixtures_goes_on_past_every_failure() {
     let (code, v) = summary_json(&[root().join("fixtures/malformed").to_str().unwrap()]);
     assert_eq!(code, 3);
     let l = &v["ledger"];
-    assert_eq!(l["blobs"], 20);
+    assert_eq!(l["blobs"], 21);
     assert_eq!(l["blobs_failed"], 2);
     assert_eq!(l["blobs_partial"], 3);
-    assert_eq!(l["tuples"], 74);
+    assert_eq!(l["tuples"], 78);
     assert_eq!(l["tuples_rejected"], 22);
-    assert_eq!(l["tuples_accepted"], 52);
+    assert_eq!(l["tuples_accepted"], 56);
     assert_eq!(l["records_unrecognized"], 3);
+    assert_eq!(l["records_malformed"], 4);
 }
 
 #[test]

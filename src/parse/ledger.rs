@@ -140,6 +140,10 @@ pub struct Ledger {
     /// the rest under `other categories`).
     #[serde(default)]
     pub unrecognized_by_category: BTreeMap<String, u64>,
+    /// Records with a part of the wrong JSON type (`"properties": "x"`, a rule that is a
+    /// number, a record that is no object): that part was skipped, the rest read.
+    #[serde(default)]
+    pub records_malformed: u64,
     /// Records that repeat an earlier record of the same blob exactly.
     pub duplicate_records: u64,
     /// Accepted tuples more than an hour outside their blob's hour (from its path): kept,
@@ -218,6 +222,7 @@ impl Ledger {
             || self.blobs_failed > 0
             || self.blobs_partial > 0
             || self.records_unrecognized > 0
+            || self.records_malformed > 0
     }
 
     /// Merge another ledger into this one (associative and commutative).
@@ -233,6 +238,7 @@ impl Ledger {
         for (k, n) in o.unrecognized_by_category {
             self.count_unrecognized(k, n);
         }
+        self.records_malformed += o.records_malformed;
         self.duplicate_records += o.duplicate_records;
         self.clock_skew += o.clock_skew;
         self.tuples += o.tuples;

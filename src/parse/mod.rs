@@ -82,23 +82,33 @@ pub struct Scratch {
 
 #[derive(Deserialize)]
 struct RawRecord<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text_field")]
     time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text_field")]
     category: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "resourceId")]
+    #[serde(borrow, default, rename = "resourceId", deserialize_with = "text_field")]
     resource_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "macAddress")]
+    #[serde(borrow, default, rename = "macAddress", deserialize_with = "text_field")]
     mac_address: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "obj_field")]
     properties: Option<NsgProperties<'a>>,
     #[serde(default, rename = "flowLogVersion", deserialize_with = "version")]
     flow_log_version: Option<Ver>,
-    #[serde(borrow, default, rename = "flowLogResourceID")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowLogResourceID",
+        deserialize_with = "text_field"
+    )]
     flow_log_resource_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "targetResourceID")]
+    #[serde(
+        borrow,
+        default,
+        rename = "targetResourceID",
+        deserialize_with = "text_field"
+    )]
     target_resource_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "flowRecords")]
+    #[serde(borrow, default, rename = "flowRecords", deserialize_with = "obj_field")]
     flow_records: Option<VnetFlowRecords<'a>>,
     /// A `{"records": [...]}` wrapper whose `records` is not its first key is read as a
     /// record first: its records land here.
@@ -112,21 +122,21 @@ struct NsgProperties<'a> {
     version: Option<Ver>,
     /// `None` when the key is absent: NSG event and rule-counter logs have `properties`
     /// without `flows`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_obj_list")]
     flows: Option<Vec<NsgRuleFlows<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct NsgRuleFlows<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "name_field")]
     rule: Cow<'a, str>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "obj_list")]
     flows: Vec<NsgMacFlows<'a>>,
 }
 
 #[derive(Deserialize)]
 struct NsgMacFlows<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text_field")]
     mac: Option<Cow<'a, str>>,
     #[serde(
         borrow,
@@ -139,21 +149,21 @@ struct NsgMacFlows<'a> {
 
 #[derive(Deserialize)]
 struct VnetFlowRecords<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "obj_list")]
     flows: Vec<VnetAclFlows<'a>>,
 }
 
 #[derive(Deserialize)]
 struct VnetAclFlows<'a> {
-    #[serde(borrow, default, rename = "aclID")]
+    #[serde(borrow, default, rename = "aclID", deserialize_with = "name_field")]
     acl_id: Cow<'a, str>,
-    #[serde(borrow, default, rename = "flowGroups")]
+    #[serde(borrow, default, rename = "flowGroups", deserialize_with = "obj_list")]
     flow_groups: Vec<VnetFlowGroup<'a>>,
 }
 
 #[derive(Deserialize)]
 struct VnetFlowGroup<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "name_field")]
     rule: Cow<'a, str>,
     #[serde(
         borrow,
@@ -162,6 +172,226 @@ struct VnetFlowGroup<'a> {
         deserialize_with = "tuples_field"
     )]
     flow_tuples: Vec<Text<'a>>,
+}
+
+// ------------------------------------------------------------------- wrong shapes ----
+//
+// A field of the wrong JSON type (`"properties": "x"`, a rule that is a number, a record
+// that is a string) would fail serde's derived structs and with them every record after it.
+// Instead such a part is skipped and noted here, and the record is counted as malformed
+// (`records_malformed`, with the first note as a blob warning). serde gives a field
+// deserializer no context to write to, so the notes of the record being read collect in a
+// per-thread list that `Handler::record` takes after each record.
+
+thread_local! {
+    static SHAPE_NOTES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn note_shape(what: String) {
+    SHAPE_NOTES.with(|n| n.borrow_mut().push(what));
+}
+
+fn take_shape_notes() -> Vec<String> {
+    SHAPE_NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+}
+
+/// What a JSON value is, for the messages.
+struct Kind;
+
+impl<'de> Visitor<'de> for Kind {
+    type Value = &'static str;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok("a boolean")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok("a number")
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok("a number")
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok("a number")
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok("a string")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok("null")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok("an array")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+        Ok("an object")
+    }
+}
+
+/// An object-shaped value read as `T`, or `None` (noted) when it is another JSON type.
+/// Wraps the items of the arrays of records, rules and groups, and the object fields.
+struct Obj<T>(Option<T>);
+
+/// The name an [`Obj`] is noted under.
+trait Named {
+    const NAME: &'static str;
+}
+
+impl<'de, T: Deserialize<'de> + Named> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Named> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "{} as an object", T::NAME)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(a)).map(|t| Obj(Some(t)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                self.other(Kind.visit_bool(v)?)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.other(Kind.visit_u64(v)?)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                self.other(Kind.visit_i64(v)?)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                self.other(Kind.visit_f64(v)?)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                self.other(Kind.visit_str(v)?)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Obj(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+                let k = Kind.visit_seq(a)?;
+                self.other(k)
+            }
+        }
+        impl<T: Named> V<T> {
+            fn other<E>(self, kind: &str) -> Result<Obj<T>, E> {
+                note_shape(format!("{} is {kind}, not an object", T::NAME));
+                Ok(Obj(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// An object field that may be of the wrong type (noted, then `None`).
+fn obj_field<'de, D: Deserializer<'de>, T: Deserialize<'de> + Named>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Obj::<T>::deserialize(d)?.0)
+}
+
+/// An array of objects that may itself, or any of whose items may, be of the wrong type:
+/// the good items are kept, the rest noted.
+fn obj_list<'de, D: Deserializer<'de>, T: Deserialize<'de> + Named>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de> + Named> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an array of {}", T::NAME)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::new();
+            while let Some(x) = a.next_element::<Obj<T>>()? {
+                v.extend(x.0);
+            }
+            Ok(v)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            self.other(Kind.visit_bool(v)?)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.other(Kind.visit_u64(v)?)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.other(Kind.visit_i64(v)?)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            self.other(Kind.visit_f64(v)?)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            self.other(Kind.visit_str(v)?)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+            let k = Kind.visit_map(a)?;
+            self.other(k)
+        }
+    }
+    impl<T: Named> V<T> {
+        fn other<E>(self, kind: &str) -> Result<Vec<T>, E> {
+            note_shape(format!("the list of {} is {kind}, not an array", T::NAME));
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+/// `Some(obj_list)`: a list whose absence means something (NSG `properties.flows`).
+fn opt_obj_list<'de, D: Deserializer<'de>, T: Deserialize<'de> + Named>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    obj_list(d).map(Some)
+}
+
+/// A text field (a name, an id, a time) that may be of another JSON type: noted, then
+/// absent. Borrows from the input when it can.
+fn text_field<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(text_or_note(d, "a text field")?)
+}
+
+fn text_or_note<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+    name: &'static str,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    let t = Text::deserialize(d)?;
+    if t.1 {
+        Ok(Some(t.0))
+    } else {
+        note_shape(format!("{name}: {}", t.0.replace("the tuple", "the value")));
+        Ok(None)
+    }
+}
+
+/// A rule name or ACL id: a text, else noted and empty.
+fn name_field<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
+    Ok(text_or_note(d, "a rule name or id")?.unwrap_or_default())
+}
+
+impl Named for RawRecord<'_> {
+    const NAME: &'static str = "a record";
+}
+impl Named for NsgProperties<'_> {
+    const NAME: &'static str = "properties";
+}
+impl Named for NsgRuleFlows<'_> {
+    const NAME: &'static str = "a rule (properties.flows item)";
+}
+impl Named for NsgMacFlows<'_> {
+    const NAME: &'static str = "a rule's flows item";
+}
+impl Named for VnetFlowRecords<'_> {
+    const NAME: &'static str = "flowRecords";
+}
+impl Named for VnetAclFlows<'_> {
+    const NAME: &'static str = "a flowRecords.flows item";
+}
+impl Named for VnetFlowGroup<'_> {
+    const NAME: &'static str = "a flowGroups item";
 }
 
 /// A string that borrows from the input when it can. (`Cow<str>` alone always allocates
@@ -387,6 +617,8 @@ struct Handler<'de, 'x, S: TableSink> {
     /// borrowed tuple's byte offset for `--rejects`.
     body: std::ops::Range<usize>,
     base: isize,
+    /// The first record with parts of the wrong shape: its index and what was wrong.
+    malformed_first: Option<(usize, String)>,
 }
 
 fn scope_hash(parts: &[&str]) -> u64 {
@@ -403,10 +635,35 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         offset_in(&self.body, self.base, t)
     }
 
+    /// A record with parts of the wrong shape (see [`note_shape`]).
+    fn malformed(&mut self, index: usize, notes: Vec<String>) {
+        self.ledger.records_malformed += 1;
+        if self.malformed_first.is_none() {
+            self.malformed_first = Some((index, notes.join("; ")));
+        }
+    }
+
+    /// An item of `records` that is no object: counted as a record, and malformed.
+    fn not_a_record(&mut self) {
+        let index = self.record_index;
+        self.record_index += 1;
+        self.ledger.records += 1;
+        let mut notes = take_shape_notes();
+        if notes.is_empty() {
+            notes.push("a record is null, not an object".to_string());
+        }
+        self.malformed(index, notes);
+    }
+
     fn record(&mut self, rec: RawRecord<'de>) {
         let index = self.record_index;
         self.record_index += 1;
         self.ledger.records += 1;
+        let notes = take_shape_notes();
+        let shape_ok = notes.is_empty();
+        if !shape_ok {
+            self.malformed(index, notes);
+        }
 
         // Another diagnostic category saved in the same tree (NSG event or rule-counter
         // logs, Activity log records), or a record of no flow-log shape: counted by
@@ -418,6 +675,11 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         });
         let nsg_flows = rec.properties.as_ref().and_then(|p| p.flows.as_ref());
         if !flow_category || (nsg_flows.is_none() && rec.flow_records.is_none()) {
+            if !shape_ok && flow_category {
+                // A flow record whose flows were of the wrong shape: malformed, not another
+                // category.
+                return;
+            }
             self.ledger.records_unrecognized += 1;
             let what = match category {
                 Some(c) => c.to_string(),
@@ -747,8 +1009,11 @@ impl<'de, S: TableSink> Visitor<'de> for RecordsSeed<'_, 'de, '_, S> {
         f.write_str("an array of flow-log records")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(rec) = seq.next_element::<RawRecord<'de>>()? {
-            self.h.record(rec);
+        while let Some(rec) = seq.next_element::<Obj<RawRecord<'de>>>()? {
+            match rec.0 {
+                Some(rec) => self.h.record(rec),
+                None => self.h.not_a_record(),
+            }
         }
         Ok(())
     }
@@ -1039,7 +1304,10 @@ pub fn parse_blob<S: TableSink>(
         version_seen: String::new(),
         body: body.as_ptr_range().start as usize..body.as_ptr_range().end as usize,
         base,
+        malformed_first: None,
     };
+    // Notes left by a blob that panicked on this thread belong to no record here.
+    take_shape_notes();
     // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
     let (error, values, trailing) = match std::str::from_utf8(body) {
         Ok(text) => parse_values(
@@ -1063,6 +1331,18 @@ pub fn parse_blob<S: TableSink>(
                 ledger.clock_skew,
                 term_safe(&rule),
                 crate::text::fmt_ms(time)
+            ),
+            byte_offset: None,
+        });
+    }
+    if let Some((record, what)) = h.malformed_first.take() {
+        ledger.problems.push(BlobProblem {
+            path: path.to_string(),
+            kind: BlobProblemKind::Warning,
+            message: format!(
+                "{} records had parts of the wrong JSON type, skipped (the rest of each record was read); the first: record {record}: {}",
+                ledger.records_malformed,
+                term_safe(&what)
             ),
             byte_offset: None,
         });
