@@ -443,7 +443,10 @@ mod tests {
     fn dot_labels_are_escaped() {
         assert_eq!(dot_quote(r#"a"b\c"#), r#""a\"b\\c""#);
         // Control and bidi characters are shown as escapes (whose backslash DOT escapes).
-        assert_eq!(dot_quote("x\ny\u{1b}\u{202e}"), r#""x\\ny\\u{1b}\\u{202e}""#);
+        assert_eq!(
+            dot_quote("x\ny\u{1b}\u{202e}"),
+            r#""x\\ny\\u{1b}\\u{202e}""#
+        );
         assert_eq!(dot_quote("}; digraph evil {"), "\"}; digraph evil {\"");
     }
 }

@@ -86,9 +86,19 @@ struct RawRecord<'a> {
     time: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "text_field")]
     category: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "resourceId", deserialize_with = "text_field")]
+    #[serde(
+        borrow,
+        default,
+        rename = "resourceId",
+        deserialize_with = "text_field"
+    )]
     resource_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "macAddress", deserialize_with = "text_field")]
+    #[serde(
+        borrow,
+        default,
+        rename = "macAddress",
+        deserialize_with = "text_field"
+    )]
     mac_address: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "obj_field")]
     properties: Option<NsgProperties<'a>>,
@@ -108,7 +118,12 @@ struct RawRecord<'a> {
         deserialize_with = "text_field"
     )]
     target_resource_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "flowRecords", deserialize_with = "obj_field")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowRecords",
+        deserialize_with = "obj_field"
+    )]
     flow_records: Option<VnetFlowRecords<'a>>,
     /// A `{"records": [...]}` wrapper whose `records` is not its first key is read as a
     /// record first: its records land here.

@@ -441,7 +441,10 @@ mod tests {
 
     #[test]
     fn labels_show_control_characters_and_get_cut() {
-        assert_eq!(chart_label("a\u{1b}[2Jb\u{202e}", 30), "a\\u{1b}[2Jb\\u{202e}");
+        assert_eq!(
+            chart_label("a\u{1b}[2Jb\u{202e}", 30),
+            "a\\u{1b}[2Jb\\u{202e}"
+        );
         assert_eq!(chart_label("abcdefghij", 5), "abcd…");
     }
 
