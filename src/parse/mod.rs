@@ -366,7 +366,7 @@ fn opt_obj_list<'de, D: Deserializer<'de>, T: Deserialize<'de> + Named>(
 /// A text field (a name, an id, a time) that may be of another JSON type: noted, then
 /// absent. Borrows from the input when it can.
 fn text_field<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
-    Ok(text_or_note(d, "a text field")?)
+    text_or_note(d, "a text field")
 }
 
 fn text_or_note<'de: 'a, 'a, D: Deserializer<'de>>(
