@@ -847,6 +847,8 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         idx.clear();
         buf.clear();
         let (body, base) = (self.body.clone(), self.base);
+        let table_ctx = GroupContext { family, ..ctx };
+        let mut handed = false;
         let seen = self.dups.scope(scope);
         for (i, t) in tuples.iter().enumerate() {
             if !t.1 {
@@ -910,6 +912,23 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         self.ledger.tuples_deduplicated += 1;
                         continue;
                     }
+                    // A huge rule table (one record holding a whole blob) goes to the sink
+                    // in pieces, cut where the time changes, so the parsed tuples in memory
+                    // stay bounded whatever the blob's shape.
+                    if buf.len() >= TABLE_CHUNK
+                        && buf
+                            .last()
+                            .is_some_and(|l: &FlowTuple| l.time_ms != ft.time_ms)
+                    {
+                        self.sink.table(&RuleTable {
+                            ctx: table_ctx,
+                            tuples: &buf,
+                            indices: &idx,
+                        });
+                        handed = true;
+                        buf.clear();
+                        idx.clear();
+                    }
                     buf.push(ft);
                     idx.push(i as u32);
                 }
@@ -929,10 +948,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                 }
             }
         }
-        let ctx = GroupContext { family, ..ctx };
-        if !(self.opts.dedup && buf.is_empty() && !tuples.is_empty()) {
+        if !(handed && buf.is_empty()) && !(self.opts.dedup && buf.is_empty() && !tuples.is_empty())
+        {
             self.sink.table(&RuleTable {
-                ctx,
+                ctx: table_ctx,
                 tuples: &buf,
                 indices: &idx,
             });
@@ -941,6 +960,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         self.scratch.indices = idx;
     }
 }
+
+/// Tuples a rule table holds at most before it is handed on in pieces (cut at a change of
+/// time; real records hold a minute, far fewer): 64k parsed tuples are about 7 MB.
+pub const TABLE_CHUNK: usize = 65_536;
 
 /// Where `t` starts in the blob whose parsed bytes span `body` (addresses), the first of
 /// them at file offset `base`; `None` when `t` is not borrowed from them (unescaped).
@@ -1448,6 +1471,56 @@ mod tests {
         );
         assert!(out.ledger.balances());
         (out.ledger, c)
+    }
+
+    /// A rule table over [`TABLE_CHUNK`] tuples reaches the sink in pieces cut where the
+    /// time changes, every tuple once, in order.
+    #[test]
+    fn a_huge_rule_table_goes_to_the_sink_in_pieces_cut_at_a_time_change() {
+        // Two tuples per second, so a cut never splits one second's tuples.
+        let n = TABLE_CHUNK * 2 + 11;
+        let tuples: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "\"{},10.0.0.1,10.0.0.2,{},443,T,O,A,B,,,,\"",
+                    1_767_607_200 + i / 2,
+                    1000 + i % 50_000
+                )
+            })
+            .collect();
+        let blob = format!(
+            r#"{{"records":[{{"time":"2026-01-05T10:00:00Z","category":"NetworkSecurityGroupFlowEvent","resourceId":"/S/NSG1","properties":{{"Version":2,"flows":[{{"rule":"R","flows":[{{"mac":"M","flowTuples":[{}]}}]}}]}}}}]}}"#,
+            tuples.join(",")
+        );
+        #[derive(Default)]
+        struct Pieces(Vec<(usize, i64, i64, u32)>);
+        impl TableSink for Pieces {
+            fn table(&mut self, t: &RuleTable<'_>) {
+                self.0.push((
+                    t.tuples.len(),
+                    t.tuples[0].time_ms,
+                    t.tuples[t.tuples.len() - 1].time_ms,
+                    t.indices[0],
+                ));
+            }
+        }
+        let mut p = Pieces::default();
+        let out = parse_blob(
+            "t.json",
+            blob.as_bytes(),
+            &PathDefaults::default(),
+            &ParseOptions::default(),
+            &mut Scratch::default(),
+            &mut p,
+        );
+        assert_eq!(out.ledger.tuples_accepted, n as u64);
+        assert_eq!(p.0.len(), 3);
+        assert_eq!(p.0.iter().map(|x| x.0).sum::<usize>(), n);
+        assert_eq!(p.0[0].0, TABLE_CHUNK);
+        assert_eq!(p.0[1].3, TABLE_CHUNK as u32, "indices go on across pieces");
+        for w in p.0.windows(2) {
+            assert!(w[0].2 < w[1].1, "a cut falls between two seconds");
+        }
     }
 
     const REC_V2: &str = r#"{"time":"2018-11-13T12:00:35.3899262Z","category":"NetworkSecurityGroupFlowEvent","resourceId":"/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG1","properties":{"Version":2,"flows":[{"rule":"DefaultRule_DenyAllInBound","flows":[{"mac":"000D3AF87856","flowTuples":["1542110402,94.102.49.190,10.5.16.4,28746,443,U,I,D,B,,,,","1542110424,176.119.4.10,10.5.16.4,56509,59336,T,I,D,B,,,,"]}]}]}}"#;
