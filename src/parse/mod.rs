@@ -948,8 +948,10 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                 }
             }
         }
-        if !(handed && buf.is_empty()) && !(self.opts.dedup && buf.is_empty() && !tuples.is_empty())
-        {
+        // Every table is handed on, an empty one too (a rule with no hits), but for the
+        // empty rest after pieces, or a table --dedup emptied.
+        let emptied = buf.is_empty() && (handed || (self.opts.dedup && !tuples.is_empty()));
+        if !emptied {
             self.sink.table(&RuleTable {
                 ctx: table_ctx,
                 tuples: &buf,
