@@ -17,6 +17,7 @@ pub mod discover;
 pub mod export;
 pub mod filter;
 pub mod gen;
+pub mod hash;
 pub mod model;
 pub mod parse;
 pub mod pipeline;

@@ -21,10 +21,10 @@
 //!   unless the VNet sets `FlowTimeoutInMinutes` (FORMATS.md), and every NSG v1 allow.
 
 use crate::aggregate::rules::Sum;
+use crate::hash::HMap;
 use crate::model::{Decision, Direction, Family, FlowState, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
 use hashbrown::hash_table::Entry;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -504,19 +504,19 @@ impl TopConns {
 #[derive(Default)]
 struct Names {
     names: Vec<Arc<str>>,
-    ids: FxHashMap<Arc<str>, u32>,
+    ids: HMap<Arc<str>, u32>,
     macs: Vec<Arc<str>>,
-    mac_ids: FxHashMap<Arc<str>, u32>,
+    mac_ids: HMap<Arc<str>, u32>,
     ip6: Vec<IpAddr>,
-    ip6_ids: FxHashMap<IpAddr, u32>,
+    ip6_ids: HMap<IpAddr, u32>,
     /// (NSG name id, rule name id, family) of each context id of [`Open::ctx`].
     ctxs: Vec<(u32, u32, Family)>,
-    ctx_ids: FxHashMap<(u32, u32, Family), u32>,
+    ctx_ids: HMap<(u32, u32, Family), u32>,
     /// 64-bit packet counts of the open connections that outgrew 32 bits ([`WIDE`]).
     wide: RefCell<Vec<[u64; 2]>>,
 }
 
-fn intern(names: &mut Vec<Arc<str>>, ids: &mut FxHashMap<Arc<str>, u32>, s: &str) -> u32 {
+fn intern(names: &mut Vec<Arc<str>>, ids: &mut HMap<Arc<str>, u32>, s: &str) -> u32 {
     if let Some(i) = ids.get(s) {
         return *i;
     }
@@ -679,9 +679,9 @@ struct Slot {
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 #[inline]
-fn hash_key(k: &Key) -> u64 {
+fn hash_key(b: &crate::hash::Build, k: &Key) -> u64 {
     use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(k)
+    b.hash_one(k)
 }
 
 /// Open connections by key: a `hashbrown` table of [`Slot`]s (std's map cannot align its
@@ -689,17 +689,21 @@ fn hash_key(k: &Key) -> u64 {
 #[derive(Default)]
 struct OpenMap {
     t: hashbrown::HashTable<Slot>,
+    /// The table's seeded hasher ([`crate::hash`]).
+    build: crate::hash::Build,
 }
 
 impl OpenMap {
     #[inline]
     fn entry(&mut self, k: Key) -> Entry<'_, Slot> {
-        self.t.entry(hash_key(&k), |s| s.k == k, |s| hash_key(&s.k))
+        let b = &self.build;
+        self.t
+            .entry(hash_key(b, &k), |s| s.k == k, |s| hash_key(b, &s.k))
     }
 
     #[inline]
     fn remove(&mut self, k: &Key) -> Option<Open> {
-        match self.t.find_entry(hash_key(k), |s| s.k == *k) {
+        match self.t.find_entry(hash_key(&self.build, k), |s| s.k == *k) {
             Ok(e) => Some(e.remove().0.o),
             Err(_) => None,
         }

@@ -15,11 +15,11 @@ use super::connections::Tally;
 use super::Fold;
 use crate::addr::{AddressBook, Grouping, Node};
 use crate::aggregate::rules::Sum;
+use crate::hash::HMap;
 use crate::model::{Decision, Direction, Protocol};
 use crate::parse::{RuleTable, TableSink};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
-use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,7 +35,7 @@ struct EdgeStats {
     denied: u64,
     bytes: Sum,
     protocols: BTreeSet<Protocol>,
-    dports: FxHashMap<u16, u64>,
+    dports: HMap<u16, u64>,
     rules: BTreeSet<String>,
 }
 
@@ -44,7 +44,7 @@ pub struct GraphAgg<'a> {
     direction: Direction,
     group: Grouping,
     book: &'a AddressBook,
-    edges: FxHashMap<(Node, Node), EdgeStats>,
+    edges: HMap<(Node, Node), EdgeStats>,
 }
 
 impl<'a> GraphAgg<'a> {
@@ -53,7 +53,7 @@ impl<'a> GraphAgg<'a> {
             direction,
             group,
             book,
-            edges: FxHashMap::default(),
+            edges: HMap::default(),
         }
     }
 }
@@ -107,8 +107,8 @@ impl Fold for GraphAgg<'_> {
 /// `u64` (source high, destination low: 32-byte entries); a pair with an IPv6 end is in `v6`.
 #[derive(Default, Serialize, Deserialize)]
 pub struct PairTally {
-    pub v4: FxHashMap<u64, Tally>,
-    pub v6: FxHashMap<(IpAddr, IpAddr), Tally>,
+    pub v4: HMap<u64, Tally>,
+    pub v6: HMap<(IpAddr, IpAddr), Tally>,
 }
 
 impl PairTally {
@@ -142,12 +142,12 @@ impl PairTally {
     pub fn top_ends(&self, n: usize) -> (Vec<(IpAddr, Tally)>, Vec<(IpAddr, Tally)>) {
         // Sources (`dst` false) or destinations; the two are folded at once.
         let end = |dst: bool| {
-            let mut m4: FxHashMap<u32, Tally> = FxHashMap::default();
+            let mut m4: HMap<u32, Tally> = HMap::default();
             for (k, st) in &self.v4 {
                 let ip = if dst { *k as u32 } else { (k >> 32) as u32 };
                 m4.entry(ip).or_default().merge(st);
             }
-            let mut m6: FxHashMap<IpAddr, Tally> = FxHashMap::default();
+            let mut m6: HMap<IpAddr, Tally> = HMap::default();
             for ((a, b), st) in &self.v6 {
                 m6.entry(if dst { *b } else { *a }).or_default().merge(st);
             }
@@ -177,7 +177,7 @@ impl PairTally {
 }
 
 /// The `n` busiest keys of a tally map in [`busiest_first`] order.
-pub fn top_tallies<K: Ord + Copy>(m: &FxHashMap<K, Tally>, n: usize) -> Vec<(K, Tally)> {
+pub fn top_tallies<K: Ord + Copy>(m: &HMap<K, Tally>, n: usize) -> Vec<(K, Tally)> {
     let mut v: Vec<(K, Tally)> = m.iter().map(|(k, s)| (*k, *s)).collect();
     if n > 0 && v.len() > n {
         v.select_nth_unstable_by(n - 1, busiest_first);

@@ -2,9 +2,9 @@
 //! rule, per family and in total, plus the ledger; [`Summary::merge`] is associative and
 //! commutative, so rayon's `fold`/`reduce` and sharded runs give the same answer.
 
+use crate::hash::HMap;
 use crate::model::{Decision, Direction, Encryption, Family, FlowTuple};
 use crate::parse::{Ledger, RuleTable, TableSink};
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::ops::AddAssign;
 
@@ -137,7 +137,7 @@ pub struct Summary {
     pub first_ms: Option<i64>,
     pub last_ms: Option<i64>,
     /// NSG name → rule name → stats, names as written in the log.
-    pub rules: FxHashMap<String, FxHashMap<String, RuleStats>>,
+    pub rules: HMap<String, HMap<String, RuleStats>>,
 }
 
 impl Summary {

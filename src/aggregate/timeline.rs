@@ -4,23 +4,23 @@
 //! the last bin, so a gap in the logs shows as a gap.
 
 use super::{Counters, Fold};
+use crate::hash::{HMap, HSet};
 use crate::parse::{RuleTable, TableSink};
 use crate::text::fmt_ms;
-use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use std::net::IpAddr;
 
 #[derive(Default)]
 struct Bin {
     counters: Counters,
-    src: FxHashSet<IpAddr>,
-    dst: FxHashSet<IpAddr>,
+    src: HSet<IpAddr>,
+    dst: HSet<IpAddr>,
 }
 
 /// The mergeable aggregate behind `timeline`.
 pub struct Timeline {
     bin_ms: i64,
-    bins: FxHashMap<i64, Bin>,
+    bins: HMap<i64, Bin>,
 }
 
 /// Parse a bin width: `Ns`, `Nm`, `Nh`, `Nd` (e.g. 5m, 1h, 1d).
@@ -52,7 +52,7 @@ impl Timeline {
     pub fn new(bin_ms: i64) -> Timeline {
         Timeline {
             bin_ms,
-            bins: FxHashMap::default(),
+            bins: HMap::default(),
         }
     }
 }

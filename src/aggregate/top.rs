@@ -5,9 +5,9 @@
 use super::Fold;
 use crate::addr::{AddressBook, FlowClass, Grouping, Node};
 use crate::aggregate::rules::Sum;
+use crate::hash::{HMap, HSet};
 use crate::model::{Decision, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
-use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -77,7 +77,7 @@ struct Stats {
     denied: u64,
     packets: Sum,
     bytes: Sum,
-    distinct: FxHashSet<u128>,
+    distinct: HSet<u128>,
 }
 
 impl Stats {
@@ -131,9 +131,9 @@ fn ip_bits(ip: &IpAddr) -> u128 {
 pub struct TopAgg<'a> {
     spec: TopSpec,
     book: &'a AddressBook,
-    keyed: FxHashMap<Key, Stats>,
+    keyed: HMap<Key, Stats>,
     /// Rule ("nsg/rule"), NSG and MAC keys.
-    named: FxHashMap<String, Stats>,
+    named: HMap<String, Stats>,
 }
 
 impl<'a> TopAgg<'a> {
@@ -141,8 +141,8 @@ impl<'a> TopAgg<'a> {
         TopAgg {
             spec,
             book,
-            keyed: FxHashMap::default(),
-            named: FxHashMap::default(),
+            keyed: HMap::default(),
+            named: HMap::default(),
         }
     }
 

@@ -9,9 +9,9 @@
 use super::connections::Tally;
 use super::Fold;
 use crate::aggregate::rules::Sum;
+use crate::hash::HMap;
 use crate::model::{Decision, Direction, Protocol};
 use crate::parse::{RuleTable, TableSink};
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -58,7 +58,7 @@ fn port_slot(key: u32) -> usize {
 }
 
 /// Add a tally to its direction's map (by `port_key` without the direction bit).
-fn add_port(maps: &mut [FxHashMap<u32, Tally>; 2], key: u32, st: &Tally) {
+fn add_port(maps: &mut [HMap<u32, Tally>; 2], key: u32, st: &Tally) {
     if key != NO_PORT {
         maps[(key >> 26) as usize]
             .entry(key & PORT_MASK)
@@ -71,13 +71,13 @@ fn add_port(maps: &mut [FxHashMap<u32, Tally>; 2], key: u32, st: &Tally) {
 #[derive(Default, Serialize, Deserialize)]
 pub struct Traffic {
     /// Hour start (ms) → counts.
-    pub hours: FxHashMap<i64, Hour>,
+    pub hours: HMap<i64, Hour>,
     /// Destination ports by direction, indexed by `direction == Inbound` (`[egress,
     /// ingress]`). Complete after `end_blob`.
-    pub ports: [FxHashMap<(Protocol, u16), Tally>; 2],
+    pub ports: [HMap<(Protocol, u16), Tally>; 2],
     /// Port tallies of the current blob (see the module docs).
     #[serde(skip)]
-    recent: [FxHashMap<u32, Tally>; 2],
+    recent: [HMap<u32, Tally>; 2],
     #[serde(skip)]
     cache: PortCache,
 }
@@ -156,7 +156,7 @@ impl Fold for Traffic {
 
 impl Traffic {
     /// Destination ports of both directions together.
-    pub fn all_ports(&self) -> FxHashMap<(Protocol, u16), Tally> {
+    pub fn all_ports(&self) -> HMap<(Protocol, u16), Tally> {
         let mut all = self.ports[1].clone();
         for (k, v) in &self.ports[0] {
             all.entry(*k).or_default().merge(v);

@@ -15,10 +15,10 @@ use crate::aggregate::rules::{max_opt, min_opt, Counters};
 use crate::aggregate::Fold;
 use crate::detect::Severity;
 use crate::discover::BlobMeta;
+use crate::hash::HSet;
 use crate::parse::{RuleTable, TableSink};
 use crate::text::fmt_ms;
 use defs::{Access, Dir, NsgDef, RuleDef};
-use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +37,7 @@ pub struct RuleSeen {
     pub first_ms: Option<i64>,
     pub last_ms: Option<i64>,
     /// Distinct source addresses, up to [`MAX_SOURCES`].
-    pub sources: FxHashSet<u128>,
+    pub sources: HSet<u128>,
     /// Destination ports seen (allowed tuples).
     pub ports: BTreeSet<u16>,
 }
@@ -521,7 +521,7 @@ pub fn audit(
             let r = &def.rules[i];
             let mut total = Counters::default();
             let (mut first, mut last) = (None::<i64>, None::<i64>);
-            let mut sources: FxHashSet<u128> = FxHashSet::default();
+            let mut sources: HSet<u128> = HSet::default();
             let mut ports: BTreeSet<u16> = BTreeSet::new();
             for (_, s) in seen_of(r) {
                 ports.extend(&s.ports);
@@ -969,7 +969,7 @@ pub struct LeastPrivilege {
 /// narrower than the rule.
 pub fn least_privilege(
     r: &RuleDef,
-    sources: &FxHashSet<u128>,
+    sources: &HSet<u128>,
     ports: &BTreeSet<u16>,
     tags: &eval::Tags,
 ) -> Option<LeastPrivilege> {

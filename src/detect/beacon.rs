@@ -19,7 +19,7 @@
 
 use super::{Context, Finding, Severity, Window};
 use crate::addr::builtin_internal;
-use rustc_hash::FxHashMap;
+use crate::hash::HMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -64,7 +64,7 @@ pub fn candidate(dst: &IpAddr) -> bool {
 /// non-private addresses → (start ms, bytes) of each. Fed by the stitcher. Mergeable.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Beacons {
-    pub map: FxHashMap<(u32, u32, u16), Vec<(i64, u64)>>,
+    pub map: HMap<(u32, u32, u16), Vec<(i64, u64)>>,
 }
 
 impl Beacons {

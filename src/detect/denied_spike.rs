@@ -12,7 +12,7 @@
 //! contributing sources of that NSG in that hour.
 
 use super::{ip_key, ip_of, median_mad, Context, Finding, Ip, Loc, Seen, Severity, Window};
-use rustc_hash::FxHashMap;
+use crate::hash::HMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,8 +46,8 @@ impl Default for Config {
 /// Mergeable.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Denied {
-    pub hours: FxHashMap<(u64, i64), (u64, Option<Loc>)>,
-    pub sources: FxHashMap<(u64, i64, Ip), u64>,
+    pub hours: HMap<(u64, i64), (u64, Option<Loc>)>,
+    pub sources: HMap<(u64, i64, Ip), u64>,
     /// The current (NSG, hour) run: counted here, added to `hours` when it changes.
     #[serde(skip)]
     cur: Option<((u64, i64), u64, Loc)>,
@@ -118,7 +118,7 @@ impl Denied {
     }
 }
 
-pub fn finish(d: &Denied, names: &FxHashMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<Finding> {
+pub fn finish(d: &Denied, names: &HMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<Finding> {
     let c = &cx.config.denied_spike;
     // Series per NSG and over all ("" stands for all NSGs).
     let mut series: BTreeMap<&str, BTreeMap<i64, u64>> = BTreeMap::new();

@@ -14,8 +14,8 @@
 
 use super::{ip_key, ip_of, robust_z, Context, Finding, Ip, Loc, Seen, Severity, Window};
 use crate::addr::builtin_internal;
+use crate::hash::HMap;
 use crate::text::fmt_ms;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,7 +54,7 @@ pub struct Upload {
 /// (internal source, non-private destination) → bytes sent. Mergeable.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Uploads {
-    pub map: FxHashMap<(Ip, Ip), Upload>,
+    pub map: HMap<(Ip, Ip), Upload>,
 }
 
 impl Uploads {

@@ -13,7 +13,7 @@ use super::{
     ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window, ADMIN_PORTS, DATABASE_PORTS,
 };
 use crate::addr::builtin_internal;
-use rustc_hash::FxHashMap;
+use crate::hash::HMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub struct Exposure {
 #[derive(Default, Serialize, Deserialize)]
 pub struct Exposed {
     /// Keyed by NSG and rule [`super::name_hash`].
-    pub map: FxHashMap<(u64, u64, u16, u16), Exposure>,
+    pub map: HMap<(u64, u64, u16, u16), Exposure>,
 }
 
 impl Exposed {
@@ -105,7 +105,7 @@ impl Exposed {
     }
 }
 
-pub fn finish(x: &Exposed, names: &FxHashMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<Finding> {
+pub fn finish(x: &Exposed, names: &HMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<Finding> {
     let name = |h: &u64| names.get(h).map(|s| s.to_string()).unwrap_or_default();
     let c = &cx.config.exposure;
     let mut out = Vec::new();

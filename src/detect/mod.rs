@@ -26,11 +26,11 @@ pub mod port_scan;
 use crate::addr::AddressBook;
 use crate::aggregate::Fold;
 use crate::discover::BlobMeta;
+use crate::hash::HMap;
 use crate::model::{Decision, Direction, FlowState, FlowTuple};
 use crate::parse::{RuleTable, TableSink};
 use crate::text::fmt_ms;
 use ipnet::IpNet;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -108,7 +108,7 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn of(l: &Loc, names: &FxHashMap<u64, Arc<str>>) -> Evidence {
+    fn of(l: &Loc, names: &HMap<u64, Arc<str>>) -> Evidence {
         let name = |h: &u64| names.get(h).map(|s| s.to_string()).unwrap_or_default();
         Evidence {
             path: name(&l.blob),
@@ -405,7 +405,7 @@ impl Tallies {
 pub struct Detect {
     pub tallies: Tallies,
     /// Blob paths, rule and NSG names by [`name_hash`].
-    pub names: FxHashMap<u64, Arc<str>>,
+    pub names: HMap<u64, Arc<str>>,
     /// The blob being read.
     #[serde(skip)]
     blob: u64,

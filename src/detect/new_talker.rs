@@ -12,7 +12,7 @@
 
 use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window, ADMIN_PORTS};
 use crate::addr::builtin_internal;
-use rustc_hash::FxHashMap;
+use crate::hash::HMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -50,7 +50,7 @@ pub struct Talker {
 /// External address → what is known of it. Mergeable.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Talkers {
-    pub map: FxHashMap<Ip, Talker>,
+    pub map: HMap<Ip, Talker>,
 }
 
 impl Talkers {

@@ -33,7 +33,7 @@
 //! the first time, whether it ever succeeded, and the first tuple's location.
 
 use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window};
-use rustc_hash::FxHashMap;
+use crate::hash::HMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -268,9 +268,9 @@ pub struct Contacts {
     v6: Runs<ContactKey>,
     /// The blob being read: IPv4 contacts by [`pack4`] key as two words.
     #[serde(skip)]
-    live4: FxHashMap<(u64, u64), Live>,
+    live4: HMap<(u64, u64), Live>,
     #[serde(skip)]
-    live6: FxHashMap<ContactKey, Contact>,
+    live6: HMap<ContactKey, Contact>,
     /// The blob of the live tables, and its rules by [`Live::rule`].
     #[serde(skip)]
     live_blob: u64,
@@ -632,7 +632,7 @@ mod tests {
         };
         (0..blobs)
             .map(|b| {
-                let mut m: FxHashMap<u128, Contact> = FxHashMap::default();
+                let mut m: HMap<u128, Contact> = HMap::default();
                 for _ in 0..(next() % 200) {
                     let key = pack4(
                         0x0a00_0000 | (next() % 4) as u32,

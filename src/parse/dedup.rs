@@ -8,39 +8,15 @@
 //! from everything seen so far: the answer is exact either way, only the cost differs.
 //! Whole duplicate records are found earlier, by a record hash (see `parse::record_hash`).
 
-use rustc_hash::{FxHashMap, FxHashSet};
-use std::hash::{Hash, Hasher};
+use crate::hash::{HMap, HSet};
+use std::hash::Hash;
 
-/// A tuple's text as a set key, hashed over a sample (its length, the 16 bytes after the
-/// timestamp's comma, the last 8 bytes) where tuples of one second differ, and compared in
-/// full: exact, at a third of the hashing of all ~60 bytes.
-#[derive(Clone, Copy, Eq)]
+/// A tuple's text as a set key, hashed whole by the set's seeded hasher ([`crate::hash`]).
+/// (Hashing a sample of it was cheaper, but tuples of a port scan in one second share
+/// every sampled byte — the source address after the timestamp, the empty counters at the
+/// end — and all fell into one bucket.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Text<'de>(&'de str);
-
-impl PartialEq for Text<'_> {
-    #[inline]
-    fn eq(&self, o: &Self) -> bool {
-        self.0 == o.0
-    }
-}
-
-impl Hash for Text<'_> {
-    #[inline]
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        let b = self.0.as_bytes();
-        let n = b.len();
-        h.write_usize(n);
-        let at = b.iter().position(|c| *c == b',').map_or(0, |i| i + 1);
-        let mid = &b[at.min(n)..(at + 16).min(n)];
-        let mut w = [0u8; 16];
-        w[..mid.len()].copy_from_slice(mid);
-        h.write_u128(u128::from_le_bytes(w));
-        let mut t = [0u8; 8];
-        let tail = &b[n.saturating_sub(8)..];
-        t[..tail.len()].copy_from_slice(tail);
-        h.write_u64(u64::from_le_bytes(t));
-    }
-}
 
 /// Runs up to this long are scanned linearly (cheaper than hashing for the usual handful of
 /// tuples per second and scope); longer runs use `run_set`. Chosen by measurement on
@@ -57,9 +33,9 @@ pub struct Scope<'de> {
     run_start: usize,
     /// A set over the current run once it is longer than `RUN_SCAN_MAX` (busy seconds), so
     /// the cost per tuple stays bounded; emptied when the timestamp moves on.
-    run_set: FxHashSet<Text<'de>>,
+    run_set: HSet<Text<'de>>,
     /// Set of all texts, once the scope went back in time.
-    index: Option<FxHashSet<Text<'de>>>,
+    index: Option<HSet<Text<'de>>>,
 }
 
 impl<'de> Scope<'de> {
@@ -94,7 +70,7 @@ impl<'de> Scope<'de> {
             return true;
         }
         // Out of order: index everything and answer from the index from now on.
-        let mut ix: FxHashSet<Text<'de>> = self.seen.drain(..).map(Text).collect();
+        let mut ix: HSet<Text<'de>> = self.seen.drain(..).map(Text).collect();
         let fresh = ix.insert(Text(text));
         self.index = Some(ix);
         fresh
@@ -104,7 +80,7 @@ impl<'de> Scope<'de> {
 /// Scopes of one blob, keyed by a hash of (resource or ACL id, rule, MAC).
 #[derive(Default)]
 pub struct DupTracker<'de> {
-    scopes: FxHashMap<u64, Scope<'de>>,
+    scopes: HMap<u64, Scope<'de>>,
 }
 
 impl<'de> DupTracker<'de> {
@@ -116,6 +92,26 @@ impl<'de> DupTracker<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A port scan's tuples of one second differ only in their ports: each still gets a
+    /// hash of its own (a sampled hash gave them one, and the run set went quadratic).
+    #[test]
+    fn a_scan_in_one_second_spreads_over_the_set() {
+        use std::hash::BuildHasher;
+        let b = crate::hash::Build::default();
+        let texts: Vec<String> = (0..1000)
+            .map(|p| {
+                format!(
+                    "1767607200,1.2.3.4,10.0.0.4,{},{},T,I,D,B,,,,",
+                    40000 + p,
+                    1000 + p
+                )
+            })
+            .collect();
+        let hashes: std::collections::BTreeSet<u64> =
+            texts.iter().map(|t| b.hash_one(Text(t))).collect();
+        assert_eq!(hashes.len(), texts.len());
+    }
 
     #[test]
     fn long_runs_of_one_timestamp_stay_exact() {

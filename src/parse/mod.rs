@@ -24,9 +24,9 @@ pub use ledger::{BlobProblem, BlobProblemKind, Ledger, RejectExample};
 pub use tuple::{parse_tuple, RejectReason, TupleError};
 
 use crate::aggregate::traffic::HOUR_MS;
+use crate::hash::HSet;
 use crate::model::{last_segment, subscription_of, Family, FlowTuple, GroupContext};
 use crate::text::term_safe;
-use rustc_hash::{FxHashSet, FxHasher};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -619,7 +619,7 @@ struct Handler<'de, 'x, S: TableSink> {
     ledger: Ledger,
     record_index: usize,
     /// Outlines of records seen (duplicate-record detection).
-    record_hashes: FxHashSet<u64>,
+    record_hashes: HSet<u64>,
     /// Whether every accepted tuple of the current record repeated an earlier one.
     all_repeated: bool,
     /// Duplicate-tuple detection, exact.
@@ -634,10 +634,13 @@ struct Handler<'de, 'x, S: TableSink> {
     base: isize,
     /// The first record with parts of the wrong shape: its index and what was wrong.
     malformed_first: Option<(usize, String)>,
+    /// The blob's seeded hasher for scope and record-outline ids ([`crate::hash`]).
+    hasher: crate::hash::Build,
 }
 
-fn scope_hash(parts: &[&str]) -> u64 {
-    let mut h = FxHasher::default();
+fn scope_hash(b: &crate::hash::Build, parts: &[&str]) -> u64 {
+    use std::hash::BuildHasher;
+    let mut h = b.build_hasher();
     for p in parts {
         p.hash(&mut h);
     }
@@ -706,7 +709,9 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
 
         // A record whose header and group outline match an earlier one, and all of whose
         // tuples turn out to repeat earlier tuples (checked exactly), is a duplicate record.
-        let outline_seen = !self.record_hashes.insert(record_outline(&rec));
+        let outline_seen = !self
+            .record_hashes
+            .insert(record_outline(&self.hasher, &rec));
         self.all_repeated = true;
 
         // A record with both shapes (NSG `properties.flows` and VNet `flowRecords`) gives
@@ -770,7 +775,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         flow_log_resource_id: "",
                         record_index: index,
                     };
-                    let scope = scope_hash(&[resource_id, &rf.rule, mac]);
+                    let scope = scope_hash(&self.hasher, &[resource_id, &rf.rule, mac]);
                     self.group(ctx, family, scope, &mf.flow_tuples);
                 }
             }
@@ -804,7 +809,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                         flow_log_resource_id: flow_log,
                         record_index: index,
                     };
-                    let scope = scope_hash(&[&acl.acl_id, &g.rule, mac]);
+                    let scope = scope_hash(&self.hasher, &[&acl.acl_id, &g.rule, mac]);
                     self.group(ctx, family, scope, &g.flow_tuples);
                 }
             }
@@ -990,13 +995,14 @@ fn cut(s: &str) -> String {
 /// A cheap outline of a record: its header fields and, per group, the rule, MAC, tuple
 /// count and first and last tuple. Equal outlines only nominate a duplicate; the tuples are
 /// compared exactly by the duplicate tracker.
-fn record_outline(rec: &RawRecord<'_>) -> u64 {
-    fn ends(h: &mut FxHasher, t: &[Text<'_>]) {
+fn record_outline(b: &crate::hash::Build, rec: &RawRecord<'_>) -> u64 {
+    use std::hash::BuildHasher;
+    fn ends(h: &mut impl Hasher, t: &[Text<'_>]) {
         t.len().hash(h);
         t.first().hash(h);
         t.last().hash(h);
     }
-    let mut h = FxHasher::default();
+    let mut h = b.build_hasher();
     rec.time.hash(&mut h);
     rec.resource_id.hash(&mut h);
     rec.mac_address.hash(&mut h);
@@ -1337,7 +1343,7 @@ pub fn parse_blob<S: TableSink>(
             ..ledger
         },
         record_index: 0,
-        record_hashes: FxHashSet::default(),
+        record_hashes: HSet::default(),
         all_repeated: true,
         dups: dedup::DupTracker::default(),
         skew_first: None,
@@ -1345,6 +1351,7 @@ pub fn parse_blob<S: TableSink>(
         body: body.as_ptr_range().start as usize..body.as_ptr_range().end as usize,
         base,
         malformed_first: None,
+        hasher: crate::hash::Build::default(),
     };
     // Notes left by a blob that panicked on this thread belong to no record here.
     take_shape_notes();

@@ -9,9 +9,9 @@ use crate::aggregate::graph::{top_tallies, PairTally};
 use crate::aggregate::traffic::{Hour, HOUR_MS};
 use crate::aggregate::{ReportData, Summary};
 use crate::discover::Discovered;
+use crate::hash::HMap;
 use crate::model::Protocol;
 use crate::text::fmt_ms;
-use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 /// Rows per top list.
@@ -33,7 +33,7 @@ fn talker(book: &AddressBook, ip: &IpAddr, s: &Stat) -> Talker {
     }
 }
 
-fn port_rows(m: &FxHashMap<(Protocol, u16), Stat>, n: usize) -> Vec<PortRow> {
+fn port_rows(m: &HMap<(Protocol, u16), Stat>, n: usize) -> Vec<PortRow> {
     top_tallies(m, n)
         .into_iter()
         .map(|((p, port), s)| PortRow {
@@ -46,11 +46,7 @@ fn port_rows(m: &FxHashMap<(Protocol, u16), Stat>, n: usize) -> Vec<PortRow> {
         .collect()
 }
 
-fn talkers(
-    book: &AddressBook,
-    pairs: &PairTally,
-    ports: &FxHashMap<(Protocol, u16), Stat>,
-) -> Talkers {
+fn talkers(book: &AddressBook, pairs: &PairTally, ports: &HMap<(Protocol, u16), Stat>) -> Talkers {
     let (src, dst) = pairs.top_ends(TOP_N);
     Talkers {
         sources: src.iter().map(|(ip, s)| talker(book, ip, s)).collect(),
@@ -149,7 +145,7 @@ const MAX_BINS: i64 = 400;
 
 /// The hourly counts regrouped into at most [`MAX_BINS`] bins aligned to the epoch, dense
 /// from the first to the last bin (empty bins as zeros). Returns (bin width ms, rows).
-fn series(hours: &FxHashMap<i64, Hour>) -> (i64, Vec<HourRow>) {
+fn series(hours: &HMap<i64, Hour>) -> (i64, Vec<HourRow>) {
     let (Some(lo), Some(hi)) = (hours.keys().min().copied(), hours.keys().max().copied()) else {
         return (HOUR_MS, Vec::new());
     };
