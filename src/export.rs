@@ -422,15 +422,19 @@ pub fn write_connections(
                 sep!(o);
                 num(&mut o, c.dport);
                 let _ = write!(o, ",{},{},{}", c.protocol, c.direction, c.status.name());
+                sep!(o);
+                num(&mut o, c.tuples);
+                // Counts none of its tuples logged are empty cells, as in `flows`.
                 for v in [
-                    c.tuples,
                     c.packets_src_to_dst,
                     c.bytes_src_to_dst,
                     c.packets_dst_to_src,
                     c.bytes_dst_to_src,
                 ] {
                     sep!(o);
-                    num(&mut o, v);
+                    if c.counters_logged {
+                        num(&mut o, v);
+                    }
                 }
                 for v in [c.start_ms, c.end_ms] {
                     sep!(o);

@@ -318,10 +318,10 @@ impl SummaryReport {
             t.denied,
             t.inbound,
             t.outbound,
-            t.packets_src_to_dst,
-            t.packets_dst_to_src,
-            t.bytes_src_to_dst,
-            t.bytes_dst_to_src
+            t.cells()[5],
+            t.cells()[7],
+            t.cells()[6],
+            t.cells()[8]
         );
         let fams: Vec<String> = [
             ("nsg_v1", &self.families.nsg_v1),
@@ -370,8 +370,8 @@ impl SummaryReport {
                     c.denied.to_string(),
                     c.inbound.to_string(),
                     c.outbound.to_string(),
-                    c.bytes_src_to_dst.to_string(),
-                    c.bytes_dst_to_src.to_string(),
+                    c.cells()[6].clone(),
+                    c.cells()[8].clone(),
                     r.first
                         .as_deref()
                         .map(short_time)

@@ -143,7 +143,11 @@ pub fn render_top_connections(
                         c.protocol.to_string(),
                         c.direction.to_string(),
                         c.status.name().to_string(),
-                        c.bytes().to_string(),
+                        if c.counters_logged {
+                            c.bytes().to_string()
+                        } else {
+                            crate::aggregate::rules::NOT_LOGGED.to_string()
+                        },
                         (c.packets_src_to_dst as u128 + c.packets_dst_to_src as u128).to_string(),
                         format!("{}/{}", c.nsg, c.rule),
                     ]

@@ -75,8 +75,10 @@ impl Status {
     }
 }
 
-/// One stitched connection.
+/// One stitched connection. In JSON its packet and byte counts are `null` when none of its
+/// tuples logged one (NSG v1, denied attempts, `B`-only flows): "not logged", never 0.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "ConnectionJson")]
 pub struct Connection {
     pub start_ms: i64,
     pub end_ms: i64,
@@ -99,6 +101,60 @@ pub struct Connection {
     pub bytes_src_to_dst: u64,
     pub packets_dst_to_src: u64,
     pub bytes_dst_to_src: u64,
+    /// Some tuple of it logged a packet or byte count.
+    pub counters_logged: bool,
+}
+
+/// [`Connection`] as JSON writes it.
+#[derive(Serialize)]
+struct ConnectionJson {
+    start_ms: i64,
+    end_ms: i64,
+    nsg: Arc<str>,
+    rule: Arc<str>,
+    mac: Arc<str>,
+    family: &'static str,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    #[serde(serialize_with = "display")]
+    protocol: Protocol,
+    direction: &'static str,
+    status: Status,
+    tuples: u64,
+    packets_src_to_dst: Option<u64>,
+    bytes_src_to_dst: Option<u64>,
+    packets_dst_to_src: Option<u64>,
+    bytes_dst_to_src: Option<u64>,
+    counters_logged: bool,
+}
+
+impl From<Connection> for ConnectionJson {
+    fn from(c: Connection) -> ConnectionJson {
+        let n = |v: u64| c.counters_logged.then_some(v);
+        ConnectionJson {
+            packets_src_to_dst: n(c.packets_src_to_dst),
+            bytes_src_to_dst: n(c.bytes_src_to_dst),
+            packets_dst_to_src: n(c.packets_dst_to_src),
+            bytes_dst_to_src: n(c.bytes_dst_to_src),
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+            nsg: c.nsg,
+            rule: c.rule,
+            mac: c.mac,
+            family: c.family,
+            src: c.src,
+            sport: c.sport,
+            dst: c.dst,
+            dport: c.dport,
+            protocol: c.protocol,
+            direction: c.direction,
+            status: c.status,
+            tuples: c.tuples,
+            counters_logged: c.counters_logged,
+        }
+    }
 }
 
 impl Connection {
@@ -607,6 +663,7 @@ impl Names {
             bytes_src_to_dst: o.bytes[0],
             packets_dst_to_src: packets[1],
             bytes_dst_to_src: o.bytes[1],
+            counters_logged: o.ctx & COUNTED != 0,
         }
     }
 }
@@ -1252,6 +1309,8 @@ struct ConnWire {
     tuples: u64,
     packets: [u64; 2],
     bytes: [u64; 2],
+    #[serde(default)]
+    counters_logged: bool,
 }
 
 impl From<&Connection> for ConnWire {
@@ -1273,6 +1332,7 @@ impl From<&Connection> for ConnWire {
             tuples: c.tuples,
             packets: [c.packets_src_to_dst, c.packets_dst_to_src],
             bytes: [c.bytes_src_to_dst, c.bytes_dst_to_src],
+            counters_logged: c.counters_logged,
         }
     }
 }
@@ -1302,6 +1362,7 @@ impl ConnWire {
             bytes_src_to_dst: self.bytes[0],
             packets_dst_to_src: self.packets[1],
             bytes_dst_to_src: self.bytes[1],
+            counters_logged: self.counters_logged,
         })
     }
 }

@@ -14,18 +14,54 @@ use std::ops::AddAssign;
 pub type Sum = u128;
 
 /// Tuple counters. Counts sum the tuple fields as logged; a missing count adds nothing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `counted` says how many tuples logged any packet or byte count: when none did (NSG v1,
+/// or only `B` and denied tuples of v2), the packet and byte sums are "not logged", never
+/// 0 — JSON writes them as `null`, tables and CSV as `not logged`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Counters {
     pub tuples: u64,
     pub allowed: u64,
     pub denied: u64,
     pub inbound: u64,
     pub outbound: u64,
+    #[serde(default, deserialize_with = "zero_if_null")]
     pub packets_src_to_dst: Sum,
+    #[serde(default, deserialize_with = "zero_if_null")]
     pub bytes_src_to_dst: Sum,
+    #[serde(default, deserialize_with = "zero_if_null")]
     pub packets_dst_to_src: Sum,
+    #[serde(default, deserialize_with = "zero_if_null")]
     pub bytes_dst_to_src: Sum,
+    /// Tuples that logged a packet or byte count.
+    #[serde(default, rename = "counters_logged")]
+    pub counted: u64,
 }
+
+fn zero_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sum, D::Error> {
+    Ok(Option::<Sum>::deserialize(d)?.unwrap_or(0))
+}
+
+impl Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let sum = |v: Sum| (!self.not_logged()).then_some(v);
+        let mut st = s.serialize_struct("Counters", 10)?;
+        st.serialize_field("tuples", &self.tuples)?;
+        st.serialize_field("allowed", &self.allowed)?;
+        st.serialize_field("denied", &self.denied)?;
+        st.serialize_field("inbound", &self.inbound)?;
+        st.serialize_field("outbound", &self.outbound)?;
+        st.serialize_field("packets_src_to_dst", &sum(self.packets_src_to_dst))?;
+        st.serialize_field("bytes_src_to_dst", &sum(self.bytes_src_to_dst))?;
+        st.serialize_field("packets_dst_to_src", &sum(self.packets_dst_to_src))?;
+        st.serialize_field("bytes_dst_to_src", &sum(self.bytes_dst_to_src))?;
+        st.serialize_field("counters_logged", &self.counted)?;
+        st.end()
+    }
+}
+
+/// How a packet or byte sum reads where it was not logged.
+pub const NOT_LOGGED: &str = "not logged";
 
 impl Counters {
     /// Count one tuple.
@@ -42,6 +78,33 @@ impl Counters {
         self.bytes_src_to_dst += t.bytes_s2d.unwrap_or(0) as Sum;
         self.packets_dst_to_src += t.packets_d2s.unwrap_or(0) as Sum;
         self.bytes_dst_to_src += t.bytes_d2s.unwrap_or(0) as Sum;
+        self.counted += (t.packets_s2d.is_some()
+            | t.bytes_s2d.is_some()
+            | t.packets_d2s.is_some()
+            | t.bytes_d2s.is_some()) as u64;
+    }
+
+    /// Tuples were counted but none logged a packet or byte count.
+    pub fn not_logged(&self) -> bool {
+        self.tuples > 0 && self.counted == 0
+    }
+
+    /// Packets both ways as text (`not logged` when none were).
+    pub fn packets_text(&self) -> String {
+        self.sum_text(self.packets_src_to_dst + self.packets_dst_to_src)
+    }
+
+    /// Bytes both ways as text (`not logged` when none were).
+    pub fn bytes_text(&self) -> String {
+        self.sum_text(self.bytes_src_to_dst + self.bytes_dst_to_src)
+    }
+
+    fn sum_text(&self, v: Sum) -> String {
+        if self.not_logged() {
+            NOT_LOGGED.to_string()
+        } else {
+            v.to_string()
+        }
     }
 }
 
@@ -61,7 +124,7 @@ impl Counters {
 
     /// The counters as text cells, in [`Counters::COLUMNS`] order (tables and CSV).
     pub fn cells(&self) -> [String; 9] {
-        [
+        let mut cells = [
             self.tuples as Sum,
             self.allowed as Sum,
             self.denied as Sum,
@@ -72,7 +135,13 @@ impl Counters {
             self.packets_dst_to_src,
             self.bytes_dst_to_src,
         ]
-        .map(|n| n.to_string())
+        .map(|n| n.to_string());
+        if self.not_logged() {
+            for c in &mut cells[5..] {
+                *c = NOT_LOGGED.to_string();
+            }
+        }
+        cells
     }
 }
 
@@ -87,6 +156,7 @@ impl AddAssign for Counters {
         self.bytes_src_to_dst += o.bytes_src_to_dst;
         self.packets_dst_to_src += o.packets_dst_to_src;
         self.bytes_dst_to_src += o.bytes_dst_to_src;
+        self.counted += o.counted;
     }
 }
 

@@ -968,6 +968,62 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
     }
 }
 
+/// The fuzzing property of the blob parser (`fuzz/`, replayed by a test): any bytes, read
+/// as nsgflow reads a blob (plain, gzip or zip, under the default caps), parse without a
+/// panic; the ledger balances and the folds saw exactly the accepted tuples. Panics when
+/// that does not hold.
+pub fn check_blob(data: &[u8]) {
+    #[derive(Default)]
+    struct Count(u64);
+    impl TableSink for Count {
+        fn table(&mut self, t: &RuleTable<'_>) {
+            assert_eq!(t.tuples.len(), t.indices.len());
+            self.0 += t.tuples.len() as u64;
+        }
+    }
+    let opts = ParseOptions::default();
+    let mut scratch = Scratch::default();
+    let mut one = |bytes: &[u8]| {
+        let mut c = Count::default();
+        let l = parse_blob(
+            "fuzz.json",
+            bytes,
+            &PathDefaults::default(),
+            &opts,
+            &mut scratch,
+            &mut c,
+        )
+        .ledger;
+        assert!(l.balances(), "ledger does not balance: {l:?}");
+        assert_eq!(
+            c.0, l.tuples_accepted,
+            "folds saw other tuples than accepted"
+        );
+        assert_eq!(l.blobs, 1);
+    };
+    // Small caps keep a fuzzed bomb quick; the caps' own behaviour is tested elsewhere.
+    let limits = compressed::Limits {
+        max_bytes: 1 << 24,
+        ..Default::default()
+    };
+    match compressed::sniff(data) {
+        compressed::Container::Plain => one(data),
+        compressed::Container::Gzip => {
+            let mut out = Vec::new();
+            if compressed::gunzip(data, &limits, &mut out).is_ok() {
+                one(&out);
+            }
+        }
+        compressed::Container::Zip => {
+            for (_, e) in compressed::unzip(data, &limits).unwrap_or_default() {
+                if let Ok(b) = e {
+                    one(&b);
+                }
+            }
+        }
+    }
+}
+
 /// Tuples a rule table holds at most before it is handed on in pieces (cut at a change of
 /// time; real records hold a minute, far fewer): 64k parsed tuples are about 7 MB.
 pub const TABLE_CHUNK: usize = 65_536;

@@ -493,6 +493,26 @@ pub fn parse_tuple(s: &str, family: Family) -> Result<FlowTuple, TupleError> {
     }
 }
 
+/// The fuzzing property of the tuple grammar (`fuzz/`, replayed by a test): for any bytes
+/// that are UTF-8 and every family, the fast pass and the reference grammar agree (the
+/// same tuple, or the same reason and field). Panics on a disagreement.
+pub fn check_agreement(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    for family in [Family::NsgV1, Family::NsgV2, Family::Vnet] {
+        let slow = parse_tuple_slow(s, family);
+        if let Some(t) = fast(s, family) {
+            assert_eq!(
+                Ok(t),
+                slow,
+                "fast and reference grammar disagree on {s:?} ({family:?})"
+            );
+        }
+        assert_eq!(parse_tuple(s, family), slow, "{s:?} ({family:?})");
+    }
+}
+
 /// The reference grammar: split, then parse each field, naming the first field at fault.
 pub fn parse_tuple_slow(s: &str, family: Family) -> Result<FlowTuple, TupleError> {
     let mut f: [&str; 13] = [""; 13];

@@ -84,9 +84,11 @@ fn conn_row(c: &Connection) -> ConnectionRow {
         service: format!("{}/{}", c.dport, c.protocol),
         direction: c.direction,
         status: c.status.name(),
-        bytes: c.bytes(),
-        packets: c.packets_src_to_dst as crate::aggregate::rules::Sum
-            + c.packets_dst_to_src as crate::aggregate::rules::Sum,
+        bytes: c.counters_logged.then(|| c.bytes()),
+        packets: c.counters_logged.then(|| {
+            c.packets_src_to_dst as crate::aggregate::rules::Sum
+                + c.packets_dst_to_src as crate::aggregate::rules::Sum
+        }),
         rule: format!("{}/{}", c.nsg, c.rule),
     }
 }

@@ -304,8 +304,26 @@ pub struct ConnectionRow {
     pub service: String,
     pub direction: &'static str,
     pub status: &'static str,
-    pub bytes: crate::aggregate::rules::Sum,
-    pub packets: crate::aggregate::rules::Sum,
+    /// `null` when none of its tuples logged a count (NSG v1, denied attempts).
+    pub bytes: Option<crate::aggregate::rules::Sum>,
+    pub packets: Option<crate::aggregate::rules::Sum>,
     /// `nsg/rule`.
     pub rule: String,
+}
+
+impl ConnectionRow {
+    /// Bytes as text: `not logged` when none of its tuples logged a count.
+    pub fn bytes_text(&self) -> String {
+        self.bytes.map_or_else(
+            || crate::aggregate::rules::NOT_LOGGED.into(),
+            |b| b.to_string(),
+        )
+    }
+    /// Packets as text, the same way.
+    pub fn packets_text(&self) -> String {
+        self.packets.map_or_else(
+            || crate::aggregate::rules::NOT_LOGGED.into(),
+            |b| b.to_string(),
+        )
+    }
 }

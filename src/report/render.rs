@@ -339,7 +339,7 @@ pub fn markdown(r: &Report) -> String {
                 c.denied.to_string(),
                 c.inbound.to_string(),
                 c.outbound.to_string(),
-                (c.bytes_src_to_dst + c.bytes_dst_to_src).to_string(),
+                c.bytes_text(),
                 x.first.clone().unwrap_or_else(|| "-".into()),
                 x.last.clone().unwrap_or_else(|| "-".into()),
             ]
@@ -416,7 +416,7 @@ pub fn markdown(r: &Report) -> String {
                     md(&c.dst),
                     c.direction.to_string(),
                     c.status.to_string(),
-                    c.bytes.to_string(),
+                    c.bytes_text(),
                     md(&c.rule),
                 ]
             }),
@@ -553,7 +553,7 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
             conns.push(vec![
                 list.into(),
                 c.status.to_string(),
-                c.bytes.to_string(),
+                c.bytes_text(),
                 c.start.clone(),
                 c.duration_ms.to_string(),
                 c.src.clone(),
