@@ -3706,3 +3706,83 @@ fn fuzz_corpus_replays_without_a_finding() {
     }
     assert!(n[0] >= 100 && n[1] >= 40, "corpus sizes {n:?}");
 }
+
+/// NSG v1 logs no packet or byte counts: its rules, family and connections read "not
+/// logged" (JSON null) in every output, never 0 bytes.
+#[test]
+fn v1_counters_read_not_logged_in_every_output() {
+    let c = root().join("fixtures/container");
+    let (_, v) = summary_json(&[c.to_str().unwrap()]);
+    let v1 = &v["families"]["nsg_v1"];
+    assert_eq!(v1["tuples"], 90);
+    assert_eq!(v1["counters_logged"], 0);
+    assert!(v1["bytes_src_to_dst"].is_null() && v1["packets_dst_to_src"].is_null());
+    assert!(
+        v["totals"]["bytes_src_to_dst"].as_u64().unwrap() > 0,
+        "v2 and VNet bytes are summed"
+    );
+    let web: Vec<&Value> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["nsg"] == "WEB-NSG" && r["tuples"].as_u64().unwrap() > 0)
+        .collect();
+    assert_eq!(web.len(), 7);
+    assert!(web.iter().all(|r| r["bytes_src_to_dst"].is_null()));
+    let out = nsgflow().arg("summary").arg(&c).output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("WEB-NSG")).collect();
+    assert!(
+        rows.iter()
+            .filter(|l| l.contains("not logged  not logged"))
+            .count()
+            == 7,
+        "{table}"
+    );
+    // Connections of v1 tuples: counts null in JSON Lines, empty in CSV.
+    let out = nsgflow()
+        .args([
+            "connections",
+            "--nsg",
+            "WEB-NSG",
+            "--family",
+            "nsg",
+            "--format",
+            "jsonl",
+        ])
+        .arg(&c)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout).unwrap();
+    assert!(!lines.is_empty());
+    for l in lines.lines() {
+        let j: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(j["counters_logged"], false);
+        assert!(j["bytes_src_to_dst"].is_null());
+    }
+    // The report's rules tables.
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    nsgflow()
+        .args(["report", "--quiet", "-o"])
+        .arg(&r)
+        .arg(&c)
+        .assert()
+        .success();
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    assert!(
+        md.lines().any(
+            |l| l.starts_with("| WEB-NSG | UserRule\\_AllowHttps | 18 |")
+                && l.contains("| not logged |")
+        ),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(r.join("rules.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .any(|l| l.starts_with("WEB-NSG,UserRule_AllowHttps,18,")
+            && l.contains("not logged,not logged")));
+    let html = std::fs::read_to_string(r.join("index.html")).unwrap();
+    assert!(html.contains("<td>WEB-NSG</td><td>UserRule_AllowHttps</td><td class=\"n\">18</td>"));
+    assert!(html.contains("<td class=\"n\">not logged</td>"));
+}
