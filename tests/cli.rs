@@ -1173,6 +1173,33 @@ fn parts_of_the_wrong_shape_are_skipped_and_the_records_after_them_read() {
         err.contains("4 records had parts of the wrong JSON type (skipped"),
         "{err}"
     );
+    // The same when `records` is not the wrapper's first key.
+    let good =
+        std::fs::read_to_string(root().join("fixtures/malformed/records-not-first.json")).unwrap();
+    let mut w: Value = serde_json::from_str(&good).unwrap();
+    w["records"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, serde_json::json!(42));
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("w.json");
+    // Keep `records` after the other keys, as in the fixture.
+    let text = good.replacen("\"records\":[", "\"records\":[42,", 1);
+    std::fs::write(&f, text).unwrap();
+    let (code, v) = summary_json(&[f.to_str().unwrap()]);
+    assert_eq!(code, 3);
+    let n = w["records"].as_array().unwrap().len();
+    assert_eq!(v["ledger"]["records"], n);
+    assert_eq!(v["ledger"]["records_malformed"], 1);
+    assert_eq!(
+        v["ledger"]["tuples_accepted"], 3,
+        "the 3 tuples of records-not-first.json"
+    );
+    let msg = v["ledger"]["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.ends_with("record 0: a record is a number, not an object"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -128,7 +128,7 @@ struct RawRecord<'a> {
     /// A `{"records": [...]}` wrapper whose `records` is not its first key is read as a
     /// record first: its records land here.
     #[serde(borrow, default)]
-    records: Option<Vec<RawRecord<'a>>>,
+    records: Option<Vec<NotedRecord<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +208,27 @@ fn note_shape(what: String) {
 
 fn take_shape_notes() -> Vec<String> {
     SHAPE_NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+}
+
+/// One item of a `records` array with the wrong-shape notes made while reading it (`rec` is
+/// `None` when the item is no object).
+struct NotedRecord<'a> {
+    rec: Option<RawRecord<'a>>,
+    notes: Vec<String>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for NotedRecord<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let before = take_shape_notes();
+        let rec = Obj::<RawRecord<'a>>::deserialize(d);
+        let mut notes = take_shape_notes();
+        SHAPE_NOTES.with(|n| *n.borrow_mut() = before);
+        let rec = rec?.0;
+        if rec.is_none() && notes.is_empty() {
+            notes.push("a record is null, not an object".to_string());
+        }
+        Ok(NotedRecord { rec, notes })
+    }
 }
 
 /// What a JSON value is, for the messages.
@@ -661,23 +682,24 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
         }
     }
 
-    /// An item of `records` that is no object: counted as a record, and malformed.
-    fn not_a_record(&mut self) {
-        let index = self.record_index;
-        self.record_index += 1;
-        self.ledger.records += 1;
-        let mut notes = take_shape_notes();
-        if notes.is_empty() {
-            notes.push("a record is null, not an object".to_string());
+    /// One item of `records`: a record, or (no object) a malformed one.
+    fn noted(&mut self, r: NotedRecord<'de>) {
+        match r.rec {
+            Some(rec) => self.record(rec, r.notes),
+            None => {
+                let index = self.record_index;
+                self.record_index += 1;
+                self.ledger.records += 1;
+                self.malformed(index, r.notes);
+            }
         }
-        self.malformed(index, notes);
     }
 
-    fn record(&mut self, rec: RawRecord<'de>) {
+    /// One record, with the wrong-shape notes made while reading it.
+    fn record(&mut self, rec: RawRecord<'de>, notes: Vec<String>) {
         let index = self.record_index;
         self.record_index += 1;
         self.ledger.records += 1;
-        let notes = take_shape_notes();
         let shape_ok = notes.is_empty();
         if !shape_ok {
             self.malformed(index, notes);
@@ -1111,11 +1133,8 @@ impl<'de, S: TableSink> Visitor<'de> for RecordsSeed<'_, 'de, '_, S> {
         f.write_str("an array of flow-log records")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(rec) = seq.next_element::<Obj<RawRecord<'de>>>()? {
-            match rec.0 {
-                Some(rec) => self.h.record(rec),
-                None => self.h.not_a_record(),
-            }
+        while let Some(rec) = seq.next_element::<NotedRecord<'de>>()? {
+            self.h.noted(rec);
         }
         Ok(())
     }
@@ -1164,7 +1183,7 @@ impl<'de, S: TableSink> Visitor<'de> for TopSeed<'_, 'de, '_, S> {
         if let Some(records) = rec.records {
             // `{"...": …, "records": [...]}`: a wrapper whose records are not first.
             for r in records {
-                self.h.record(r);
+                self.h.noted(r);
             }
             return Ok(());
         }
@@ -1174,7 +1193,7 @@ impl<'de, S: TableSink> Visitor<'de> for TopSeed<'_, 'de, '_, S> {
             ));
         }
         self.h.ledger.tolerated.bare_record += 1;
-        self.h.record(rec);
+        self.h.record(rec, take_shape_notes());
         Ok(())
     }
 }
