@@ -9,9 +9,7 @@
 //! for 1-2, high from `high_sources` (3), critical from `critical_sources` (50: the port is
 //! being found and used by the Internet at large).
 
-use super::{
-    ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window, ADMIN_PORTS, DATABASE_PORTS,
-};
+use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window, ADMIN_PORTS};
 use crate::addr::builtin_internal;
 use crate::hash::HMap;
 use serde::{Deserialize, Serialize};
@@ -60,10 +58,7 @@ impl Exposed {
     #[inline]
     pub fn see(&mut self, s: &Seen<'_>) {
         let t = s.t;
-        if !s.inbound
-            || !(ADMIN_PORTS.contains(&t.dport) || DATABASE_PORTS.contains(&t.dport))
-            || builtin_internal(&t.src)
-        {
+        if !s.inbound || !super::is_exposure_port(t.dport) || builtin_internal(&t.src) {
             return;
         }
         let key = (s.nsg, s.rule, t.dport, t.protocol.code());

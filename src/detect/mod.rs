@@ -243,6 +243,19 @@ pub const ADMIN_PORTS: [u16; 6] = [22, 3389, 445, 135, 5985, 5986];
 /// Elasticsearch, MongoDB, Cassandra, Memcached).
 pub const DATABASE_PORTS: [u16; 8] = [1433, 3306, 5432, 6379, 9200, 27017, 9042, 11211];
 
+/// Whether a port is in [`ADMIN_PORTS`] (a `match` the compiler turns into a few compares:
+/// this runs on every inbound tuple).
+#[inline]
+pub fn is_admin_port(p: u16) -> bool {
+    matches!(p, 22 | 3389 | 445 | 135 | 5985 | 5986)
+}
+
+/// Whether a port is in [`ADMIN_PORTS`] or [`DATABASE_PORTS`].
+#[inline]
+pub fn is_exposure_port(p: u16) -> bool {
+    is_admin_port(p) || matches!(p, 1433 | 3306 | 5432 | 6379 | 9200 | 27017 | 9042 | 11211)
+}
+
 /// Thresholds and allow-lists of every detector (`--config FILE`, TOML; every key optional).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -749,6 +762,18 @@ pub(crate) mod testkit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_matches_equal_the_port_lists() {
+        for p in 0..=u16::MAX {
+            assert_eq!(is_admin_port(p), ADMIN_PORTS.contains(&p), "{p}");
+            assert_eq!(
+                is_exposure_port(p),
+                ADMIN_PORTS.contains(&p) || DATABASE_PORTS.contains(&p),
+                "{p}"
+            );
+        }
+    }
 
     #[test]
     fn ip_keys_round_trip_both_families() {

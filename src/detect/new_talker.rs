@@ -10,7 +10,7 @@
 //! new small destinations, the churn of any internet-facing service — are one `info`
 //! summary with their counts.
 
-use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window, ADMIN_PORTS};
+use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window};
 use crate::addr::builtin_internal;
 use crate::hash::HMap;
 use serde::{Deserialize, Serialize};
@@ -82,7 +82,7 @@ impl Talkers {
         e.last_ms = e.last_ms.max(t.time_ms);
         if s.inbound {
             e.allowed_in += 1;
-            if e.admin_in.is_none() && ADMIN_PORTS.contains(&t.dport) {
+            if e.admin_in.is_none() && super::is_admin_port(t.dport) {
                 e.admin_in = Some(t.dport);
             }
         } else {
