@@ -30,7 +30,8 @@ use std::process::ExitCode;
 pub mod exit {
     /// Everything read was used.
     pub const OK: u8 = 0;
-    /// Nothing usable was read (no blobs found, or no record parsed).
+    /// Nothing usable was read (no blobs found, no record parsed, or no tuple matched the
+    /// filters).
     pub const NOTHING_READ: u8 = 1;
     /// A usage or environment error: a bad flag value, an unusable output location, a write
     /// that failed, a partial file that cannot be merged.
@@ -451,6 +452,16 @@ fn finish(l: &Ledger, d: &Discovered, run: &RunOptions) -> ExitCode {
                 l.blobs, l.blobs_empty, l.blobs_failed
             );
         }
+        return ExitCode::from(exit::NOTHING_READ);
+    }
+    let passed = l.tuples_accepted - l.tuples_filtered.min(l.tuples_accepted);
+    if l.tuples_filtered > 0 && passed <= l.tuples_deduplicated {
+        // A scheduled job whose filter matches nothing (a renamed NSG, a typo) must not
+        // look like a quiet week.
+        eprintln!(
+            "nsgflow: no tuples matched the filters; {} tuples were read ({} outside the filters)",
+            l.tuples, l.tuples_filtered
+        );
         return ExitCode::from(exit::NOTHING_READ);
     }
     if l.has_losses() || d.skipped.iter().any(|s| s.is_loss()) {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  everything read was used
-  1  nothing usable was read (no blobs found, or no record parsed)
+  1  nothing usable was read (no blobs found, no record parsed, or no tuple matched the filters)
   2  usage or environment error (bad flag value, unusable output location, a write that
      failed, partial files that cannot be merged)
   3  finished, but some input was rejected or failed (see stderr and the ledger)

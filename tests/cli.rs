@@ -3813,3 +3813,39 @@ fn v1_counters_read_not_logged_in_every_output() {
     assert!(html.contains("<td>WEB-NSG</td><td>UserRule_AllowHttps</td><td class=\"n\">18</td>"));
     assert!(html.contains("<td class=\"n\">not logged</td>"));
 }
+
+/// A filter that matches nothing says so and exits 1, so a scheduled job with a typo or a
+/// renamed NSG does not look like a quiet week.
+#[test]
+fn a_filter_that_matches_nothing_says_so_and_exits_1() {
+    let c = root().join("fixtures/container");
+    for args in [&["--nsg", "NOPE-NSG"][..], &["--port", "9"][..]] {
+        let out = nsgflow()
+            .arg("summary")
+            .arg(&c)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nsgflow: no tuples matched the filters; "),
+            "{err}"
+        );
+    }
+    let out = nsgflow()
+        .arg("summary")
+        .arg(&c)
+        .args(["--port", "9"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no tuples matched the filters; 849 tuples were read (849 outside the filters)"));
+    // A filter that matches something keeps exit 0.
+    nsgflow()
+        .arg("summary")
+        .arg(&c)
+        .args(["--port", "443"])
+        .assert()
+        .code(0);
+}
