@@ -96,6 +96,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 state::save(p, &header, &data.ledger, BodyRef::Report(&data))?;
             }
             let findings = findings_of(data.detect_data(), &book, &detect, &input)?;
+            coverage_warnings(&data.coverage);
             let code = write_report(
                 &data,
                 &d,
@@ -201,6 +202,10 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 Format::Json => report.to_json(),
                 Format::Table => report.to_table(),
             })?;
+            if format == Format::Json {
+                // The table prints them; JSON on stdout leaves stderr to say them.
+                coverage_warnings(&coverage);
+            }
             Ok(finish(&s.ledger, &d, &input.run))
         }
         Config::Merge { partials, output } => merge(&partials, output),
@@ -407,6 +412,14 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
         );
     }
     Ok(d)
+}
+
+/// Coverage warnings (hours missing, double logging) on stderr, as the report and the
+/// summary's table say them.
+fn coverage_warnings(c: &crate::aggregate::coverage::Coverage) {
+    for w in crate::summary::warnings(c) {
+        eprintln!("nsgflow: {}", term_safe(&w));
+    }
 }
 
 fn input_names(input: &InputConfig) -> Vec<String> {

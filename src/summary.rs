@@ -166,6 +166,18 @@ pub fn warnings(c: &Coverage) -> Vec<String> {
             fmt_ms(doubles[0].1)
         ));
     }
+    let missing = c.missing();
+    if !missing.is_empty() {
+        let hours: usize = missing.iter().map(|(_, h)| h.len()).sum();
+        let (mac, first) = (&missing[0].0, &missing[0].1);
+        warnings.push(format!(
+            "missing hours: {} NICs have no blob for {hours} NIC-hours of the window (e.g. {} from {}, {} hours): a NIC that stopped logging or blobs not downloaded, not a drop in traffic",
+            missing.len(),
+            mac,
+            fmt_ms(first[0]),
+            first.len()
+        ));
+    }
     warnings
 }
 

@@ -3849,3 +3849,56 @@ fn a_filter_that_matches_nothing_says_so_and_exits_1() {
         .assert()
         .code(0);
 }
+
+/// Hours a NIC has no blob for, inside the window, are a warning on stderr and in the
+/// report (not only a coverage row), so they do not read as a drop in traffic.
+#[test]
+fn missing_hours_are_a_warning_on_stderr_and_in_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c");
+    copy_tree(&root().join("fixtures/container"), &c);
+    let mut removed = 0;
+    for e in walkdir::WalkDir::new(&c) {
+        let p = e.unwrap().into_path();
+        if p.to_string_lossy()
+            .contains("/h=01/m=00/macAddress=000D3A000001/")
+            && p.is_file()
+        {
+            std::fs::remove_file(&p).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 2, "the NIC's NSG and VNet blobs of 01:00");
+    let want = "missing hours: 1 NICs have no blob for 1 NIC-hours of the window (e.g. 000D3A000001 from 2026-01-05T01:00:00.000Z, 1 hours)";
+    let out = nsgflow()
+        .args(["summary", "--format", "json"])
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains(want));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().starts_with(want)));
+    let r = tmp.path().join("r");
+    let out = nsgflow()
+        .args(["report", "--quiet", "-o"])
+        .arg(&r)
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains(want));
+    for f in ["report.md", "index.html"] {
+        let text = std::fs::read_to_string(r.join(f)).unwrap();
+        assert!(text.contains("missing hours: 1 NICs"), "{f}");
+    }
+    // The complete fixture has none.
+    let out = nsgflow()
+        .args(["summary", "--format", "json"])
+        .arg(root().join("fixtures/container"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("missing hours"));
+}

@@ -73,6 +73,31 @@ impl Coverage {
         }
     }
 
+    /// NICs (MAC) with hours of the run's span (its first to its last blob hour) that have
+    /// no blob of theirs, with those hours, sorted: a NIC that stopped logging, or blobs
+    /// not downloaded. NICs first seen late or last seen early count too (from the span's
+    /// view, those hours are missing).
+    pub fn missing(&self) -> Vec<(String, Vec<i64>)> {
+        let (Some(lo), Some(hi)) = (self.hours.first(), self.hours.last()) else {
+            return Vec::new();
+        };
+        let span: Vec<i64> = (0..)
+            .map(|i| lo + i * crate::aggregate::traffic::HOUR_MS)
+            .take_while(|h| h <= hi)
+            .collect();
+        self.nics
+            .iter()
+            .filter_map(|(mac, n)| {
+                let gone: Vec<i64> = span
+                    .iter()
+                    .copied()
+                    .filter(|h| !n.hours.contains_key(h))
+                    .collect();
+                (!gone.is_empty()).then(|| (mac.clone(), gone))
+            })
+            .collect()
+    }
+
     /// NICs (MAC) and hours that have both NSG and VNet blobs, sorted.
     pub fn double_logged(&self) -> Vec<(String, i64)> {
         self.nics
