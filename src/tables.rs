@@ -55,36 +55,47 @@ pub fn render_top(agg: &TopAgg<'_>, spec: TopSpec, format: TableFormat) -> anyho
             rows: &rows,
         }));
     }
-    let header = [
-        "RANK",
-        "KEY",
-        "SCOPE",
-        "LABEL",
-        spec.metric.name(),
-        "TUPLES",
-        "ALLOWED",
-        "DENIED",
-        "PACKETS",
-        "BYTES",
-    ];
+    // The metric has a column of its own only when it is not one of the counts (the
+    // distinct counts); CSV names its columns as JSON does, the table in capitals.
+    use crate::aggregate::top::Metric;
+    let own = matches!(
+        spec.metric,
+        Metric::DistinctDst | Metric::DistinctSrc | Metric::DistinctDport
+    );
+    let mut header: Vec<&str> = vec!["rank", "key", "scope", "label"];
+    if own {
+        header.push(spec.metric.name());
+    }
+    header.extend(["tuples", "allowed", "denied", "packets", "bytes"]);
+    let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+    let header: Vec<&str> = match format {
+        TableFormat::Table => upper.iter().map(String::as_str).collect(),
+        _ => header,
+    };
     let cells = rows
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.rank.to_string(),
                 r.key.clone(),
                 r.scope.clone().unwrap_or_default(),
                 r.label.clone().unwrap_or_default(),
-                r.value.to_string(),
+            ];
+            if own {
+                row.push(r.value.to_string());
+            }
+            row.extend([
                 r.tuples.to_string(),
                 r.allowed.to_string(),
                 r.denied.to_string(),
                 r.packets.to_string(),
                 r.bytes.to_string(),
-            ]
+            ]);
+            row
         })
         .collect();
-    render_rows(&header, cells, &[0, 4, 5, 6, 7, 8, 9], format)
+    let numeric: Vec<usize> = (0..header.len()).filter(|i| *i == 0 || *i >= 4).collect();
+    render_rows(&header, cells, &numeric, format)
 }
 
 pub fn render_top_connections(

@@ -3902,3 +3902,41 @@ fn missing_hours_are_a_warning_on_stderr_and_in_the_report() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("missing hours"));
 }
+
+/// `top` names each column once: a count metric is ranked by its own column, a distinct
+/// count gets a column of its own; CSV headers are the JSON names.
+#[test]
+fn top_csv_names_each_column_once() {
+    let c = root().join("fixtures/container");
+    let run = |args: &[&str]| {
+        let out = nsgflow().arg("top").arg(&c).args(args).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let csv = run(&["--by", "rule", "--format", "csv"]);
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "rank,key,scope,label,tuples,allowed,denied,packets,bytes"
+    );
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("1,db-nsg/UserRule_AllowHttps,,,57,57,0,"));
+    let csv = run(&[
+        "--by",
+        "src",
+        "--metric",
+        "distinct-dport",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "rank,key,scope,label,distinct_dport,tuples,allowed,denied,packets,bytes"
+    );
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("1,10.0.0.4,internal,,7,48,"));
+}
