@@ -113,6 +113,26 @@ const NSG_NAMES: [&str; 8] = [
     "API-NSG",
     "BATCH-NSG",
 ];
+
+/// NSG names given out by index: the 8 base names, then `WEB-2-NSG`, `APP-2-NSG`, … so that
+/// every generated NSG has a name of its own (up to [`MAX_NSG_NAMES`]; past it they repeat).
+pub const MAX_NSG_NAMES: usize = 1024;
+
+fn nsg_name(g: usize) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..MAX_NSG_NAMES)
+            .map(|i| {
+                let base = NSG_NAMES[i % NSG_NAMES.len()];
+                match i / NSG_NAMES.len() {
+                    0 => base.to_string(),
+                    k => format!("{}-{}-NSG", base.trim_end_matches("-NSG"), k + 1),
+                }
+            })
+            .collect()
+    });
+    &names[g % MAX_NSG_NAMES]
+}
 const RG_NAMES: [&str; 4] = ["RG-PROD-WEB", "RG-PROD-APP", "RG-PROD-DATA", "RG-SHARED"];
 pub const PLATFORM_ACL_ID: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -1000,6 +1020,12 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
     if opts.nsgs == 0 || opts.nics_per_nsg == 0 || opts.hours == 0 {
         return Ok(GenStats::default());
     }
+    if opts.nsgs > MAX_NSG_NAMES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--nsgs is at most {MAX_NSG_NAMES} (one name each)"),
+        ));
+    }
     if opts.attacks
         && (opts.nsgs * opts.nics_per_nsg < attacks::MIN_NICS || opts.hours < attacks::MIN_HOURS)
     {
@@ -1044,7 +1070,7 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
             let mut tg = TrafficGen::new(nic_seed, nic);
             let sub = SUBSCRIPTIONS[nic.nsg % SUBSCRIPTIONS.len()];
             let rg = RG_NAMES[nic.nsg % RG_NAMES.len()];
-            let nsg = NSG_NAMES[nic.nsg % NSG_NAMES.len()];
+            let nsg = nsg_name(nic.nsg);
             let mut stats = GenStats::default();
             let mut pending: Vec<GTuple> = Vec::new();
             let mut buf = Vec::new();
@@ -1177,7 +1203,7 @@ pub fn definitions(nsgs: usize) -> serde_json::Value {
         let (sub, rg, nsg) = (
             SUBSCRIPTIONS[g % SUBSCRIPTIONS.len()],
             RG_NAMES[g % RG_NAMES.len()],
-            NSG_NAMES[g % NSG_NAMES.len()],
+            nsg_name(g),
         );
         if !seen.insert((rg, nsg)) {
             continue;

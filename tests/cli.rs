@@ -3940,3 +3940,37 @@ fn top_csv_names_each_column_once() {
         .unwrap()
         .starts_with("1,10.0.0.4,internal,,7,48,"));
 }
+
+/// `gen --nsgs 40` writes 40 NSGs of 40 names (the 8 base names, then `WEB-2-NSG`, …).
+#[test]
+fn gen_gives_every_nsg_a_name_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    nsgflow()
+        .args([
+            "gen",
+            "--nsgs",
+            "40",
+            "--nics-per-nsg",
+            "1",
+            "--hours",
+            "1",
+            "--seed",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    let (_, v) = summary_json(&[out.to_str().unwrap()]);
+    let names: std::collections::BTreeSet<&str> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["nsg"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 40);
+    assert!(
+        names.contains("WEB-NSG") && names.contains("WEB-2-NSG") && names.contains("BATCH-5-NSG")
+    );
+}
