@@ -176,9 +176,12 @@ impl AddressBook {
         }
     }
 
-    /// `internal` or `external`.
+    /// `internal`, `external`, or `azure-platform` for Azure's DNS and metadata addresses
+    /// (168.63.129.16, 169.254.169.254): the one classification `top --by class` uses too.
     pub fn scope_name(&self, ip: &IpAddr) -> &'static str {
-        if self.is_internal(ip) {
+        if [AZURE_DNS, AZURE_IMDS].iter().any(|p| p == ip) {
+            FlowClass::AzurePlatform.name()
+        } else if self.is_internal(ip) {
             "internal"
         } else {
             "external"

@@ -3974,3 +3974,52 @@ fn gen_gives_every_nsg_a_name_of_its_own() {
         names.contains("WEB-NSG") && names.contains("WEB-2-NSG") && names.contains("BATCH-5-NSG")
     );
 }
+
+/// Azure's DNS and metadata addresses are `azure-platform` in the report's talkers, as
+/// `top --by class` calls them, never `external`.
+#[test]
+fn azure_platform_addresses_have_one_classification_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path().join("r");
+    nsgflow()
+        .args(["report", "--quiet", "-o"])
+        .arg(&r)
+        .arg(root().join("fixtures/container"))
+        .assert()
+        .success();
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
+    let scopes: Vec<(&str, &str)> = v["egress"]["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["key"].as_str().unwrap(), x["scope"].as_str().unwrap()))
+        .filter(|(k, _)| *k == "169.254.169.254" || *k == "168.63.129.16")
+        .collect();
+    assert!(!scopes.is_empty());
+    assert!(
+        scopes.iter().all(|(_, s)| *s == "azure-platform"),
+        "{scopes:?}"
+    );
+    let out = nsgflow()
+        .args([
+            "top",
+            "--by",
+            "dst",
+            "--dst",
+            "169.254.169.254",
+            "--format",
+            "csv",
+        ])
+        .arg(root().join("fixtures/container"))
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("1,169.254.169.254,azure-platform,"),
+        "{csv}"
+    );
+}
