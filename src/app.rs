@@ -54,6 +54,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             out,
             force,
             stamp,
+            title,
             quiet,
             filters,
             save_partial,
@@ -104,6 +105,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 filters,
                 stamp,
                 quiet,
+                title,
                 &book,
                 &out_dir,
                 &input.run,
@@ -555,7 +557,15 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 },
             ))
         }
-        (MergeOutput::Report { stamp, quiet, .. }, Body::Report(mut data)) => {
+        (
+            MergeOutput::Report {
+                stamp,
+                quiet,
+                title,
+                ..
+            },
+            Body::Report(mut data),
+        ) => {
             if !merged.header.options.rules.is_empty() {
                 eprintln!(
                     "note: the partials were made with --rules {}; merge does not rerun the rule audit, so the report has no Audit section: run `nsgflow audit <input> --rules ...` for it",
@@ -576,6 +586,7 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 filters,
                 stamp,
                 quiet,
+                title,
                 &book,
                 &out,
                 &RunOptions {
@@ -665,6 +676,7 @@ fn write_report(
     filters: Vec<String>,
     stamp: bool,
     quiet: bool,
+    title: Option<String>,
     book: &AddressBook,
     out: &Path,
     run: &RunOptions,
@@ -676,6 +688,7 @@ fn write_report(
         audit,
         inputs: inputs.to_vec(),
         filters,
+        title,
         generated_at: stamp.then(|| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

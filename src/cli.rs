@@ -321,6 +321,9 @@ pub struct MergeArgs {
     /// Write the run time into the report.
     #[arg(long, requires = "out")]
     pub stamp: bool,
+    /// The report's title (default: the inputs and the window).
+    #[arg(long, requires = "out", value_name = "TEXT")]
+    pub title: Option<String>,
     /// No progress or closing line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -335,6 +338,7 @@ pub enum MergeOutput {
         force: bool,
         stamp: bool,
         quiet: bool,
+        title: Option<String>,
     },
 }
 
@@ -456,6 +460,10 @@ pub struct ReportArgs {
     /// Write the run time into the report (off by default, so reports reproduce byte for byte).
     #[arg(long)]
     pub stamp: bool,
+    /// The report's title (default: the inputs and the window, e.g. "Flow logs of
+    /// container, 2026-01-05 00:00 to 02:59 UTC").
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -624,6 +632,8 @@ pub enum Config {
         force: bool,
         stamp: bool,
         quiet: bool,
+        /// `--title`.
+        title: Option<String>,
         /// The filters as given, one `--flag value` each (for the report header).
         filters: Vec<String>,
         /// `--save-partial`; `None` saves nothing.
@@ -856,6 +866,7 @@ impl Cli {
                         force: a.force,
                         stamp: a.stamp,
                         quiet: a.quiet,
+                        title: a.title.clone(),
                     },
                     None => MergeOutput::Summary(a.format.unwrap_or(Format::Table)),
                 },
@@ -925,6 +936,7 @@ impl Cli {
                 force: a.force,
                 stamp: a.stamp,
                 quiet: a.quiet,
+                title: a.title.clone(),
                 filters: a.input.describe_filters(),
                 save_partial: a.save_partial.clone(),
                 detect: {

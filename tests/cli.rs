@@ -2206,6 +2206,7 @@ fn report_snapshots_of_each_renderer() {
         audit: None,
         inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
         filters: vec![],
+        title: None,
         generated_at: None,
         book: &book,
     };
@@ -4021,5 +4022,44 @@ fn azure_platform_addresses_have_one_classification_everywhere() {
             .unwrap()
             .starts_with("1,169.254.169.254,azure-platform,"),
         "{csv}"
+    );
+}
+
+/// The report has a title: `--title`, escaped, or by default the inputs and the window.
+#[test]
+fn report_title_names_the_inputs_and_window_or_says_what_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = root().join("fixtures/container");
+    let r = tmp.path().join("r");
+    nsgflow()
+        .args(["report", "--quiet", "-o"])
+        .arg(&r)
+        .arg(&c)
+        .assert()
+        .success();
+    let want = "Flow logs of container, 2026-01-05 00:00 to 2026-01-05 02:59 UTC";
+    let html = std::fs::read_to_string(r.join("index.html")).unwrap();
+    assert!(html.contains(&format!("<h1>{want}</h1>")));
+    assert!(std::fs::read_to_string(r.join("report.md"))
+        .unwrap()
+        .starts_with(&format!("# {want}\n")));
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
+    assert_eq!(v["title"], want);
+    nsgflow()
+        .args(["report", "--quiet", "--title", "Weekly <b>[x](y)", "-o"])
+        .arg(&r)
+        .arg(&c)
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(r.join("index.html")).unwrap();
+    assert!(
+        html.contains("<h1>Weekly &#60;b&#62;[x](y)</h1>"),
+        "escaped in HTML"
+    );
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    assert!(
+        md.starts_with("# Weekly &lt;b&gt;\\[x\\]\\(y\\)\n"),
+        "no link in Markdown"
     );
 }

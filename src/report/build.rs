@@ -191,8 +191,38 @@ pub struct ReportContext<'a> {
     pub audit: Option<&'a crate::audit::Audit>,
     pub inputs: Vec<String>,
     pub filters: Vec<String>,
+    /// `--title`; `None`: [`default_title`].
+    pub title: Option<String>,
     pub generated_at: Option<String>,
     pub book: &'a AddressBook,
+}
+
+/// "Flow logs of A, B, 2026-01-05 00:00 to 2026-01-05 02:59 UTC": the inputs' last path
+/// components (the first three, then how many more) and the window, to the minute.
+pub fn default_title(inputs: &[String], first_ms: Option<i64>, last_ms: Option<i64>) -> String {
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            let t = i.trim_end_matches('/');
+            t.rsplit('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(t)
+                .to_string()
+        })
+        .collect();
+    let mut what = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 3 {
+        what.push_str(&format!(" and {} more", names.len() - 3));
+    }
+    let minute = |ms: i64| {
+        let t = fmt_ms(ms);
+        format!("{} {}", &t[..10], &t[11..16])
+    };
+    match (first_ms, last_ms) {
+        (Some(a), Some(b)) => format!("Flow logs of {what}, {} to {} UTC", minute(a), minute(b)),
+        _ => format!("Flow logs of {what}"),
+    }
 }
 
 /// Assemble the model from the finished folds. `d` gives what discovery skipped or left out.
@@ -216,6 +246,10 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
     warnings.extend(crate::summary::discovery_warnings(d));
     Report {
         schema_version: SCHEMA_VERSION,
+        title: cx
+            .title
+            .clone()
+            .unwrap_or_else(|| default_title(&cx.inputs, s.first_ms, s.last_ms)),
         generator: format!("nsgflow {}", env!("CARGO_PKG_VERSION")),
         generated_at: cx.generated_at.clone(),
         inputs: cx.inputs.clone(),

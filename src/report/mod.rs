@@ -22,6 +22,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Report {
     /// Layout version of this document ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
+    /// `--title`, or the inputs and the window.
+    pub title: String,
     /// nsgflow version that wrote it.
     pub generator: String,
     /// When it was written (RFC 3339), only with `--stamp`, so reports reproduce byte for byte.

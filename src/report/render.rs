@@ -153,7 +153,7 @@ pub const NOT_RUN: &str = "The detectors did not run for this report (`--no-find
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let l = &r.ledger;
-    let _ = writeln!(o, "# nsgflow report\n");
+    let _ = writeln!(o, "# {}\n", md(&r.title));
     let _ = writeln!(
         o,
         "{}. Inputs: {}.",
