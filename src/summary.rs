@@ -322,18 +322,10 @@ impl SummaryReport {
             self.time.first.as_deref().unwrap_or("-"),
             self.time.last.as_deref().unwrap_or("-")
         );
+        let [tuples, allowed, denied, inbound, outbound, p_sd, b_sd, p_ds, b_ds] = t.cells();
         let _ = writeln!(
             o,
-            "counted {} tuples: {} allowed, {} denied, {} in, {} out; packets {} / {}, bytes {} / {} (src→dst / dst→src)",
-            t.tuples,
-            t.allowed,
-            t.denied,
-            t.inbound,
-            t.outbound,
-            t.cells()[5],
-            t.cells()[7],
-            t.cells()[6],
-            t.cells()[8]
+            "counted {tuples} tuples: {allowed} allowed, {denied} denied, {inbound} in, {outbound} out; packets {p_sd} / {p_ds}, bytes {b_sd} / {b_ds} (src→dst / dst→src)",
         );
         let fams: Vec<String> = [
             ("nsg_v1", &self.families.nsg_v1),
@@ -373,17 +365,18 @@ impl SummaryReport {
             .rules
             .iter()
             .map(|r| {
-                let c = &r.counters;
+                let [tuples, allowed, denied, inbound, outbound, _, b_sd, _, b_ds] =
+                    r.counters.cells();
                 [
                     term_safe(&r.nsg).into_owned(),
                     term_safe(&r.rule).into_owned(),
-                    c.tuples.to_string(),
-                    c.allowed.to_string(),
-                    c.denied.to_string(),
-                    c.inbound.to_string(),
-                    c.outbound.to_string(),
-                    c.cells()[6].clone(),
-                    c.cells()[8].clone(),
+                    tuples,
+                    allowed,
+                    denied,
+                    inbound,
+                    outbound,
+                    b_sd,
+                    b_ds,
                     r.first
                         .as_deref()
                         .map(short_time)

@@ -73,18 +73,23 @@ impl Coverage {
         }
     }
 
+    /// Every hour from the first blob hour to the last (empty without blob hours).
+    pub fn span(&self) -> Vec<i64> {
+        let (Some(lo), Some(hi)) = (self.hours.first(), self.hours.last()) else {
+            return Vec::new();
+        };
+        (0..)
+            .map(|i| lo + i * crate::aggregate::traffic::HOUR_MS)
+            .take_while(|h| h <= hi)
+            .collect()
+    }
+
     /// NICs (MAC) with hours of the run's span (its first to its last blob hour) that have
     /// no blob of theirs, with those hours, sorted: a NIC that stopped logging, or blobs
     /// not downloaded. NICs first seen late or last seen early count too (from the span's
     /// view, those hours are missing).
     pub fn missing(&self) -> Vec<(String, Vec<i64>)> {
-        let (Some(lo), Some(hi)) = (self.hours.first(), self.hours.last()) else {
-            return Vec::new();
-        };
-        let span: Vec<i64> = (0..)
-            .map(|i| lo + i * crate::aggregate::traffic::HOUR_MS)
-            .take_while(|h| h <= hi)
-            .collect();
+        let span = self.span();
         self.nics
             .iter()
             .filter_map(|(mac, n)| {

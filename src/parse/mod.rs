@@ -267,6 +267,28 @@ impl<'de> Visitor<'de> for Kind {
     }
 }
 
+/// The scalar `visit_*` methods of a shape visitor: each says what the value was
+/// ([`Kind`]) to the visitor's `other`.
+macro_rules! scalars_are_other {
+    () => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            self.other(Kind.visit_bool(v)?)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.other(Kind.visit_u64(v)?)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.other(Kind.visit_i64(v)?)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            self.other(Kind.visit_f64(v)?)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            self.other(Kind.visit_str(v)?)
+        }
+    };
+}
+
 /// An object-shaped value read as `T`, or `None` (noted) when it is another JSON type.
 /// Wraps the items of the arrays of records, rules and groups, and the object fields.
 struct Obj<T>(Option<T>);
@@ -287,21 +309,7 @@ impl<'de, T: Deserialize<'de> + Named> Deserialize<'de> for Obj<T> {
             fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
                 T::deserialize(de::value::MapAccessDeserializer::new(a)).map(|t| Obj(Some(t)))
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                self.other(Kind.visit_bool(v)?)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                self.other(Kind.visit_u64(v)?)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                self.other(Kind.visit_i64(v)?)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                self.other(Kind.visit_f64(v)?)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                self.other(Kind.visit_str(v)?)
-            }
+            scalars_are_other!();
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Obj(None))
             }
@@ -348,21 +356,7 @@ fn obj_list<'de, D: Deserializer<'de>, T: Deserialize<'de> + Named>(
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(Vec::new())
         }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            self.other(Kind.visit_bool(v)?)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            self.other(Kind.visit_u64(v)?)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            self.other(Kind.visit_i64(v)?)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            self.other(Kind.visit_f64(v)?)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            self.other(Kind.visit_str(v)?)
-        }
+        scalars_are_other!();
         fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
             let k = Kind.visit_map(a)?;
             self.other(k)

@@ -94,14 +94,7 @@ fn conn_row(c: &Connection) -> ConnectionRow {
 }
 
 fn coverage(s: &Summary, c: &CoverageFold) -> Coverage {
-    let (lo, hi) = (c.hours.first().copied(), c.hours.last().copied());
-    let span: Vec<i64> = match (lo, hi) {
-        (Some(lo), Some(hi)) => (0..)
-            .map(|i| lo + i * HOUR_MS)
-            .take_while(|h| *h <= hi)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let span = c.span();
     let mut families = BTreeMap::new();
     for (f, c) in s.family_counters() {
         if c.tuples > 0 {
