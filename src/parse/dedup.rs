@@ -24,13 +24,19 @@ struct Text<'de>(&'de str);
 const RUN_SCAN_MAX: usize = 16;
 
 /// One scope's memory of tuples seen in this blob.
+///
+/// While the scope stays in time order it holds only the run of texts sharing the newest
+/// timestamp, and the raw `flowTuples` arrays it read (one entry per array, not per tuple):
+/// a blob held in one huge record costs no memory per tuple here. Should the scope go back
+/// in time, the texts seen so far are read again from those arrays into a set.
 #[derive(Default)]
 pub struct Scope<'de> {
-    /// Every tuple text seen, in order (until `index` takes over).
-    seen: Vec<&'de str>,
-    /// Newest timestamp seen, and where its run starts in `seen`.
+    /// The raw `flowTuples` texts read, in order; the last is being read.
+    arrays: Vec<&'de str>,
+    /// The texts of the current run (the newest timestamp), in order (until `index` takes
+    /// over).
+    run: Vec<&'de str>,
     newest_ms: i64,
-    run_start: usize,
     /// A set over the current run once it is longer than `RUN_SCAN_MAX` (busy seconds), so
     /// the cost per tuple stays bounded; emptied when the timestamp moves on.
     run_set: HSet<Text<'de>>,
@@ -39,40 +45,62 @@ pub struct Scope<'de> {
 }
 
 impl<'de> Scope<'de> {
-    /// Whether `text` (with timestamp `time_ms`) is seen here for the first time.
+    /// The scope starts reading the raw `flowTuples` text `raw` (borrowed from the blob).
+    pub fn begin_array(&mut self, raw: &'de str) {
+        if self.index.is_none() {
+            self.arrays.push(raw);
+        }
+    }
+
+    /// Whether `text` (with timestamp `time_ms`, item `at` of the array being read) is seen
+    /// here for the first time.
     #[inline]
-    pub fn first_sighting(&mut self, text: &'de str, time_ms: i64) -> bool {
+    pub fn first_sighting(&mut self, text: &'de str, time_ms: i64, at: usize) -> bool {
         if let Some(ix) = &mut self.index {
             return ix.insert(Text(text));
         }
-        if self.seen.is_empty() || time_ms > self.newest_ms {
+        if self.run.is_empty() || time_ms > self.newest_ms {
             self.newest_ms = time_ms;
-            self.run_start = self.seen.len();
+            self.run.clear();
             self.run_set.clear();
-            self.seen.push(text);
+            self.run.push(text);
             return true;
         }
         if time_ms == self.newest_ms {
-            let run = &self.seen[self.run_start..];
-            if run.len() < RUN_SCAN_MAX {
-                if run.contains(&text) {
+            if self.run.len() < RUN_SCAN_MAX {
+                if self.run.contains(&text) {
                     return false;
                 }
             } else {
                 if self.run_set.is_empty() {
-                    self.run_set.extend(run.iter().map(|t| Text(t)));
+                    self.run_set.extend(self.run.iter().map(|t| Text(t)));
                 }
                 if !self.run_set.insert(Text(text)) {
                     return false;
                 }
             }
-            self.seen.push(text);
+            self.run.push(text);
             return true;
         }
-        // Out of order: index everything and answer from the index from now on.
-        let mut ix: HSet<Text<'de>> = self.seen.drain(..).map(Text).collect();
+        // Out of order: index every text read before this one (the earlier arrays whole,
+        // the current one up to `at`), and answer from the index from now on. Texts that
+        // were rejected go in too: the same text is rejected again, never looked up.
+        let mut ix: HSet<Text<'de>> = HSet::default();
+        let last = self.arrays.len().saturating_sub(1);
+        for (n, raw) in self.arrays.iter().enumerate() {
+            super::each_tuple(raw, &mut |i, t| {
+                if n < last || i < at {
+                    if let (std::borrow::Cow::Borrowed(s), true) = (t.0, t.1) {
+                        ix.insert(Text(s));
+                    }
+                }
+            });
+        }
         let fresh = ix.insert(Text(text));
         self.index = Some(ix);
+        self.arrays = Vec::new();
+        self.run = Vec::new();
+        self.run_set = HSet::default();
         fresh
     }
 }
@@ -113,33 +141,71 @@ mod tests {
         assert_eq!(hashes.len(), texts.len());
     }
 
+    /// Feed the texts of raw `flowTuples` arrays to a scope, the time of each text being
+    /// the digit after its first letter; the answers in order.
+    fn feed<'a>(s: &mut Scope<'a>, arrays: &[&'a str]) -> Vec<bool> {
+        let mut out = Vec::new();
+        for raw in arrays {
+            s.begin_array(raw);
+            super::super::each_tuple(raw, &mut |i, t| {
+                let std::borrow::Cow::Borrowed(text) = t.0 else {
+                    panic!("escaped")
+                };
+                let time = text[1..2].parse().unwrap();
+                out.push(s.first_sighting(text, time, i));
+            });
+        }
+        out
+    }
+
     #[test]
     fn long_runs_of_one_timestamp_stay_exact() {
-        let texts: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+        // 100 distinct texts of time 5xxx, each twice, then time 6, then back to 5.
+        let texts: Vec<String> = (0..100).map(|i| format!("\"t5{i:03}\"")).collect();
+        let first = format!("[{}]", texts.join(","));
+        let again = first.clone();
         let mut s = Scope::default();
-        for t in &texts {
-            assert!(s.first_sighting(t, 5));
-        }
-        for t in &texts {
-            assert!(!s.first_sighting(t, 5));
-        }
-        assert!(s.first_sighting("next", 6));
-        assert!(!s.first_sighting("next", 6));
-        assert!(!s.first_sighting(&texts[3], 5), "back in time, still found");
+        let got = feed(
+            &mut s,
+            &[
+                &first,
+                &again,
+                r#"["n6000","n6000"]"#,
+                r#"["t5003","t5200"]"#,
+            ],
+        );
+        assert!(got[..100].iter().all(|&f| f));
+        assert!(got[100..200].iter().all(|&f| !f));
+        assert_eq!(
+            &got[200..],
+            &[true, false, false, true],
+            "back in time, still found"
+        );
     }
 
     #[test]
     fn in_order_and_out_of_order_duplicates_are_found() {
         let mut s = Scope::default();
-        assert!(s.first_sighting("a1", 1));
-        assert!(s.first_sighting("b1", 1));
-        assert!(!s.first_sighting("a1", 1));
-        assert!(s.first_sighting("c2", 2));
-        assert!(!s.first_sighting("c2", 2));
-        // Back in time: still exact.
-        assert!(!s.first_sighting("b1", 1));
-        assert!(s.first_sighting("d1", 1));
-        assert!(!s.first_sighting("c2", 2));
-        assert!(s.first_sighting("e3", 3));
+        let got = feed(
+            &mut s,
+            &[r#"["a1","b1","a1","c2"]"#, r#"["c2","b1","d1","c2","e3"]"#],
+        );
+        // Back in time at b1 (array 2, item 1): still exact, from the texts read before.
+        assert_eq!(
+            got,
+            [true, true, false, true, false, false, true, false, true]
+        );
+    }
+
+    /// Going back in time inside the array being read indexes only the items before it.
+    #[test]
+    fn back_in_time_mid_array_indexes_only_what_was_read() {
+        let mut s = Scope::default();
+        let got = feed(&mut s, &[r#"["a2","b1","c3","b1"]"#, r#"["c3"]"#]);
+        assert_eq!(got, [true, true, true, false, false]);
+        let mut s = Scope::default();
+        // c3 comes after the step back: it is new when it comes.
+        let got = feed(&mut s, &[r#"["a2","b1","c3"]"#]);
+        assert_eq!(got, [true, true, true]);
     }
 }
