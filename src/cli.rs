@@ -152,8 +152,8 @@ pub struct InputArgs {
     #[arg(long)]
     pub skip_open_hour: bool,
     /// Largest blob read, in bytes, as stored or once decompressed (gzip, zip): a larger one
-    /// is a failed blob with the reason (default 4 GiB).
-    #[arg(long, value_name = "BYTES", default_value_t = crate::parse::compressed::DEFAULT_MAX_BLOB_BYTES)]
+    /// is a failed blob with the reason. A size: 4G, 500M, 64K or bytes.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = crate::gen::parse_size)]
     pub max_blob_bytes: u64,
     /// Stop at the first rejected tuple or failed blob.
     #[arg(long)]

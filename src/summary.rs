@@ -474,7 +474,7 @@ pub fn skipped_line(l: &crate::parse::Ledger, unwalkable: usize) -> String {
         return String::new();
     }
     format!(
-        "skipped: {}. All examples with summary --format json.",
+        "skipped: {}. Details: --format json; every one: --rejects FILE.",
         parts.join("; ")
     )
 }

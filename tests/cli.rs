@@ -704,6 +704,25 @@ fn compressed_blobs_are_read_by_their_bytes_and_bombs_refused() {
         .as_str()
         .unwrap()
         .contains("over --max-blob-bytes 100: not read"));
+    // The cap takes a size with a unit, as gen --size does; a wrong unit is a usage error.
+    let out = nsgflow()
+        .args(["summary", "--format", "json", "--max-blob-bytes", "1K"])
+        .arg(root().join("fixtures/malformed/mixed-versions.json"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ledger"]["blobs_failed"], 1);
+    assert!(v["ledger"]["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("over --max-blob-bytes 1024: not read"));
+    let out = nsgflow()
+        .args(["summary", "--max-blob-bytes", "4X"])
+        .arg(root().join("fixtures/malformed/mixed-versions.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
 }
 
 #[cfg(unix)]
