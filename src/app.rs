@@ -690,10 +690,7 @@ fn write_report(
         filters,
         title,
         generated_at: stamp.then(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = crate::text::wall_ms();
             fmt_ms(now)
         }),
         book,

@@ -88,6 +88,14 @@ pub enum Format {
     Json,
 }
 
+/// `--last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PeriodArg {
+    Hour,
+    Day,
+    Week,
+}
+
 /// `--family`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FamilyArg {
@@ -100,12 +108,17 @@ pub struct InputArgs {
     /// Container folders as azcopy downloads them, folders above or inside one, or blob files.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
-    /// Only tuples at or after this time: RFC 3339 (2026-01-05T13:00:00Z) or a date (UTC).
-    #[arg(long, value_name = "TIME")]
+    /// Only tuples at or after this time: RFC 3339 (2026-01-05T13:00:00Z), a date (UTC), or
+    /// relative to now: 7d (seven days ago), now-24h, today, yesterday (units s m h d w).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
-    /// Only tuples before this time: RFC 3339 or a date (UTC).
-    #[arg(long, value_name = "TIME")]
+    /// Only tuples before this time: as --since (now-1h, today, 2026-01-12).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
+    /// Only the last complete UTC hour, day or ISO week (Monday to Monday) before now: a
+    /// weekly job runs `--last week` any day of the next week. NSGFLOW_NOW sets now.
+    #[arg(long, value_enum, value_name = "PERIOD", conflicts_with_all = ["since", "until"])]
+    pub last: Option<PeriodArg>,
     /// Only this NSG (name, case-insensitive; repeatable).
     #[arg(long, value_name = "NAME")]
     pub nsg: Vec<String>,
@@ -716,8 +729,31 @@ impl InputArgs {
                 v.push(format!("--{flag} {x}"));
             }
         };
-        add("since", self.since.iter().cloned().collect());
-        add("until", self.until.iter().cloned().collect());
+        // A relative bound is shown with the time it meant in this run.
+        let shown = |b: &Option<String>| -> Vec<String> {
+            b.iter()
+                .map(|x| match crate::text::parse_absolute(x) {
+                    Some(_) => x.clone(),
+                    None => match parse_time_bound(x) {
+                        Ok(ms) => format!("{x} (= {})", crate::text::fmt_ms(ms)),
+                        Err(_) => x.clone(),
+                    },
+                })
+                .collect()
+        };
+        add("since", shown(&self.since));
+        add("until", shown(&self.until));
+        if let Ok(Some((a, b))) = self.last_window() {
+            add(
+                "last",
+                vec![format!(
+                    "{} (= {} to {})",
+                    format!("{:?}", self.last.expect("a window")).to_lowercase(),
+                    crate::text::fmt_ms(a),
+                    crate::text::fmt_ms(b)
+                )],
+            );
+        }
         add("nsg", self.nsg.clone());
         add("subscription", self.subscription.clone());
         add(
@@ -754,9 +790,27 @@ impl InputArgs {
         v
     }
 
+    /// `--last`'s window, `[start, end)` in Unix ms.
+    pub fn last_window(&self) -> Result<Option<(i64, i64)>, String> {
+        let Some(p) = self.last else {
+            return Ok(None);
+        };
+        let p = match p {
+            PeriodArg::Hour => crate::text::Period::Hour,
+            PeriodArg::Day => crate::text::Period::Day,
+            PeriodArg::Week => crate::text::Period::Week,
+        };
+        Ok(Some(crate::text::last_period(p, crate::text::now_ms()?)))
+    }
+
     pub fn to_config(&self) -> Result<InputConfig, String> {
-        let since_ms = self.since.as_deref().map(parse_time_bound).transpose()?;
-        let until_ms = self.until.as_deref().map(parse_time_bound).transpose()?;
+        let (since_ms, until_ms) = match self.last_window()? {
+            Some((a, b)) => (Some(a), Some(b)),
+            None => (
+                self.since.as_deref().map(parse_time_bound).transpose()?,
+                self.until.as_deref().map(parse_time_bound).transpose()?,
+            ),
+        };
         if let (Some(s), Some(u)) = (since_ms, until_ms) {
             if s >= u {
                 return Err("--since must be before --until".to_string());

@@ -562,10 +562,7 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
     }
     out.blobs.sort_by(|a, b| a.path.cmp(&b.path));
     out.blobs = drop_duplicates(std::mem::take(&mut out.blobs), &mut out.duplicates);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = crate::text::wall_ms();
     let (open, closed): (Vec<BlobMeta>, Vec<BlobMeta>) = std::mem::take(&mut out.blobs)
         .into_iter()
         .partition(|b| is_open_hour(b, now_ms));

@@ -11,22 +11,137 @@ pub fn fmt_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// Parse a time bound: RFC 3339 (`2026-01-05T13:00:00Z`), or a date (`2026-01-05`,
-/// meaning its midnight UTC). Returns Unix milliseconds.
+/// Parse a time bound: RFC 3339 (`2026-01-05T13:00:00Z`), a date (`2026-01-05`, meaning
+/// its midnight UTC), or a time relative to now ([`now_ms`]): `now`, `today`, `yesterday`
+/// (midnights UTC), `now-24h`, `now+1h`, or a bare span meaning that long ago (`7d`,
+/// `-36h`, `1w2d`; units `s`, `m`, `h`, `d`, `w`). Returns Unix milliseconds.
 pub fn parse_time_bound(s: &str) -> Result<i64, String> {
+    if let Some(ms) = parse_absolute(s) {
+        return Ok(ms);
+    }
+    parse_relative(s, now_ms()?).ok_or_else(|| {
+        format!(
+            "{s:?} is not a time: use RFC 3339 (2026-01-05T13:00:00Z), a date (2026-01-05), \
+             or one relative to now (7d, now-24h, today, yesterday)"
+        )
+    })
+}
+
+/// An absolute time bound (RFC 3339 or a date), or `None`.
+pub fn parse_absolute(s: &str) -> Option<i64> {
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Ok(d.timestamp_millis());
+        return Some(d.timestamp_millis());
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc()
-            .timestamp_millis());
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .map(midnight_ms)
+}
+
+fn midnight_ms(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis()
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A time relative to `now` (Unix ms), as [`parse_time_bound`] takes it.
+pub fn parse_relative(s: &str, now: i64) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "now" => return Some(now),
+        "today" => return Some(now.div_euclid(DAY_MS) * DAY_MS),
+        "yesterday" => return Some(now.div_euclid(DAY_MS) * DAY_MS - DAY_MS),
+        _ => {}
     }
-    Err(format!(
-        "{s:?} is not a time: use RFC 3339 (2026-01-05T13:00:00Z) or a date (2026-01-05)"
-    ))
+    let (sign, span) = if let Some(r) = s.strip_prefix("now-") {
+        (-1, r)
+    } else if let Some(r) = s.strip_prefix("now+") {
+        (1, r)
+    } else if let Some(r) = s.strip_prefix('-') {
+        (-1, r)
+    } else {
+        (-1, s.as_str())
+    };
+    now.checked_add(sign * parse_span_ms(span)?)
+}
+
+/// A span like `7d`, `36h`, `1w2d`, `90m`, `30s` in milliseconds (at most 100 years).
+pub fn parse_span_ms(s: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        let unit = match rest.as_bytes().get(digits)? {
+            b's' => 1_000,
+            b'm' => 60_000,
+            b'h' => 3_600_000,
+            b'd' => DAY_MS,
+            b'w' => 7 * DAY_MS,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        rest = &rest[digits + 1..];
+    }
+    (total <= 36_525 * DAY_MS).then_some(total)
+}
+
+/// The last complete UTC period before `now`: `[start, end)` in Unix ms. A week is an ISO
+/// week, Monday 00:00 to Monday 00:00.
+pub fn last_period(period: Period, now: i64) -> (i64, i64) {
+    let end = match period {
+        Period::Hour => now.div_euclid(3_600_000) * 3_600_000,
+        Period::Day => now.div_euclid(DAY_MS) * DAY_MS,
+        Period::Week => {
+            let day = now.div_euclid(DAY_MS);
+            // 1970-01-01 was a Thursday: day 0 is 3 days after a Monday.
+            day.checked_sub((day + 3).rem_euclid(7)).unwrap_or(day) * DAY_MS
+        }
+    };
+    let len = match period {
+        Period::Hour => 3_600_000,
+        Period::Day => DAY_MS,
+        Period::Week => 7 * DAY_MS,
+    };
+    (end - len, end)
+}
+
+/// A period for `--last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Period {
+    Hour,
+    Day,
+    Week,
+}
+
+/// Now, in Unix milliseconds, once per process (every relative bound of one run agrees).
+/// `NSGFLOW_NOW` (RFC 3339 or a date) sets it: to re-run a missed scheduled job as it
+/// would have run, or to make a test's window fixed.
+pub fn now_ms() -> Result<i64, String> {
+    static NOW: std::sync::OnceLock<Result<i64, String>> = std::sync::OnceLock::new();
+    NOW.get_or_init(|| match std::env::var("NSGFLOW_NOW") {
+        Ok(v) => parse_absolute(&v)
+            .ok_or_else(|| format!("NSGFLOW_NOW={v:?} is not a time: use RFC 3339 or a date")),
+        Err(_) => Ok(wall_ms()),
+    })
+    .clone()
+}
+
+/// The wall clock in Unix milliseconds (what Azure is writing now; a report's stamp),
+/// whatever `NSGFLOW_NOW` says.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Characters that change how text around them reads without being seen: bidirectional
@@ -260,5 +375,70 @@ mod csv_tests {
         }
         assert_eq!(term_safe("Ünïcode rule"), "Ünïcode rule");
         assert_eq!(csv_safe("=\u{202E}x"), "'=\\u{202e}x");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> i64 {
+        parse_absolute(s).unwrap()
+    }
+
+    #[test]
+    fn relative_bounds_count_back_from_now() {
+        let now = t("2026-01-14T15:30:00Z");
+        let at = |s| parse_relative(s, now);
+        assert_eq!(at("now"), Some(now));
+        assert_eq!(at("7d"), Some(t("2026-01-07T15:30:00Z")));
+        assert_eq!(at("now-24h"), Some(t("2026-01-13T15:30:00Z")));
+        assert_eq!(at("NOW+90m"), Some(t("2026-01-14T17:00:00Z")));
+        assert_eq!(at("1w2d"), Some(t("2026-01-05T15:30:00Z")));
+        assert_eq!(at("-3h"), Some(t("2026-01-14T12:30:00Z")));
+        assert_eq!(at("today"), Some(t("2026-01-14")));
+        assert_eq!(at("yesterday"), Some(t("2026-01-13")));
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7x",
+            "now-",
+            "7d-",
+            "--7d",
+            "99999999999d",
+            "now*2h",
+        ] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_period_is_the_previous_complete_utc_hour_day_or_iso_week() {
+        // A Wednesday afternoon.
+        let now = t("2026-01-14T15:30:00Z");
+        assert_eq!(
+            last_period(Period::Hour, now),
+            (t("2026-01-14T14:00:00Z"), t("2026-01-14T15:00:00Z"))
+        );
+        assert_eq!(
+            last_period(Period::Day, now),
+            (t("2026-01-13"), t("2026-01-14"))
+        );
+        // ISO week 2 of 2026: Monday 5 to Monday 12 January.
+        assert_eq!(
+            last_period(Period::Week, now),
+            (t("2026-01-05"), t("2026-01-12"))
+        );
+        // On a Monday at midnight the week just ended is the last one.
+        assert_eq!(
+            last_period(Period::Week, t("2026-01-12")),
+            (t("2026-01-05"), t("2026-01-12"))
+        );
+        // A Sunday still belongs to the week that started six days before.
+        assert_eq!(
+            last_period(Period::Week, t("2026-01-11T23:59:59Z")),
+            (t("2025-12-29"), t("2026-01-05"))
+        );
     }
 }

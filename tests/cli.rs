@@ -4082,3 +4082,78 @@ fn report_title_names_the_inputs_and_window_or_says_what_it_is_given() {
         "no link in Markdown"
     );
 }
+
+/// `--last hour|day|week` and relative `--since`/`--until` pick the same tuples as the
+/// absolute window they stand for, counted from NSGFLOW_NOW when it is set; the report
+/// names the window it used.
+#[test]
+fn relative_windows_and_last_period_match_the_absolute_window() {
+    let run = |args: &[&str]| {
+        let out = nsgflow()
+            .env("NSGFLOW_NOW", "2026-01-05T02:30:00Z")
+            .args(["summary", "--format", "json"])
+            .arg(root().join("fixtures/container"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["totals"].clone(), v["rules"].clone())
+    };
+    let absolute = run(&[
+        "--since",
+        "2026-01-05T01:00:00Z",
+        "--until",
+        "2026-01-05T02:00:00Z",
+    ]);
+    assert_eq!(absolute.0["tuples"], 515);
+    assert_eq!(run(&["--last", "hour"]), absolute);
+    assert_eq!(run(&["--since", "now-90m", "--until", "-30m"]), absolute);
+    assert_eq!(run(&["--since", "90m", "--until", "now-30m"]), absolute);
+    // The whole day so far, and the day before it (nothing).
+    assert_eq!(run(&["--since", "today"]).0["tuples"], 849);
+    let out = nsgflow()
+        .env("NSGFLOW_NOW", "2026-01-05T02:30:00Z")
+        .args(["summary", "--last", "day"])
+        .arg(root().join("fixtures/container"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tuples matched the filters"));
+    // The report says which window a relative bound meant.
+    let dir = tempfile::tempdir().unwrap();
+    let out = nsgflow()
+        .env("NSGFLOW_NOW", "2026-01-05T02:30:00Z")
+        .args(["report", "--last", "hour", "-o"])
+        .arg(dir.path().join("r"))
+        .arg(root().join("fixtures/container"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/report.json")).unwrap()).unwrap();
+    assert_eq!(
+        v["filters"],
+        serde_json::json!(["--last hour (= 2026-01-05T01:00:00.000Z to 2026-01-05T02:00:00.000Z)"])
+    );
+    assert_eq!(v["totals"]["tuples"], 515);
+    // --last excludes --since/--until; a bad NSGFLOW_NOW or bound is a usage error.
+    for (env, args) in [
+        (
+            "2026-01-05T02:30:00Z",
+            vec!["--last", "week", "--since", "7d"],
+        ),
+        ("2026-01-05T02:30:00Z", vec!["--last", "month"]),
+        ("2026-01-05T02:30:00Z", vec!["--since", "7x"]),
+        ("yesterday", vec!["--since", "7d"]),
+    ] {
+        let out = nsgflow()
+            .env("NSGFLOW_NOW", env)
+            .arg("summary")
+            .arg(root().join("fixtures/container"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

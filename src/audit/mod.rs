@@ -422,12 +422,7 @@ pub fn audit(
             .collect();
         // The last hour of the window may still be written to (Azure appends to PT1H.json
         // for the hour in progress).
-        let now_hour = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-            .div_euclid(3_600_000)
-            * 3_600_000;
+        let now_hour = crate::text::wall_ms().div_euclid(3_600_000) * 3_600_000;
         let possible = nic_hours.len() as i64 * window_hours;
         let share = if possible > 0 {
             logged as f64 / possible as f64
