@@ -299,6 +299,25 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             })?;
             Ok(finish(&ledger, &d, &input.run))
         }
+        Config::Completions(shell) => {
+            let script = crate::cli::completion_script(shell);
+            emit(&String::from_utf8_lossy(&script))?;
+            Ok(ExitCode::from(exit::OK))
+        }
+        Config::Man { out, force } => {
+            let pages = crate::cli::man_pages().context("rendering the manual pages")?;
+            let Some(dir) = out else {
+                emit(&String::from_utf8_lossy(&pages[0].1))?;
+                return Ok(ExitCode::from(exit::OK));
+            };
+            write_man_pages(&dir, &pages, force)?;
+            eprintln!(
+                "wrote {} manual pages into {} (nsgflow.1, nsgflow-report.1, ...)",
+                pages.len(),
+                term_safe(&dir.display().to_string())
+            );
+            Ok(ExitCode::from(exit::OK))
+        }
         Config::Gen(opts) => {
             let stats =
                 generate(&opts).with_context(|| format!("writing to {}", opts.out.display()))?;
@@ -333,6 +352,40 @@ fn progress_bar(blobs: usize, quiet: bool) -> indicatif::ProgressBar {
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error.
+/// `man --out DIR`: each page written atomically; a page already there (or a link in its
+/// place) is replaced only with `--force`; `DIR` itself must not be a symbolic link.
+fn write_man_pages(dir: &Path, pages: &[(String, Vec<u8>)], force: bool) -> anyhow::Result<()> {
+    let shown = term_safe(&dir.display().to_string()).into_owned();
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "--out {shown} is a symbolic link; outputs never go through one: give the real folder"
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--out {shown}: cannot create the folder"))?;
+    if !force {
+        if let Some((name, _)) = pages
+            .iter()
+            .find(|(n, _)| dir.join(n).symlink_metadata().is_ok())
+        {
+            anyhow::bail!("--out {shown}: {name} is already there; --force replaces the pages");
+        }
+    }
+    for (name, bytes) in pages {
+        let p = dir.join(name);
+        crate::report::render::write_atomic(&p, bytes)
+            .with_context(|| format!("writing {}", term_safe(&p.display().to_string())))?;
+        // A manual page is no network data: readable by every user of the man path.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("writing {}", term_safe(&p.display().to_string())))?;
+        }
+    }
+    Ok(())
+}
+
 fn emit(s: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush()) {

@@ -18,14 +18,29 @@ use crate::text::parse_time_bound;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-pub const EXIT_CODES: &str = "\
+/// The exit codes, as a literal for `concat!` in the subcommands' help.
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0  everything read was used
   1  nothing usable was read (no blobs found, no record parsed, or no tuple matched the filters)
   2  usage or environment error (bad flag value, unusable output location, a write that
      failed, partial files that cannot be merged)
   3  finished, but some input was rejected or failed (see stderr and the ledger)
-  4  --fail-on: a finding at or above the given severity (anomalies, report)";
+  4  --fail-on: a finding at or above the given severity (anomalies, report, audit)"
+    };
+}
+
+pub const EXIT_CODES: &str = exit_codes!();
+
+/// A subcommand's `after_help`: its examples (each line starting `  nsgflow ` is checked
+/// to parse, by a test), then the exit codes.
+macro_rules! examples {
+    ($($line:literal)+) => {
+        concat!("Examples:\n", $("  ", $line, "\n",)+ "\n", exit_codes!())
+    };
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,42 +58,78 @@ pub struct Cli {
 pub enum Command {
     /// The main job: read the input once and write index.html, report.json, report.md, CSV
     /// tables and SVG charts into a folder.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow report ./flowlogs -o weekly --last week" "nsgflow report ./flowlogs -o out --labels nets.csv --rules nsgs.json --fail-on high" "nsgflow report ./flowlogs -o out --since 2026-01-05 --until 2026-01-12 --title \"Week 2\"" "nsgflow report ./flowlogs -o part-a --shard 1/4 --save-partial a.part"))]
     Report(ReportArgs),
     /// Findings: port scans, sweeps, exfiltration, beacons, new talkers, denied spikes,
     /// lateral movement and exposed admin ports, each with its method, value, threshold and
     /// evidence.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow anomalies ./flowlogs --since 7d --min-severity medium" "nsgflow anomalies ./flowlogs --baseline last-week.part --format json" "nsgflow anomalies ./flowlogs --config detect.toml --fail-on high"))]
     Anomalies(AnomaliesArgs),
     /// Rule hygiene: hits per defined rule, and unused, redundant, shadowed, overly
     /// permissive, unresolvable and undefined rules, from NSG definitions and the logs.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow audit ./flowlogs --rules nsgs.json" "nsgflow audit ./flowlogs --rules nsgs.json --format csv --fail-on medium"))]
     Audit(AuditArgs),
     /// The ledger (what was read, rejected, skipped) and counters per NSG rule.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow summary ./flowlogs" "nsgflow summary ./flowlogs --nsg app-nsg --since now-24h --format json" "nsgflow summary ./flowlogs --rejects rejects.ndjson --strict"))]
     Summary(SummaryArgs),
     /// The top N sources, destinations, pairs, ports, rules, NSGs, NICs, flow classes or
     /// connections by a metric.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow top ./flowlogs --by dst --metric bytes --direction out" "nsgflow top ./flowlogs --by dport --decision deny -n 20" "nsgflow top ./flowlogs --by src --group prefix/24 --format csv"))]
     Top(TopArgs),
     /// Export matching tuples, one row each (CSV with a header, or JSON lines).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow flows ./flowlogs --src 10.0.1.4 --port 443 > flows.csv" "nsgflow flows ./flowlogs --decision deny --format jsonl --last day"))]
     Flows(FlowsArgs),
     /// Tuples, packets, bytes and distinct endpoints per time bin.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow timeline ./flowlogs --bin 5m --decision deny" "nsgflow timeline ./flowlogs --bin 1d --format csv"))]
     Timeline(TimelineArgs),
     /// Stitch B/C/E tuples into connections and export them (CSV or JSON lines).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow connections ./flowlogs --dst 203.0.113.7 --format jsonl" "nsgflow connections ./flowlogs --proto tcp --since today"))]
     Connections(ConnectionsArgs),
     /// The ingress or egress graph (Graphviz DOT or JSON) with fan-in/fan-out rankings.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow graph ./flowlogs --direction in --top 30 > ingress.dot" "nsgflow graph ./flowlogs --direction out --group label --labels nets.csv --format json"))]
     Graph(GraphArgs),
     /// Finish partial files (from `summary` or `report --save-partial`, e.g. one per
     /// `--shard`) into exactly what one run over all their blobs prints or writes.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("nsgflow merge part-*.part -o weekly" "nsgflow merge a.part b.part --format json"))]
     Merge(MergeArgs),
     /// Write a realistic synthetic flow-log container (for demos, tests, benchmarks).
+    #[command(after_help = examples!(
+        "nsgflow gen -o /tmp/demo --attacks"
+        "nsgflow gen -o /tmp/big --size 1G --nsgs 4 --nics-per-nsg 4 --hours 6 --seed 7"
+        "nsgflow gen -o /tmp/vnet --family vnet --hours 24 --start 2026-01-05"
+    ))]
     Gen(GenArgs),
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
+    #[command(after_help = examples!(
+        "nsgflow completions bash > ~/.local/share/bash-completion/completions/nsgflow"
+        "nsgflow completions zsh > ~/.zfunc/_nsgflow"
+        "nsgflow completions fish > ~/.config/fish/completions/nsgflow.fish"
+    ))]
+    Completions(CompletionsArgs),
+    /// Print the manual page nsgflow(1), or write one page per subcommand into a folder.
+    #[command(after_help = examples!(
+        "nsgflow man | man -l -"
+        "nsgflow man --out ~/.local/share/man/man1"
+    ))]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write nsgflow.1 and nsgflow-<command>.1 into this folder (created if missing)
+    /// instead of printing nsgflow.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace pages already in the folder.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Output format of `summary`.
@@ -696,6 +747,11 @@ pub enum Config {
         format: GraphFormat,
     },
     Gen(GenOptions),
+    Completions(clap_complete::Shell),
+    Man {
+        out: Option<PathBuf>,
+        force: bool,
+    },
 }
 
 impl AddrArgs {
@@ -1047,6 +1103,11 @@ impl Cli {
                 },
                 format: a.format,
             }),
+            Command::Completions(a) => Ok(Config::Completions(a.shell)),
+            Command::Man(a) => Ok(Config::Man {
+                out: a.out.clone(),
+                force: a.force,
+            }),
             Command::Gen(g) => {
                 let start_ms = parse_time_bound(&g.start)?;
                 let size = g.size.as_deref().map(parse_size).transpose()?;
@@ -1076,5 +1137,112 @@ impl Cli {
                 }))
             }
         }
+    }
+}
+
+/// The shell completion script for `shell`, generated from the clap definitions.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "nsgflow", &mut out);
+    out
+}
+
+/// The manual pages, `(file name, roff)`: nsgflow.1 first, then nsgflow-<command>.1 for
+/// each subcommand. No date in them, so they reproduce byte for byte.
+pub fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    cmd.build();
+    let page = |c: clap::Command| -> std::io::Result<(String, Vec<u8>)> {
+        let man = clap_mangen::Man::new(c).source(concat!("nsgflow ", env!("CARGO_PKG_VERSION")));
+        let mut out = Vec::new();
+        man.render(&mut out)?;
+        Ok((man.get_filename(), out))
+    };
+    let mut pages = vec![page(cmd.clone())?];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages.push(page(sub.clone())?);
+    }
+    Ok(pages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every example in every subcommand's `--help` parses and validates: the examples
+    /// cannot drift from the flags.
+    #[test]
+    fn every_help_example_parses() {
+        let cmd = Cli::command();
+        let mut seen = 0;
+        for sub in cmd.get_subcommands() {
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.starts_with("Examples:\n"),
+                "{} has no examples",
+                sub.get_name()
+            );
+            for line in help.lines().filter(|l| l.starts_with("  nsgflow ")) {
+                // Shell words up to a pipe or redirection; double quotes group.
+                let mut words = Vec::new();
+                let mut word = String::new();
+                let mut quoted = false;
+                for c in line.trim().chars() {
+                    match c {
+                        '"' => quoted = !quoted,
+                        ' ' if !quoted => {
+                            if !word.is_empty() {
+                                words.push(std::mem::take(&mut word));
+                            }
+                        }
+                        _ => word.push(c),
+                    }
+                }
+                words.push(word);
+                let end = words
+                    .iter()
+                    .position(|w| w == "|" || w == ">")
+                    .unwrap_or(words.len());
+                let cli =
+                    Cli::try_parse_from(&words[..end]).unwrap_or_else(|e| panic!("{line}: {e}"));
+                // Validation beyond clap (windows, globs, sizes), where no file is read.
+                if let Err(e) = cli.to_config() {
+                    assert!(
+                        e.contains("No such file") || e.contains("cannot read"),
+                        "{line}: {e}"
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 25, "{seen} examples");
+    }
+
+    #[test]
+    fn completions_and_man_pages_cover_every_subcommand() {
+        let bash = String::from_utf8(completion_script(clap_complete::Shell::Bash)).unwrap();
+        assert!(bash.contains("complete -F _nsgflow"));
+        for w in ["report", "anomalies", "--max-blob-bytes", "--last", "hour"] {
+            assert!(bash.contains(w), "{w}");
+        }
+        let pages = man_pages().unwrap();
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names[0], "nsgflow.1");
+        for sub in Cli::command().get_subcommands() {
+            let want = format!("nsgflow-{}.1", sub.get_name());
+            assert!(names.contains(&want.as_str()), "{want} in {names:?}");
+        }
+        let report = String::from_utf8_lossy(&pages[1].1).into_owned();
+        assert!(
+            report.contains(".TH nsgflow-report 1"),
+            "{}",
+            &report[..200]
+        );
+        assert!(report.contains("\\-\\-last"));
     }
 }

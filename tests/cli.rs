@@ -4157,3 +4157,53 @@ fn relative_windows_and_last_period_match_the_absolute_window() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// `completions SHELL` prints a script for each shell; `man` prints nsgflow(1) and
+/// `man --out DIR` writes one page per subcommand, replacing them only with --force.
+#[test]
+fn completions_and_man_pages_from_the_cli() {
+    for (shell, mark) in [
+        ("bash", "complete -F _nsgflow"),
+        ("zsh", "#compdef nsgflow"),
+        ("fish", "complete -c nsgflow"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = nsgflow().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let s = String::from_utf8(out.stdout).unwrap();
+        assert!(s.contains(mark), "{shell}");
+        assert!(
+            s.contains("anomalies") && s.contains("max-blob-bytes"),
+            "{shell}"
+        );
+    }
+    let out = nsgflow().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH nsgflow 1"));
+    assert!(
+        page.contains("nsgflow\\-report(1)"),
+        "the page lists the subcommands"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man1");
+    let out = nsgflow().args(["man", "--out"]).arg(&man).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut names: Vec<String> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 14, "{names:?}");
+    assert!(names.contains(&"nsgflow-report.1".to_string()));
+    assert!(names.contains(&"nsgflow-completions.1".to_string()));
+    let out = nsgflow().args(["man", "--out"]).arg(&man).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already there; --force"));
+    let out = nsgflow()
+        .args(["man", "--force", "--out"])
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
