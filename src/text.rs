@@ -144,6 +144,64 @@ pub fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A count in human units (`999`, `1.2 k`, `23.4 M`, `1.0 G`): for reading in the HTML
+/// and Markdown reports; JSON and CSV keep exact values. Text that is no number (`not
+/// logged`, `-`) comes back as it is.
+pub fn human_count(v: impl std::fmt::Display) -> String {
+    human(
+        v.to_string(),
+        &["", " k", " M", " G", " T", " P", " E", " Z", " Y"],
+    )
+}
+
+/// Bytes in human units, decimal (`999 B`, `1.5 kB`, `23.4 GB`), as [`human_count`].
+pub fn human_bytes(v: impl std::fmt::Display) -> String {
+    human(
+        v.to_string(),
+        &[" B", " kB", " MB", " GB", " TB", " PB", " EB", " ZB", " YB"],
+    )
+}
+
+fn human(text: String, units: &[&str]) -> String {
+    let Ok(n) = text.parse::<u128>() else {
+        return text;
+    };
+    if n < 1000 {
+        return format!("{n}{}", units[0]);
+    }
+    let mut x = n as f64;
+    let mut i = 0;
+    // Round first: 999,960 is 1.0 M, not 1000.0 k.
+    while (x * 10.0).round() / 10.0 >= 1000.0 && i < units.len() - 1 {
+        x /= 1000.0;
+        i += 1;
+    }
+    format!("{x:.1}{}", units[i])
+}
+
+/// [`human_count`] for HTML, the exact value in a tooltip: `<span title="1234567">1.2
+/// M</span>`. Text that is no number is escaped.
+pub fn count_html(v: impl std::fmt::Display) -> String {
+    html_human(v.to_string(), human_count)
+}
+
+/// [`human_bytes`] for HTML, as [`count_html`].
+pub fn bytes_html(v: impl std::fmt::Display) -> String {
+    html_human(v.to_string(), human_bytes)
+}
+
+fn html_human(text: String, f: fn(String) -> String) -> String {
+    match text.parse::<u128>() {
+        Ok(n) if n >= 1000 => format!("<span title=\"{n}\">{}</span>", f(text)),
+        Ok(_) => f(text),
+        Err(_) => text
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;"),
+    }
+}
+
 /// Characters that change how text around them reads without being seen: bidirectional
 /// overrides and isolates (U+202A–U+202E, U+2066–U+2069, U+061C, U+200E/U+200F, the
 /// "Trojan Source" set), zero-width characters (U+200B–U+200D, U+2060–U+2064) and the BOM.
@@ -384,6 +442,24 @@ mod tests {
 
     fn t(s: &str) -> i64 {
         parse_absolute(s).unwrap()
+    }
+
+    #[test]
+    fn human_units_round_to_one_decimal_and_keep_text() {
+        assert_eq!(human_count(999), "999");
+        assert_eq!(human_count(1_234), "1.2 k");
+        assert_eq!(human_count(999_960), "1.0 M");
+        assert_eq!(human_count(23_400_000u64), "23.4 M");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(23_400_000_000u64), "23.4 GB");
+        assert_eq!(human_bytes(u128::MAX), "340282366920938.4 YB");
+        assert_eq!(human_bytes("not logged"), "not logged");
+        assert_eq!(
+            count_html(1_234_567),
+            "<span title=\"1234567\">1.2 M</span>"
+        );
+        assert_eq!(bytes_html(12), "12 B");
+        assert_eq!(bytes_html("<x>"), "&lt;x&gt;");
     }
 
     #[test]

@@ -215,21 +215,7 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
     Ok(svg)
 }
 
-/// `1.5 GB`-style, decimal units.
-pub fn human_bytes(v: crate::aggregate::rules::Sum) -> String {
-    const U: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut x = v as f64;
-    let mut i = 0;
-    while x >= 1000.0 && i < U.len() - 1 {
-        x /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{v} B")
-    } else {
-        format!("{x:.1} {}", U[i])
-    }
-}
+pub use crate::text::human_bytes;
 
 /// Horizontal bars: (label, allowed, denied), top to bottom.
 fn hbars(title: &str, rows: &[(String, u64, u64)]) -> Res<String> {

@@ -6,6 +6,7 @@
 use super::charts::{charts, Chart};
 use super::{ConnectionRow, Finding, PortRow, Report, Talker, Talkers};
 use crate::export::csv_text;
+use crate::text::{human_bytes, human_count};
 use askama::Template;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -138,18 +139,19 @@ fn talker_rows(t: &[Talker]) -> impl Iterator<Item = Vec<String>> + '_ {
             md(&x.key),
             md(&x.scope),
             x.label.as_deref().map(md).unwrap_or_default(),
-            x.tuples.to_string(),
-            x.allowed.to_string(),
-            x.denied.to_string(),
-            x.bytes.to_string(),
+            human_count(x.tuples),
+            human_count(x.allowed),
+            human_count(x.denied),
+            human_bytes(x.bytes),
         ]
     })
 }
 
-/// `report.md`: the same content for tickets and wikis.
 /// What the findings section says when the detectors did not run.
 pub const NOT_RUN: &str = "The detectors did not run for this report (`--no-findings`): `nsgflow report` without it, or `nsgflow anomalies`, runs them.";
 
+/// `report.md`: the same content for tickets and wikis, counts and bytes in human units
+/// (`1.2 M`, `23.4 GB`; report.json and the CSV files have the exact values).
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
     let l = &r.ledger;
@@ -334,12 +336,12 @@ pub fn markdown(r: &Report) -> String {
             vec![
                 md(&x.nsg),
                 md(&x.rule),
-                c.tuples.to_string(),
-                c.allowed.to_string(),
-                c.denied.to_string(),
-                c.inbound.to_string(),
-                c.outbound.to_string(),
-                c.bytes_text(),
+                human_count(c.tuples),
+                human_count(c.allowed),
+                human_count(c.denied),
+                human_count(c.inbound),
+                human_count(c.outbound),
+                human_bytes(c.bytes_text()),
                 x.first.clone().unwrap_or_else(|| "-".into()),
                 x.last.clone().unwrap_or_else(|| "-".into()),
             ]
@@ -371,10 +373,10 @@ pub fn markdown(r: &Report) -> String {
             t.ports.iter().map(|p| {
                 vec![
                     p.port.clone(),
-                    p.tuples.to_string(),
-                    p.allowed.to_string(),
-                    p.denied.to_string(),
-                    p.bytes.to_string(),
+                    human_count(p.tuples),
+                    human_count(p.allowed),
+                    human_count(p.denied),
+                    human_bytes(p.bytes),
                 ]
             }),
         );
@@ -416,7 +418,7 @@ pub fn markdown(r: &Report) -> String {
                     md(&c.dst),
                     c.direction.to_string(),
                     c.status.to_string(),
-                    c.bytes_text(),
+                    human_bytes(c.bytes_text()),
                     md(&c.rule),
                 ]
             }),
