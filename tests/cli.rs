@@ -3913,6 +3913,16 @@ fn missing_hours_are_a_warning_on_stderr_and_in_the_report() {
     for f in ["report.md", "index.html"] {
         let text = std::fs::read_to_string(r.join(f)).unwrap();
         assert!(text.contains("missing hours: 1 NICs"), "{f}");
+        // The coverage table lists only the NIC with a gap; the others are one line.
+        assert!(
+            text.contains("5 NICs complete for all 3 hours; the 1 below has gaps."),
+            "{f}"
+        );
+        assert!(text.contains("000D3A000001"), "{f}");
+        assert!(
+            !text.contains("000D3A010001"),
+            "{f}: a complete NIC is not listed"
+        );
     }
     // The complete fixture has none.
     let out = nsgflow()

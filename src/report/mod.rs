@@ -213,6 +213,35 @@ pub struct Coverage {
     pub nics: Vec<NicCoverage>,
 }
 
+impl Coverage {
+    /// NICs with hours missing from the span: the ones the report lists.
+    pub fn nics_with_gaps(&self) -> impl Iterator<Item = &NicCoverage> {
+        self.nics.iter().filter(|n| n.hours_missing_count > 0)
+    }
+
+    /// "398 NICs complete for all 168 hours" (or "no NIC ..."): the NICs not listed.
+    pub fn complete_line(&self) -> String {
+        let complete = self.nics.len() - self.nics_with_gaps().count();
+        let hours = match self.hours_spanned {
+            1 => "the 1 hour".to_string(),
+            h => format!("all {h} hours"),
+        };
+        match (complete, self.nics.len()) {
+            (0, _) => format!("No NIC has blobs for {hours} of the span."),
+            (c, n) if c == n => format!(
+                "{c} NIC{} complete for {hours}: no hour missing.",
+                if c == 1 { "" } else { "s" }
+            ),
+            (c, n) => format!(
+                "{c} NIC{} complete for {hours}; the {} below {} gaps.",
+                if c == 1 { "" } else { "s" },
+                n - c,
+                if n - c == 1 { "has" } else { "have" }
+            ),
+        }
+    }
+}
+
 /// One NIC's blob hours.
 #[derive(Clone, Debug, Serialize)]
 pub struct NicCoverage {

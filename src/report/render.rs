@@ -285,18 +285,23 @@ pub fn markdown(r: &Report) -> String {
     for w in &r.warnings {
         let _ = writeln!(o, "> **Warning:** {}\n", md(w));
     }
-    md_table(
-        &mut o,
-        &["NIC", "logs", "hours present", "hours missing"],
-        r.coverage.nics.iter().map(|n| {
-            vec![
-                md(&n.mac),
-                n.kinds.join(", "),
-                n.hours_present.to_string(),
-                format!("{} of {}", n.hours_missing_count, r.coverage.hours_spanned),
-            ]
-        }),
-    );
+    if !r.coverage.nics.is_empty() {
+        let _ = writeln!(o, "{}\n", r.coverage.complete_line());
+    }
+    if r.coverage.nics_with_gaps().next().is_some() {
+        md_table(
+            &mut o,
+            &["NIC", "logs", "hours present", "hours missing"],
+            r.coverage.nics_with_gaps().map(|n| {
+                vec![
+                    md(&n.mac),
+                    n.kinds.join(", "),
+                    n.hours_present.to_string(),
+                    format!("{} of {}", n.hours_missing_count, r.coverage.hours_spanned),
+                ]
+            }),
+        );
+    }
     if l.tuples_rejected > 0 || !l.problems.is_empty() {
         let _ = writeln!(o, "### What was skipped\n");
         md_table(
