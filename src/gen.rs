@@ -134,7 +134,7 @@ fn nsg_name(g: usize) -> &'static str {
     &names[g % MAX_NSG_NAMES]
 }
 const RG_NAMES: [&str; 4] = ["RG-PROD-WEB", "RG-PROD-APP", "RG-PROD-DATA", "RG-SHARED"];
-pub const PLATFORM_ACL_ID: &str = "00000000-0000-0000-0000-000000000000";
+pub use crate::parse::PLATFORM_ACL_ID;
 
 /// The rules a generated flow can be logged under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -146,7 +146,11 @@ fn recount(dir: &Path) -> Recount {
                 }
             } else {
                 for acl in rec["flowRecords"]["flows"].as_array().unwrap() {
-                    let nsg = last_segment(acl["aclID"].as_str().unwrap());
+                    // Azure's own rules sit under the all-zero ACL: "Azure platform".
+                    let nsg = match acl["aclID"].as_str().unwrap() {
+                        "00000000-0000-0000-0000-000000000000" => "Azure platform".to_string(),
+                        id => last_segment(id),
+                    };
                     for g in acl["flowGroups"].as_array().unwrap() {
                         let rule = g["rule"].as_str().unwrap().to_string();
                         groups.push((
@@ -4216,4 +4220,36 @@ fn completions_and_man_pages_from_the_cli() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// VNet logs put Azure's own rules under the all-zero ACL id: every output calls it
+/// "Azure platform", never an NSG named 00000000-..., and the audit leaves it out.
+#[test]
+fn the_all_zero_acl_is_called_azure_platform() {
+    let (_, v) = summary_json(&[root().join("fixtures/container").to_str().unwrap()]);
+    let rows: Vec<(String, String, u64)> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rule"] == "PlatformRule")
+        .map(|r| {
+            (
+                r["nsg"].as_str().unwrap().to_string(),
+                r["resource_id"].as_str().unwrap_or("").to_string(),
+                r["tuples"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "Azure platform");
+    assert_eq!(rows[0].2, 29);
+    assert!(!v.to_string().contains("\"nsg\":\"00000000-"));
+    let out = nsgflow()
+        .args(["top", "--by", "nsg", "--format", "csv"])
+        .arg(root().join("fixtures/container"))
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.contains("Azure platform"), "{csv}");
+    assert!(!csv.contains("00000000-0000"), "{csv}");
 }

@@ -129,7 +129,10 @@ impl Hits {
             return;
         }
         let ctx = &table.ctx;
-        if ctx.nsg == crate::gen::PLATFORM_ACL_ID {
+        // Azure's own rules (`PlatformRule`) belong to no NSG: nothing to audit.
+        if ctx.family == crate::model::Family::Vnet
+            && ctx.resource_id == crate::parse::PLATFORM_ACL_ID
+        {
             return;
         }
         let same = self

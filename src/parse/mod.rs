@@ -431,6 +431,22 @@ impl Named for VnetFlowGroup<'_> {
 #[derive(Debug, Hash)]
 struct Text<'a>(Cow<'a, str>, bool);
 
+/// The all-zero ACL id VNet flow logs write for Azure's own rules (`PlatformRule`: DNS,
+/// the metadata service, health probes), which no NSG holds.
+pub const PLATFORM_ACL_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// What every output calls the all-zero ACL: it is no NSG of the user's.
+pub const PLATFORM_ACL_NAME: &str = "Azure platform";
+
+/// The NSG name of a VNet `aclID`: its last segment, or [`PLATFORM_ACL_NAME`].
+fn vnet_acl_name(acl_id: &str) -> &str {
+    if acl_id == PLATFORM_ACL_ID {
+        PLATFORM_ACL_NAME
+    } else {
+        last_segment(acl_id)
+    }
+}
+
 /// `flowTuples` as its raw JSON text, borrowed from the blob ("" when absent). Its items
 /// are parsed where they are used ([`each_tuple`]), one at a time: a record that holds a
 /// whole blob of tuples costs no memory per tuple while it is read.
@@ -879,7 +895,7 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
             let mac = rec.mac_address.as_deref().unwrap_or(self.defaults.mac);
             let target = rec.target_resource_id.as_deref().unwrap_or("");
             for acl in &fr.flows {
-                let nsg = last_segment(&acl.acl_id);
+                let nsg = vnet_acl_name(&acl.acl_id);
                 for g in &acl.flow_groups {
                     let ctx = GroupContext {
                         family: Family::Vnet,
@@ -1957,7 +1973,7 @@ mod tests {
         assert!(c.0[0].2.ends_with("/networkInterfaces/nic1"));
         assert!(c.0[0].3.ends_with("/FLOWLOGS/FL1"));
         assert_eq!(c.0[0].4, "000D3A359573");
-        assert_eq!(c.0[1].0, "00000000-0000-0000-0000-000000000000");
+        assert_eq!(c.0[1].0, "Azure platform");
     }
 
     #[test]
