@@ -4253,3 +4253,70 @@ fn the_all_zero_acl_is_called_azure_platform() {
     assert!(csv.contains("Azure platform"), "{csv}");
     assert!(!csv.contains("00000000-0000"), "{csv}");
 }
+
+/// At scale the page stays short: the HTML and Markdown rules tables list the 100 rules
+/// with the most hits and say how many there are; rules.csv keeps every rule.
+#[test]
+fn long_rules_tables_show_the_top_rules_and_count_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c");
+    nsgflow()
+        .args([
+            "gen",
+            "--nsgs",
+            "40",
+            "--nics-per-nsg",
+            "1",
+            "--hours",
+            "1",
+            "-o",
+        ])
+        .arg(&c)
+        .assert()
+        .success();
+    let r = tmp.path().join("r");
+    nsgflow()
+        .args(["report", "--quiet", "--no-findings", "-o"])
+        .arg(&r)
+        .arg(&c)
+        .assert()
+        .success();
+    let note = "Showing the 100 rules with the most hits of 320; rules.csv and report.json have every rule.";
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(r.join("index.html")).unwrap();
+    assert!(md.contains(note) && html.contains(note));
+    let rules_md = md
+        .split("## Rules\n")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let rows: Vec<&str> = rules_md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| NSG"))
+        .collect();
+    assert_eq!(rows.len(), 100);
+    let csv = std::fs::read_to_string(r.join("rules.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 321, "a header and every rule");
+    let v: Value = serde_json::from_slice(&std::fs::read(r.join("report.json")).unwrap()).unwrap();
+    let rules = v["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 320);
+    // The rows shown are the ones with most hits: the least shown has at least the most
+    // left out.
+    let mut hits: Vec<u64> = rules
+        .iter()
+        .map(|x| x["tuples"].as_u64().unwrap())
+        .collect();
+    hits.sort_unstable_by(|a, b| b.cmp(a));
+    let hits_of = |row: &str| -> u64 {
+        let cell = row.split(" | ").nth(2).unwrap();
+        if cell.ends_with(" k") || cell.ends_with(" M") {
+            u64::MAX
+        } else {
+            cell.parse().unwrap()
+        }
+    };
+    let least_shown = rows.iter().map(|r| hits_of(r)).min().unwrap();
+    assert!(least_shown >= hits[100], "{least_shown} vs {}", hits[100]);
+}

@@ -50,6 +50,33 @@ struct Html<'a> {
     sections: Vec<DirSection<'a>>,
     conn_tables: Vec<ConnTable<'a>>,
     rejected: Vec<(&'static str, u64)>,
+    /// The rules table's rows (all, or the [`MAX_RULE_ROWS`] with most hits).
+    rules: Vec<&'a super::RuleRow>,
+}
+
+/// The HTML and Markdown rules tables list at most this many rules, those with the most
+/// hits; `rules.csv` and `report.json` have every rule.
+pub const MAX_RULE_ROWS: usize = 100;
+
+/// The rules a page's table lists: all of them in their order when they fit, else the
+/// [`MAX_RULE_ROWS`] with most hits, most first (ties by NSG and rule).
+pub fn rules_shown(r: &Report) -> Vec<&super::RuleRow> {
+    let mut v: Vec<&super::RuleRow> = r.rules.iter().collect();
+    if v.len() > MAX_RULE_ROWS {
+        v.sort_by_key(|x| std::cmp::Reverse(x.counters.tuples));
+        v.truncate(MAX_RULE_ROWS);
+    }
+    v
+}
+
+/// "Showing the 100 rules with the most hits of 412; rules.csv has every rule." or nothing.
+pub fn rules_note(r: &Report) -> Option<String> {
+    (r.rules.len() > MAX_RULE_ROWS).then(|| {
+        format!(
+            "Showing the {MAX_RULE_ROWS} rules with the most hits of {}; rules.csv and report.json have every rule.",
+            r.rules.len()
+        )
+    })
 }
 
 fn dir_section<'a>(name: &'static str, t: &'a Talkers, chart: Option<&'a Chart>) -> DirSection<'a> {
@@ -93,6 +120,7 @@ pub fn html(r: &Report, charts: &[Chart]) -> Result<String, String> {
                 rows: &r.connections.top_by_duration,
             },
         ],
+        rules: rules_shown(r),
         rejected: r
             .ledger
             .rejected_by_reason
@@ -322,6 +350,9 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     let _ = writeln!(o, "## Rules\n");
+    if let Some(n) = rules_note(r) {
+        let _ = writeln!(o, "{n}\n");
+    }
     md_table(
         &mut o,
         &[
@@ -336,7 +367,7 @@ pub fn markdown(r: &Report) -> String {
             "first seen",
             "last seen",
         ],
-        r.rules.iter().map(|x| {
+        rules_shown(r).into_iter().map(|x| {
             let c = &x.counters;
             vec![
                 md(&x.nsg),
