@@ -104,37 +104,54 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 18))
             .margin(12)
-            .x_label_area_size(36)
+            .x_label_area_size(48)
             .y_label_area_size(64)
-            .build_cartesian_2d(0..n, 0..max + max / 10 + 1)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0..max + max / 3 + 1)
             .map_err(err)?;
+        // Bin i is centred on x = i, with a gap either side; a label only at whole bins.
+        let label = |v: &f64| {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        let x_desc = format!("{} starting (UTC)", bin_name(r.series_bin_ms));
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(n.min(12))
-            .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
+            .x_label_formatter(&label)
+            .x_desc(x_desc.as_str())
             .y_desc("tuples")
             .draw()
             .map_err(err)?;
+        let half = if n > 60 { 0.5 } else { 0.38 };
+        let bar = |i: usize| (i as f64 - half, i as f64 + half);
         chart
             .draw_series(r.series.iter().enumerate().map(|(i, h)| {
-                Rectangle::new([(i, 0), (i + 1, h.allowed)], GREEN.mix(0.85).filled())
+                let (a, b) = bar(i);
+                Rectangle::new([(a, 0), (b, h.allowed)], GREEN.mix(0.85).filled())
             }))
             .map_err(err)?
             .label("allowed")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], GREEN.filled()));
         chart
             .draw_series(r.series.iter().enumerate().map(|(i, h)| {
+                let (a, b) = bar(i);
                 Rectangle::new(
-                    [(i, h.allowed), (i + 1, h.allowed + h.denied)],
+                    [(a, h.allowed), (b, h.allowed + h.denied)],
                     RED.mix(0.85).filled(),
                 )
             }))
             .map_err(err)?
             .label("denied")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], RED.filled()));
+        // Upper right, in the headroom kept above the highest value: off the data.
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.9))
             .border_style(GREY)
             .draw()
@@ -163,6 +180,7 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
         .unwrap_or(1)
         .max(1) as f64;
     let labels: Vec<String> = r.series.iter().map(|h| hour_label(&h.start)).collect();
+    let x_desc = format!("{} starting (UTC)", bin_name(r.series_bin_ms));
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
@@ -170,15 +188,16 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 18))
             .margin(12)
-            .x_label_area_size(36)
+            .x_label_area_size(48)
             .y_label_area_size(80)
-            .build_cartesian_2d(0..n.max(2) - 1, 0.0..max * 1.1 + 1.0)
+            .build_cartesian_2d(0..n.max(2) - 1, 0.0..max * 1.35 + 1.0)
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_labels(n.min(12))
             .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
             .y_label_formatter(&|v| human_bytes(v.max(0.0) as crate::aggregate::rules::Sum))
+            .x_desc(x_desc.as_str())
             .y_desc("bytes")
             .draw()
             .map_err(err)?;
@@ -204,8 +223,10 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .map_err(err)?
             .label("outbound")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], ORANGE.stroke_width(2)));
+        // Upper right, in the headroom kept above the highest value: off the data.
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.9))
             .border_style(GREY)
             .draw()
