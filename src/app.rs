@@ -351,7 +351,6 @@ fn progress_bar(blobs: usize, quiet: bool) -> indicatif::ProgressBar {
     b
 }
 
-/// Write to stdout; a closed pipe (`| head`) is not an error.
 /// `man --out DIR`: each page written atomically; a page already there (or a link in its
 /// place) is replaced only with `--force`; `DIR` itself must not be a symbolic link.
 fn write_man_pages(dir: &Path, pages: &[(String, Vec<u8>)], force: bool) -> anyhow::Result<()> {
@@ -386,6 +385,7 @@ fn write_man_pages(dir: &Path, pages: &[(String, Vec<u8>)], force: bool) -> anyh
     Ok(())
 }
 
+/// Write to stdout; a closed pipe (`| head`) is not an error.
 fn emit(s: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush()) {

@@ -799,16 +799,10 @@ impl InputArgs {
         };
         add("since", shown(&self.since));
         add("until", shown(&self.until));
-        if let Ok(Some((a, b))) = self.last_window() {
-            add(
-                "last",
-                vec![format!(
-                    "{} (= {} to {})",
-                    format!("{:?}", self.last.expect("a window")).to_lowercase(),
-                    crate::text::fmt_ms(a),
-                    crate::text::fmt_ms(b)
-                )],
-            );
+        if let (Some(p), Ok(Some((a, b)))) = (self.last, self.last_window()) {
+            let (a, b) = (crate::text::fmt_ms(a), crate::text::fmt_ms(b));
+            let name = p.to_possible_value().expect("no variant is skipped");
+            add("last", vec![format!("{} (= {a} to {b})", name.get_name())]);
         }
         add("nsg", self.nsg.clone());
         add("subscription", self.subscription.clone());

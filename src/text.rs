@@ -97,19 +97,14 @@ pub fn parse_span_ms(s: &str) -> Option<i64> {
 /// The last complete UTC period before `now`: `[start, end)` in Unix ms. A week is an ISO
 /// week, Monday 00:00 to Monday 00:00.
 pub fn last_period(period: Period, now: i64) -> (i64, i64) {
-    let end = match period {
-        Period::Hour => now.div_euclid(3_600_000) * 3_600_000,
-        Period::Day => now.div_euclid(DAY_MS) * DAY_MS,
+    let (end, len) = match period {
+        Period::Hour => (now.div_euclid(3_600_000) * 3_600_000, 3_600_000),
+        Period::Day => (now.div_euclid(DAY_MS) * DAY_MS, DAY_MS),
         Period::Week => {
             let day = now.div_euclid(DAY_MS);
             // 1970-01-01 was a Thursday: day 0 is 3 days after a Monday.
-            day.checked_sub((day + 3).rem_euclid(7)).unwrap_or(day) * DAY_MS
+            ((day - (day + 3).rem_euclid(7)) * DAY_MS, 7 * DAY_MS)
         }
-    };
-    let len = match period {
-        Period::Hour => 3_600_000,
-        Period::Day => DAY_MS,
-        Period::Week => 7 * DAY_MS,
     };
     (end - len, end)
 }
@@ -194,11 +189,10 @@ fn html_human(text: String, f: fn(String) -> String) -> String {
     match text.parse::<u128>() {
         Ok(n) if n >= 1000 => format!("<span title=\"{n}\">{}</span>", f(text)),
         Ok(_) => f(text),
-        Err(_) => text
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;"),
+        Err(_) => match askama::filters::escape(&text, askama::filters::Html) {
+            Ok(safe) => safe.to_string(),
+            Err(never) => match never {},
+        },
     }
 }
 
@@ -459,7 +453,8 @@ mod tests {
             "<span title=\"1234567\">1.2 M</span>"
         );
         assert_eq!(bytes_html(12), "12 B");
-        assert_eq!(bytes_html("<x>"), "&lt;x&gt;");
+        // Escaped as askama escapes the rest of the page.
+        assert_eq!(bytes_html("<x>"), "&#60;x&#62;");
     }
 
     #[test]

@@ -3975,27 +3975,22 @@ fn top_csv_names_each_column_once() {
         .starts_with("1,10.0.0.4,internal,,7,48,"));
 }
 
+/// A generated container of 40 NSGs with one NIC each, for one hour (seed 1).
+fn gen_40_nsgs(out: &std::path::Path) {
+    nsgflow()
+        .args(["gen", "--nsgs", "40", "--nics-per-nsg", "1", "--hours", "1"])
+        .args(["--seed", "1", "--out"])
+        .arg(out)
+        .assert()
+        .success();
+}
+
 /// `gen --nsgs 40` writes 40 NSGs of 40 names (the 8 base names, then `WEB-2-NSG`, …).
 #[test]
 fn gen_gives_every_nsg_a_name_of_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("c");
-    nsgflow()
-        .args([
-            "gen",
-            "--nsgs",
-            "40",
-            "--nics-per-nsg",
-            "1",
-            "--hours",
-            "1",
-            "--seed",
-            "1",
-            "--out",
-        ])
-        .arg(&out)
-        .assert()
-        .success();
+    gen_40_nsgs(&out);
     let (_, v) = summary_json(&[out.to_str().unwrap()]);
     let names: std::collections::BTreeSet<&str> = v["rules"]
         .as_array()
@@ -4260,20 +4255,7 @@ fn the_all_zero_acl_is_called_azure_platform() {
 fn long_rules_tables_show_the_top_rules_and_count_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let c = tmp.path().join("c");
-    nsgflow()
-        .args([
-            "gen",
-            "--nsgs",
-            "40",
-            "--nics-per-nsg",
-            "1",
-            "--hours",
-            "1",
-            "-o",
-        ])
-        .arg(&c)
-        .assert()
-        .success();
+    gen_40_nsgs(&c);
     let r = tmp.path().join("r");
     nsgflow()
         .args(["report", "--quiet", "--no-findings", "-o"])

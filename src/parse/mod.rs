@@ -509,14 +509,8 @@ fn each_tuple<'de>(raw: &'de str, f: &mut impl FnMut(usize, Text<'de>)) {
 
 /// [`each_tuple`] by serde_json.
 fn each_tuple_json<'de>(raw: &'de str, f: &mut dyn FnMut(usize, Text<'de>)) {
-    struct V<'f, 'de>(&'f mut dyn FnMut(usize, Text<'de>));
-    impl<'de> V<'_, 'de> {
-        fn one(self, what: String) -> Result<(), serde_json::Error> {
-            (self.0)(0, not_text(what));
-            Ok(())
-        }
-    }
-    impl<'de> Visitor<'de> for V<'_, 'de> {
+    struct Items<'f, 'de>(&'f mut dyn FnMut(usize, Text<'de>));
+    impl<'de> Visitor<'de> for Items<'_, 'de> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("an array of tuple strings")
@@ -529,45 +523,23 @@ fn each_tuple_json<'de>(raw: &'de str, f: &mut dyn FnMut(usize, Text<'de>)) {
             }
             Ok(())
         }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-            self.one(format!(
-                "flowTuples is a string ({:?}), not an array",
-                cut(s)
-            ))
-            .map_err(E::custom)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-            self.one("flowTuples is a number, not an array".into())
-                .map_err(E::custom)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-            self.one("flowTuples is a number, not an array".into())
-                .map_err(E::custom)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-            self.one("flowTuples is a number, not an array".into())
-                .map_err(E::custom)
-        }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-            self.one("flowTuples is a boolean, not an array".into())
-                .map_err(E::custom)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-            while a.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
-            self.one("flowTuples is an object, not an array".into())
-                .map_err(de::Error::custom)
-        }
-    }
-    if raw.is_empty() {
-        return;
     }
     // `raw` is one complete JSON value the blob's parse has already checked: reading it
     // again cannot fail.
-    let r =
-        serde::Deserializer::deserialize_any(&mut serde_json::Deserializer::from_str(raw), V(f));
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let r = match raw.trim_start().as_bytes().first() {
+        None => Ok(()),
+        Some(b'[') => serde::Deserializer::deserialize_seq(&mut de, Items(f)),
+        Some(b'"') => <Cow<str>>::deserialize(&mut de).map(|s| {
+            let what = format!("flowTuples is a string ({:?}), not an array", cut(&s));
+            f(0, not_text(what))
+        }),
+        Some(_) => serde::Deserializer::deserialize_any(&mut de, Kind).map(|kind| {
+            if kind != "null" {
+                f(0, not_text(format!("flowTuples is {kind}, not an array")))
+            }
+        }),
+    };
     debug_assert!(
         r.is_ok(),
         "a checked JSON value failed to parse again: {r:?}"
