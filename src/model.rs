@@ -254,6 +254,79 @@ impl GroupContext<'_> {
             std::borrow::Cow::Owned(normalize_mac(m))
         }
     }
+
+    /// The NSG this table's rule belongs to: subscription and resource group from its ARM id
+    /// (`resourceId` or `aclID`; the path's subscription when the record names no id; none
+    /// for an `aclID` that is no ARM id, as AVNM's), and the name. Azure's platform rules (the all-zero `aclID`) belong to no subscription.
+    pub fn nsg_identity(&self) -> NsgIdentity<'_> {
+        if self.resource_id == crate::parse::PLATFORM_ACL_ID {
+            return NsgIdentity {
+                subscription: "",
+                resource_group: "",
+                name: self.nsg,
+            };
+        }
+        NsgIdentity {
+            subscription: if self.resource_id.is_empty() {
+                self.subscription
+            } else {
+                subscription_of(self.resource_id)
+            },
+            resource_group: resource_group_in(self.resource_id),
+            name: self.nsg,
+        }
+    }
+}
+
+/// An NSG's identity: subscription, resource group and name, compared case-insensitively as
+/// Azure compares resource names. NSG flow logs write the ARM id upper-cased
+/// (`…/NETWORKSECURITYGROUPS/APP-NSG`) where VNet logs keep ARM's spelling (`app-nsg`): the
+/// two are one NSG; two `app-nsg` in two resource groups are two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsgIdentity<'a> {
+    pub subscription: &'a str,
+    pub resource_group: &'a str,
+    pub name: &'a str,
+}
+
+impl NsgIdentity<'_> {
+    /// The identity as one map key: the three parts lower-cased, `/`-joined (ARM names
+    /// hold no `/`).
+    pub fn key(&self) -> String {
+        let mut k = String::with_capacity(
+            self.subscription.len() + self.resource_group.len() + self.name.len() + 2,
+        );
+        for (i, part) in [self.subscription, self.resource_group, self.name]
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                k.push('/');
+            }
+            k.extend(part.chars().flat_map(char::to_lowercase));
+        }
+        k
+    }
+}
+
+/// Of two spellings of one name, whether `candidate` is the one to show instead of
+/// `current`: ARM's own spelling (with lower-case letters) over the upper-cased copy NSG
+/// flow logs write, then the first in byte order, so the choice does not depend on which
+/// blob was read first.
+pub fn better_spelling(candidate: &str, current: &str) -> bool {
+    let upper = |s: &str| !s.chars().any(char::is_lowercase);
+    (upper(candidate), candidate) < (upper(current), current)
+}
+
+/// `…/resourceGroups/<rg>/…` of an ARM id (any case), as written; empty when absent.
+pub fn resource_group_in(id: &str) -> &str {
+    let mut parts = id.split('/');
+    while let Some(p) = parts.next() {
+        if p.eq_ignore_ascii_case("resourceGroups") {
+            return parts.next().unwrap_or("");
+        }
+    }
+    ""
 }
 
 /// Last non-empty `/`-separated segment of an ARM id, as written.
@@ -290,6 +363,47 @@ pub fn normalize_mac(mac: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nsg_identity_ignores_case_and_keeps_resource_groups_apart() {
+        let ctx = |rid: &'static str, nsg: &'static str| GroupContext {
+            family: Family::NsgV2,
+            nsg,
+            rule: "r",
+            mac: "",
+            subscription: "",
+            resource_id: rid,
+            target_resource_id: "",
+            flow_log_resource_id: "",
+            record_index: 0,
+        };
+        let upper = ctx(
+            "/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG-A/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/APP-NSG",
+            "APP-NSG",
+        );
+        let arm = ctx(
+            "/subscriptions/s1/resourceGroups/rg-a/providers/Microsoft.Network/networkSecurityGroups/app-nsg",
+            "app-nsg",
+        );
+        let other = ctx(
+            "/subscriptions/s1/resourceGroups/rg-b/providers/Microsoft.Network/networkSecurityGroups/app-nsg",
+            "app-nsg",
+        );
+        assert_eq!(upper.nsg_identity().key(), "s1/rg-a/app-nsg");
+        assert_eq!(upper.nsg_identity().key(), arm.nsg_identity().key());
+        assert_ne!(arm.nsg_identity().key(), other.nsg_identity().key());
+        assert_eq!(arm.nsg_identity().resource_group, "rg-a");
+        let platform = ctx(
+            crate::parse::PLATFORM_ACL_ID,
+            crate::parse::PLATFORM_ACL_NAME,
+        );
+        assert_eq!(platform.nsg_identity().key(), "//azure platform");
+        // ARM's spelling wins over the upper-cased copy, whichever comes first.
+        assert!(better_spelling("app-nsg", "APP-NSG"));
+        assert!(!better_spelling("APP-NSG", "app-nsg"));
+        assert!(better_spelling("App-Nsg", "app-nsg"));
+        assert!(!better_spelling("app-nsg", "app-nsg"));
+    }
 
     #[test]
     fn last_segment_of_arm_ids() {

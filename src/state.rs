@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the partial-file layout; a file of another version is refused, not guessed at.
 /// 2: the first-contacts table keeps IPv4 and IPv6 contacts apart.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The header's first field, so that `merge` can tell a partial from any other file.
 pub const MAGIC: &str = "nsgflow-partial";
 

@@ -97,8 +97,17 @@ pub struct TimeReport {
 /// One NSG rule's row.
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleRow {
-    /// NSG name as written (last segment of `resourceId`, or of `aclID` for VNet logs).
+    /// NSG name (last segment of `resourceId`, or of `aclID` for VNet logs), spelled as
+    /// ARM spells it where a log wrote it so (see [`crate::model::NsgIdentity`]).
     pub nsg: String,
+    /// The NSG's subscription and resource group (as written; empty when the logs do not
+    /// say). With the name, they are the NSG's identity, compared case-insensitively.
+    pub subscription: String,
+    pub resource_group: String,
+    /// The NSG as tables show it: the name, with the resource group (and subscription)
+    /// where two NSGs share a name.
+    #[serde(skip)]
+    pub label: String,
     /// Rule name as written.
     pub rule: String,
     #[serde(flatten)]
@@ -241,16 +250,25 @@ impl LedgerReport {
 
 /// Rule rows sorted by NSG, then rule.
 pub fn rule_rows(s: &Summary) -> Vec<RuleRow> {
+    let labels = nsg_labels(s);
     s.sorted_rules()
         .into_iter()
-        .map(|(nsg, rule, st)| RuleRow {
-            nsg: nsg.to_string(),
+        .map(|(key, nsg, rule, st)| RuleRow {
+            nsg: nsg.name.clone(),
+            subscription: nsg.subscription.clone(),
+            resource_group: nsg.resource_group.clone(),
+            label: labels[key].clone(),
             rule: rule.to_string(),
             counters: st.counters,
             first: st.first_ms.map(fmt_ms),
             last: st.last_ms.map(fmt_ms),
         })
         .collect()
+}
+
+/// How each NSG is shown, by identity key ([`crate::aggregate::rules::nsg_labels`]).
+pub fn nsg_labels(s: &Summary) -> BTreeMap<&str, String> {
+    crate::aggregate::rules::nsg_labels(s.sorted_nsgs())
 }
 
 impl SummaryReport {
@@ -368,7 +386,7 @@ impl SummaryReport {
                 let [tuples, allowed, denied, inbound, outbound, _, b_sd, _, b_ds] =
                     r.counters.cells();
                 [
-                    term_safe(&r.nsg).into_owned(),
+                    term_safe(&r.label).into_owned(),
                     term_safe(&r.rule).into_owned(),
                     tuples,
                     allowed,

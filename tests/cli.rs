@@ -102,12 +102,23 @@ struct Recount {
     last: Option<i64>,
 }
 
-fn last_segment(s: &str) -> String {
-    s.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
+/// An NSG's identity from its ARM id, as the re-count keys it: subscription, resource group
+/// and name, lower-cased (Azure compares resource names case-insensitively).
+fn nsg_id(arm_id: &str) -> String {
+    let parts: Vec<String> = arm_id.split('/').map(str::to_lowercase).collect();
+    let after = |seg: &str| {
+        parts
+            .iter()
+            .position(|p| p == seg)
+            .map(|i| parts[i + 1].clone())
+            .unwrap_or_default()
+    };
+    format!(
+        "{}/{}/{}",
+        after("subscriptions"),
+        after("resourcegroups"),
+        parts.last().unwrap()
+    )
 }
 
 /// The independent re-count: walk every *.json file as a serde_json::Value.
@@ -126,7 +137,7 @@ fn recount(dir: &Path) -> Recount {
             r.records += 1;
             let mut groups: Vec<(String, String, &'static str, &Vec<Value>)> = Vec::new();
             if let Some(p) = rec.get("properties") {
-                let nsg = last_segment(rec["resourceId"].as_str().unwrap());
+                let nsg = nsg_id(rec["resourceId"].as_str().unwrap());
                 let fam = if p["Version"] == 1 {
                     "nsg_v1"
                 } else {
@@ -148,8 +159,8 @@ fn recount(dir: &Path) -> Recount {
                 for acl in rec["flowRecords"]["flows"].as_array().unwrap() {
                     // Azure's own rules sit under the all-zero ACL: "Azure platform".
                     let nsg = match acl["aclID"].as_str().unwrap() {
-                        "00000000-0000-0000-0000-000000000000" => "Azure platform".to_string(),
-                        id => last_segment(id),
+                        "00000000-0000-0000-0000-000000000000" => "//azure platform".to_string(),
+                        id => nsg_id(id),
                     };
                     for g in acl["flowGroups"].as_array().unwrap() {
                         let rule = g["rule"].as_str().unwrap().to_string();
@@ -211,7 +222,13 @@ fn assert_matches_recount(v: &Value, r: &Recount) {
         .map(|x| {
             (
                 (
-                    x["nsg"].as_str().unwrap().to_string(),
+                    format!(
+                        "{}/{}/{}",
+                        x["subscription"].as_str().unwrap(),
+                        x["resource_group"].as_str().unwrap(),
+                        x["nsg"].as_str().unwrap()
+                    )
+                    .to_lowercase(),
                     x["rule"].as_str().unwrap().to_string(),
                 ),
                 Count::from_json(x),
@@ -3772,6 +3789,8 @@ fn v1_counters_read_not_logged_in_every_output() {
         v["totals"]["bytes_src_to_dst"].as_u64().unwrap() > 0,
         "v2 and VNet bytes are summed"
     );
+    // WEB-NSG logs NSG v1 and VNet tuples (one NSG, spelled two ways): its v1 part alone.
+    let (_, v) = summary_json(&[c.to_str().unwrap(), "--family", "nsg"]);
     let web: Vec<&Value> = v["rules"]
         .as_array()
         .unwrap()
@@ -3780,7 +3799,11 @@ fn v1_counters_read_not_logged_in_every_output() {
         .collect();
     assert_eq!(web.len(), 7);
     assert!(web.iter().all(|r| r["bytes_src_to_dst"].is_null()));
-    let out = nsgflow().arg("summary").arg(&c).output().unwrap();
+    let out = nsgflow()
+        .args(["summary", "--family", "nsg"])
+        .arg(&c)
+        .output()
+        .unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("WEB-NSG")).collect();
     assert!(
@@ -3815,7 +3838,7 @@ fn v1_counters_read_not_logged_in_every_output() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path().join("r");
     nsgflow()
-        .args(["report", "--quiet", "-o"])
+        .args(["report", "--quiet", "--family", "nsg", "-o"])
         .arg(&r)
         .arg(&c)
         .assert()
@@ -3829,10 +3852,9 @@ fn v1_counters_read_not_logged_in_every_output() {
         "{md}"
     );
     let csv = std::fs::read_to_string(r.join("rules.csv")).unwrap();
-    assert!(csv
-        .lines()
-        .any(|l| l.starts_with("WEB-NSG,UserRule_AllowHttps,18,")
-            && l.contains("not logged,not logged")));
+    assert!(csv.lines().any(|l| l.starts_with(
+        "WEB-NSG,6F3C1E2A-8B4D-4F6A-9C2E-1A2B3C4D5E6F,RG-PROD-WEB,UserRule_AllowHttps,18,"
+    ) && l.contains("not logged,not logged")));
     let html = std::fs::read_to_string(r.join("index.html")).unwrap();
     assert!(html.contains("<td>WEB-NSG</td><td>UserRule_AllowHttps</td><td class=\"n\">18</td>"));
     assert!(html.contains("<td class=\"n\">not logged</td>"));
@@ -3955,7 +3977,7 @@ fn top_csv_names_each_column_once() {
         .lines()
         .nth(1)
         .unwrap()
-        .starts_with("1,db-nsg/UserRule_AllowHttps,,,57,57,0,"));
+        .starts_with("1,db-nsg/UserRule_AllowHttps,,,112,112,0,"));
     let csv = run(&[
         "--by",
         "src",
@@ -4301,4 +4323,87 @@ fn long_rules_tables_show_the_top_rules_and_count_the_rest() {
     };
     let least_shown = rows.iter().map(|r| hits_of(r)).min().unwrap();
     assert!(least_shown >= hits[100], "{least_shown} vs {}", hits[100]);
+}
+
+/// An NSG is its subscription, resource group and name, compared case-insensitively: NSG
+/// logs' `APP-NSG` and VNet logs' `app-nsg` of one resource group are one row, spelled as
+/// ARM spells it; the `APP-NSG` of another resource group stays apart, and where names
+/// collide the tables add the resource group (fixtures/identity).
+#[test]
+fn an_nsg_is_keyed_by_subscription_resource_group_and_name() {
+    let c = root().join("fixtures/identity");
+    let (code, v) = summary_json(&[c.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let rows: Vec<(String, String, String, u64, u64)> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["nsg"].as_str().unwrap().to_string(),
+                r["subscription"].as_str().unwrap().to_string(),
+                r["resource_group"].as_str().unwrap().to_string(),
+                r["tuples"].as_u64().unwrap(),
+                r["counters_logged"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let sub = "11111111-2222-3333-4444-555555555555";
+    assert_eq!(
+        rows,
+        vec![
+            ("APP-NSG".into(), sub.into(), "RG-B".into(), 1, 0),
+            ("app-nsg".into(), sub.into(), "rg-a".into(), 5, 3),
+        ]
+    );
+    let run = |args: &[&str]| {
+        let out = nsgflow().args(args).arg(&c).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&["summary"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("app-nsg (rg-a)  UserRule_AllowHttps       5 ")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("APP-NSG (RG-B)  UserRule_AllowHttps       1 ")),
+        "{table}"
+    );
+    let top = run(&["top", "--by", "nsg", "--format", "csv"]);
+    let keys: Vec<&str> = top
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(keys, ["app-nsg (rg-a)", "APP-NSG (RG-B)"], "{top}");
+    let top = run(&["top", "--by", "rule", "--format", "csv"]);
+    assert!(
+        top.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("1,app-nsg (rg-a)/UserRule_AllowHttps,,,5,"),
+        "{top}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    nsgflow()
+        .args(["report", "--quiet", "-o"])
+        .arg(&r)
+        .arg(&c)
+        .assert()
+        .success();
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    assert!(
+        md.contains("| app-nsg \\(rg-a\\) | UserRule\\_AllowHttps | 5 |"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(r.join("rules.csv")).unwrap();
+    assert!(
+        csv.contains(&format!("\napp-nsg,{sub},rg-a,UserRule_AllowHttps,5,")),
+        "{csv}"
+    );
 }

@@ -26,7 +26,7 @@ pub mod timeline;
 pub mod top;
 pub mod traffic;
 
-pub use rules::{Counters, RuleStats, Summary};
+pub use rules::{Counters, NsgRules, RuleStats, Summary};
 
 use crate::discover::BlobMeta;
 use crate::parse::{Ledger, RuleTable, TableSink};

@@ -3,9 +3,12 @@
 //! commutative, so rayon's `fold`/`reduce` and sharded runs give the same answer.
 
 use crate::hash::HMap;
-use crate::model::{Decision, Direction, Encryption, Family, FlowTuple};
+use crate::model::{
+    better_spelling, Decision, Direction, Encryption, Family, FlowTuple, NsgIdentity,
+};
 use crate::parse::{Ledger, RuleTable, TableSink};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::ops::AddAssign;
 
 /// A sum of logged packet or byte counts. One tuple's count is a `u64`; their sums are
@@ -206,8 +209,90 @@ pub struct Summary {
     pub encryption: [u64; Encryption::COUNT],
     pub first_ms: Option<i64>,
     pub last_ms: Option<i64>,
-    /// NSG name → rule name → stats, names as written in the log.
-    pub rules: HMap<String, HMap<String, RuleStats>>,
+    /// NSG identity ([`NsgIdentity::key`]) → the NSG's rules.
+    pub rules: HMap<String, NsgRules>,
+    /// The last table's NSG ARM id and name, and its identity key (tables of one record
+    /// share them).
+    #[serde(skip)]
+    last: Option<(Box<str>, Box<str>, String)>,
+}
+
+/// One NSG's rules under its identity ([`NsgIdentity`]), with the spelling shown.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NsgRules {
+    /// Name, subscription and resource group as shown: of the spellings seen, the one
+    /// [`better_spelling`] picks (ARM's own over the upper-cased copy of NSG logs).
+    pub name: String,
+    pub subscription: String,
+    pub resource_group: String,
+    /// Rule name (as written) → stats.
+    pub rules: HMap<String, RuleStats>,
+}
+
+/// How each NSG is shown, by identity key: its name, or where two NSGs share a name (case
+/// aside), the name with its resource group, and with its subscription too where that is
+/// not enough.
+pub fn nsg_labels<'a>(
+    nsgs: impl IntoIterator<Item = (&'a str, &'a NsgRules)>,
+) -> BTreeMap<&'a str, String> {
+    let lower = |x: &str| x.to_lowercase();
+    let nsgs: Vec<(&str, &NsgRules)> = nsgs.into_iter().collect();
+    let mut by_name: BTreeMap<String, Vec<&NsgRules>> = BTreeMap::new();
+    for (_, n) in &nsgs {
+        by_name.entry(lower(&n.name)).or_default().push(n);
+    }
+    let mut out = BTreeMap::new();
+    for (key, n) in nsgs {
+        let group = &by_name[&lower(&n.name)];
+        let label = if group.len() == 1 {
+            n.name.clone()
+        } else {
+            let rg = if n.resource_group.is_empty() {
+                "no resource group"
+            } else {
+                &n.resource_group
+            };
+            let same_rg = group
+                .iter()
+                .filter(|o| lower(&o.resource_group) == lower(&n.resource_group))
+                .count();
+            if same_rg > 1 {
+                format!("{} ({rg}, subscription {})", n.name, n.subscription)
+            } else {
+                format!("{} ({rg})", n.name)
+            }
+        };
+        out.insert(key, label);
+    }
+    out
+}
+
+fn nsg_order(n: &NsgRules) -> (&str, &str, &str) {
+    (&n.name, &n.resource_group, &n.subscription)
+}
+
+impl NsgRules {
+    pub fn new(id: &NsgIdentity<'_>) -> NsgRules {
+        NsgRules {
+            name: id.name.to_string(),
+            subscription: id.subscription.to_string(),
+            resource_group: id.resource_group.to_string(),
+            rules: HMap::default(),
+        }
+    }
+
+    /// Keep the better spelling of each part.
+    pub fn spell(&mut self, name: &str, subscription: &str, resource_group: &str) {
+        for (mine, theirs) in [
+            (&mut self.name, name),
+            (&mut self.subscription, subscription),
+            (&mut self.resource_group, resource_group),
+        ] {
+            if better_spelling(theirs, mine) {
+                *mine = theirs.to_string();
+            }
+        }
+    }
 }
 
 impl Summary {
@@ -223,10 +308,18 @@ impl Summary {
         }
         self.first_ms = min_opt(self.first_ms, o.first_ms);
         self.last_ms = max_opt(self.last_ms, o.last_ms);
-        for (nsg, rules) in o.rules {
-            let mine = self.rules.entry(nsg).or_default();
-            for (rule, st) in rules {
-                mine.entry(rule).or_default().merge(&st);
+        for (key, theirs) in o.rules {
+            match self.rules.entry(key) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(theirs);
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let mine = e.get_mut();
+                    mine.spell(&theirs.name, &theirs.subscription, &theirs.resource_group);
+                    for (rule, st) in theirs.rules {
+                        mine.rules.entry(rule).or_default().merge(&st);
+                    }
+                }
             }
         }
     }
@@ -237,14 +330,24 @@ impl Summary {
         self
     }
 
-    /// Rules sorted by NSG, then rule name.
-    pub fn sorted_rules(&self) -> Vec<(&str, &str, &RuleStats)> {
+    /// Rules sorted by NSG (name as shown, resource group, subscription), then rule name,
+    /// each with its NSG's identity key.
+    pub fn sorted_rules(&self) -> Vec<(&str, &NsgRules, &str, &RuleStats)> {
         let mut v: Vec<_> = self
-            .rules
-            .iter()
-            .flat_map(|(n, rs)| rs.iter().map(move |(r, s)| (n.as_str(), r.as_str(), s)))
+            .sorted_nsgs()
+            .into_iter()
+            .flat_map(|(k, n)| n.rules.iter().map(move |(r, s)| (k, n, r.as_str(), s)))
             .collect();
-        v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        v.sort_by(|a, b| nsg_order(a.1).cmp(&nsg_order(b.1)).then(a.2.cmp(b.2)));
+        v
+    }
+
+    /// The NSGs seen with their identity keys, sorted by name as shown, resource group,
+    /// subscription.
+    pub fn sorted_nsgs(&self) -> Vec<(&str, &NsgRules)> {
+        let mut v: Vec<(&str, &NsgRules)> =
+            self.rules.iter().map(|(k, n)| (k.as_str(), n)).collect();
+        v.sort_by(|a, b| nsg_order(a.1).cmp(&nsg_order(b.1)).then(a.0.cmp(b.0)));
         v
     }
 
@@ -259,10 +362,26 @@ impl Summary {
 impl TableSink for Summary {
     fn table(&mut self, table: &RuleTable<'_>) {
         let ctx = &table.ctx;
-        let rules = match self.rules.get_mut(ctx.nsg) {
-            Some(r) => r,
-            None => self.rules.entry(ctx.nsg.to_string()).or_default(),
+        let same = self
+            .last
+            .as_ref()
+            .is_some_and(|(rid, nsg, _)| **rid == *ctx.resource_id && **nsg == *ctx.nsg);
+        let id = ctx.nsg_identity();
+        if !same {
+            self.last = Some((ctx.resource_id.into(), ctx.nsg.into(), id.key()));
+        }
+        let key = &self.last.as_ref().expect("set above").2;
+        let nsg = match self.rules.get_mut(key) {
+            Some(n) => {
+                n.spell(id.name, id.subscription, id.resource_group);
+                n
+            }
+            None => self
+                .rules
+                .entry(key.clone())
+                .or_insert_with(|| NsgRules::new(&id)),
         };
+        let rules = &mut nsg.rules;
         let stats = match rules.get_mut(ctx.rule) {
             Some(st) => st,
             None => rules.entry(ctx.rule.to_string()).or_default(),

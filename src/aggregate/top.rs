@@ -4,7 +4,7 @@
 
 use super::Fold;
 use crate::addr::{AddressBook, FlowClass, Grouping, Node};
-use crate::aggregate::rules::Sum;
+use crate::aggregate::rules::{NsgRules, Sum};
 use crate::hash::{HMap, HSet};
 use crate::model::{Decision, FlowTuple, Protocol};
 use crate::parse::{RuleTable, TableSink};
@@ -132,8 +132,10 @@ pub struct TopAgg<'a> {
     spec: TopSpec,
     book: &'a AddressBook,
     keyed: HMap<Key, Stats>,
-    /// Rule ("nsg/rule"), NSG and MAC keys.
+    /// Rule (NSG identity key, `/`, rule), NSG (identity key) and MAC keys.
     named: HMap<String, Stats>,
+    /// NSGs by identity key ([`crate::model::NsgIdentity`]), with the spelling shown.
+    nsgs: HMap<String, NsgRules>,
 }
 
 impl<'a> TopAgg<'a> {
@@ -143,6 +145,7 @@ impl<'a> TopAgg<'a> {
             book,
             keyed: HMap::default(),
             named: HMap::default(),
+            nsgs: HMap::default(),
         }
     }
 
@@ -164,9 +167,19 @@ impl TableSink for TopAgg<'_> {
         }
         let ctx = &table.ctx;
         let g = self.spec.group;
+        if matches!(self.spec.by, TopBy::Rule | TopBy::Nsg) {
+            let id = ctx.nsg_identity();
+            let key = id.key();
+            match self.nsgs.get_mut(&key) {
+                Some(n) => n.spell(id.name, id.subscription, id.resource_group),
+                None => {
+                    self.nsgs.insert(key.clone(), NsgRules::new(&id));
+                }
+            }
+        }
         let name = match self.spec.by {
-            TopBy::Rule => Some(format!("{}/{}", ctx.nsg, ctx.rule)),
-            TopBy::Nsg => Some(ctx.nsg.to_string()),
+            TopBy::Rule => Some(format!("{}/{}", ctx.nsg_identity().key(), ctx.rule)),
+            TopBy::Nsg => Some(ctx.nsg_identity().key()),
             TopBy::Mac => Some(ctx.mac_normalized().into_owned()),
             _ => None,
         };
@@ -201,6 +214,14 @@ impl Fold for TopAgg<'_> {
         }
         for (k, v) in other.named {
             self.named.entry(k).or_default().merge(v);
+        }
+        for (k, n) in other.nsgs {
+            match self.nsgs.get_mut(&k) {
+                Some(m) => m.spell(&n.name, &n.subscription, &n.resource_group),
+                None => {
+                    self.nsgs.insert(k, n);
+                }
+            }
         }
     }
 }
@@ -301,16 +322,37 @@ impl TopAgg<'_> {
                 rows.push(row(key, scope, label, s, v));
             }
         } else {
-            let mut named: Vec<(Sum, &String, &Stats)> =
-                self.named.iter().map(|(k, s)| (s.value(m), k, s)).collect();
+            // NSG keys are identities: shown by name (with the resource group where two
+            // share a name), rule keys as `nsg/rule`.
+            let labels = super::rules::nsg_labels(self.nsgs.iter().map(|(k, n)| (k.as_str(), n)));
+            let shown = |k: &str| -> String {
+                match self.spec.by {
+                    TopBy::Nsg => labels.get(k).cloned().unwrap_or_else(|| k.to_string()),
+                    TopBy::Rule => {
+                        // The identity key holds two `/`: the rule follows the third.
+                        let cut = k.match_indices('/').nth(2).map_or(k.len(), |(i, _)| i);
+                        let (id, rule) = k.split_at(cut);
+                        match labels.get(id) {
+                            Some(l) => format!("{l}{rule}"),
+                            None => k.to_string(),
+                        }
+                    }
+                    _ => k.to_string(),
+                }
+            };
+            let mut named: Vec<(Sum, String, &Stats)> = self
+                .named
+                .iter()
+                .map(|(k, s)| (s.value(m), shown(k), s))
+                .collect();
             named.sort_by(|a, b| {
                 ranking(
-                    (a.0, a.2.tuples, a.2.bytes, a.1),
-                    (b.0, b.2.tuples, b.2.bytes, b.1),
+                    (a.0, a.2.tuples, a.2.bytes, &a.1),
+                    (b.0, b.2.tuples, b.2.bytes, &b.1),
                 )
             });
             for (v, k, s) in named.into_iter().take(self.spec.n) {
-                rows.push(row(k.clone(), None, None, s, v));
+                rows.push(row(k, None, None, s, v));
             }
         }
         for (i, r) in rows.iter_mut().enumerate() {

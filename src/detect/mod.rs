@@ -448,6 +448,20 @@ impl Detect {
         h
     }
 
+    /// The NSG's hash: of its identity ([`crate::model::NsgIdentity`]), so that one NSG
+    /// spelled two ways (NSG and VNet logs) is one series; shown by its best spelling.
+    fn nsg_name(&mut self, ctx: &crate::model::GroupContext<'_>) -> u64 {
+        let id = ctx.nsg_identity();
+        let h = name_hash(&id.key());
+        match self.names.get(&h) {
+            Some(n) if !crate::model::better_spelling(id.name, n) => {}
+            _ => {
+                self.names.insert(h, Arc::from(id.name));
+            }
+        }
+        h
+    }
+
     /// Resolve locations into evidence.
     pub fn resolve(&self, f: &mut Finding) {
         f.evidence = f
@@ -494,7 +508,7 @@ impl TableSink for Detect {
         let (rule, nsg) = match &self.last {
             Some((r, rh, n, nh)) if **r == *table.ctx.rule && **n == *table.ctx.nsg => (*rh, *nh),
             _ => {
-                let (rh, nh) = (self.name(table.ctx.rule), self.name(table.ctx.nsg));
+                let (rh, nh) = (self.name(table.ctx.rule), self.nsg_name(&table.ctx));
                 self.last = Some((table.ctx.rule.into(), rh, table.ctx.nsg.into(), nh));
                 (rh, nh)
             }
@@ -545,7 +559,13 @@ impl Fold for Detect {
         self.end_blob();
         o.end_blob();
         for (k, v) in o.names {
-            self.names.entry(k).or_insert(v);
+            match self.names.get(&k) {
+                // An NSG's spellings: the better one; other names are one text per hash.
+                Some(n) if !crate::model::better_spelling(&v, n) => {}
+                _ => {
+                    self.names.insert(k, v);
+                }
+            }
         }
         self.tallies.merge(o.tallies);
     }

@@ -101,8 +101,11 @@ fn coverage(s: &Summary, c: &CoverageFold) -> Coverage {
             families.insert(f.name(), c.tuples);
         }
     }
-    let mut nsgs: Vec<String> = s.rules.keys().cloned().collect();
-    nsgs.sort();
+    let nsgs: Vec<String> = crate::summary::nsg_labels(s)
+        .into_values()
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .collect();
     Coverage {
         first: s.first_ms.map(fmt_ms),
         last: s.last_ms.map(fmt_ms),

@@ -292,14 +292,14 @@ fn rule_hits(r: &Report) -> Res<String> {
         b.counters
             .tuples
             .cmp(&a.counters.tuples)
-            .then((&a.nsg, &a.rule).cmp(&(&b.nsg, &b.rule)))
+            .then((&a.label, &a.rule).cmp(&(&b.label, &b.rule)))
     });
     let rows: Vec<(String, u64, u64)> = rules
         .iter()
         .take(15)
         .map(|x| {
             (
-                chart_label(&format!("{}/{}", x.nsg, x.rule), 44),
+                chart_label(&format!("{}/{}", x.label, x.rule), 44),
                 x.counters.allowed,
                 x.counters.denied,
             )

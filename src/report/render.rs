@@ -370,7 +370,7 @@ pub fn markdown(r: &Report) -> String {
         rules_shown(r).into_iter().map(|x| {
             let c = &x.counters;
             vec![
-                md(&x.nsg),
+                md(&x.label),
                 md(&x.rule),
                 human_count(c.tuples),
                 human_count(c.allowed),
@@ -496,7 +496,7 @@ fn csv_rows(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Vec<u8>
 
 /// The CSV tables: rules, top talkers, ports, connections, rejects.
 pub fn csv_tables(r: &Report) -> Vec<OutFile> {
-    let header: Vec<&str> = ["nsg", "rule"]
+    let header: Vec<&str> = ["nsg", "subscription", "resource_group", "rule"]
         .into_iter()
         .chain(crate::aggregate::Counters::COLUMNS)
         .chain(["first", "last"])
@@ -504,7 +504,12 @@ pub fn csv_tables(r: &Report) -> Vec<OutFile> {
     let rules = csv_rows(
         &header,
         r.rules.iter().map(|x| {
-            let mut row = vec![x.nsg.clone(), x.rule.clone()];
+            let mut row = vec![
+                x.nsg.clone(),
+                x.subscription.clone(),
+                x.resource_group.clone(),
+                x.rule.clone(),
+            ];
             row.extend(x.counters.cells());
             row.push(x.first.clone().unwrap_or_default());
             row.push(x.last.clone().unwrap_or_default());
