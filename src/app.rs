@@ -245,11 +245,38 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             emit(&out.0)?;
             Ok(finish(&out.1, &d, &input.run))
         }
-        Config::Flows { input, format } => {
+        Config::Flows {
+            input,
+            format,
+            location,
+            blob_list,
+            force,
+        } => {
             let d = start(&input)?;
-            stream(&input, &d, |blobs, tick, out| {
-                export_flows(blobs, &input.run, format, tick, out).map(|(l, _)| l)
-            })
+            if let Some(p) = &blob_list {
+                // Before any work: a usage error costs no read.
+                if !force && std::fs::symlink_metadata(p).is_ok() {
+                    anyhow::bail!(
+                        "--blob-list {}: the file exists; --force replaces it",
+                        term_safe(&p.display().to_string())
+                    );
+                }
+                crate::report::render::write_atomic(p, &crate::export::blob_list_csv(&d.blobs))
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            let code = stream(&input, &d, |blobs, tick, out| {
+                export_flows(blobs, &input.run, format, location, tick, out).map(|(l, _)| l)
+            })?;
+            if location == crate::export::Location::Index
+                && blob_list.is_none()
+                && !d.blobs.is_empty()
+            {
+                eprintln!(
+                    "nsgflow: the blob column is each row's blob index among the {} blobs in path order: --blob-list FILE writes them, --location path puts paths in the rows",
+                    d.blobs.len()
+                );
+            }
+            Ok(code)
         }
         Config::Connections { input, format } => {
             let d = start(&input)?;

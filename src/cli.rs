@@ -77,7 +77,7 @@ pub enum Command {
     #[command(after_help = examples!("nsgflow top ./flowlogs --by dst --metric bytes --direction out" "nsgflow top ./flowlogs --by dport --decision deny -n 20" "nsgflow top ./flowlogs --by src --group prefix/24 --format csv"))]
     Top(TopArgs),
     /// Export matching tuples, one row each (CSV with a header, or JSON lines).
-    #[command(after_help = examples!("nsgflow flows ./flowlogs --src 10.0.1.4 --port 443 > flows.csv" "nsgflow flows ./flowlogs --decision deny --format jsonl --last day"))]
+    #[command(after_help = examples!("nsgflow flows ./flowlogs --src 10.0.1.4 --port 443 --blob-list blobs.csv > flows.csv" "nsgflow flows ./flowlogs --decision deny --format jsonl --last day --location path"))]
     Flows(FlowsArgs),
     /// Tuples, packets, bytes and distinct endpoints per time bin.
     #[command(after_help = examples!("nsgflow timeline ./flowlogs --bin 5m --decision deny" "nsgflow timeline ./flowlogs --bin 1d --format csv"))]
@@ -542,6 +542,18 @@ pub struct FlowsArgs {
     pub input: InputArgs,
     #[arg(long, value_enum, default_value_t = RowsFormat::Csv)]
     pub format: RowsFormat,
+    /// Where each row says it came from: `index` (a `blob` column, the blob's position in
+    /// path order, 0-based; --blob-list writes the list) or `path` (the full blob path in
+    /// every row, about twice the output)
+    #[arg(long, value_enum, default_value_t = crate::export::Location::Index)]
+    pub location: crate::export::Location,
+    /// Write the blobs read, in path order, as CSV (`blob,path,bytes`): what the `blob`
+    /// column indexes
+    #[arg(long, value_name = "FILE")]
+    pub blob_list: Option<PathBuf>,
+    /// Replace an existing --blob-list file
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -727,6 +739,9 @@ pub enum Config {
     Flows {
         input: InputConfig,
         format: RowFormat,
+        location: crate::export::Location,
+        blob_list: Option<PathBuf>,
+        force: bool,
     },
     Timeline {
         input: InputConfig,
@@ -1072,6 +1087,9 @@ impl Cli {
             Command::Flows(a) => Ok(Config::Flows {
                 input: a.input.to_config()?,
                 format: rows_format(a.format),
+                location: a.location,
+                blob_list: a.blob_list.clone(),
+                force: a.force,
             }),
             Command::Timeline(a) => Ok(Config::Timeline {
                 input: a.input.to_config()?,

@@ -44,9 +44,47 @@ pub struct FlowRow<'a> {
     pub bytes_src_to_dst: Option<u64>,
     pub packets_dst_to_src: Option<u64>,
     pub bytes_dst_to_src: Option<u64>,
-    pub path: &'a str,
+    /// `--location path`: the blob's path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    /// `--location index`: the blob's position in path order (`--blob-list`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob: Option<usize>,
     pub record: usize,
     pub tuple: u32,
+}
+
+/// How a `flows` row names its blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Location {
+    /// A `blob` column: the blob's index in path order.
+    Index,
+    /// A `path` column: the blob's full path.
+    Path,
+}
+
+/// The columns of `flows` CSV (and the fields of its JSON lines) for a location.
+pub fn flow_columns(location: Location) -> Vec<&'static str> {
+    let mut c = FLOW_COLUMNS.to_vec();
+    if location == Location::Index {
+        let at = c.iter().position(|x| *x == "path").expect("path column");
+        c[at] = "blob";
+    }
+    c
+}
+
+/// The blob list `flows --blob-list` writes: what its `blob` column indexes.
+pub fn blob_list_csv(blobs: &[BlobMeta]) -> Vec<u8> {
+    let mut o = b"blob,path,bytes\n".to_vec();
+    for (i, b) in blobs.iter().enumerate() {
+        num(&mut o, i);
+        o.push(b',');
+        csv_text(&mut o, &b.path.display().to_string());
+        o.push(b',');
+        num(&mut o, b.size);
+        o.push(b'\n');
+    }
+    o
 }
 
 pub const FLOW_COLUMNS: [&str; 22] = [
@@ -78,6 +116,10 @@ pub const FLOW_COLUMNS: [&str; 22] = [
 /// rows in path order.
 struct RowSink {
     path: String,
+    /// The blob's index in path order, and every blob's index by path.
+    index: usize,
+    indices: std::sync::Arc<crate::hash::HMap<std::path::PathBuf, usize>>,
+    location: Location,
     format: RowFormat,
     out: Vec<u8>,
     rows: u64,
@@ -204,7 +246,8 @@ impl TableSink for RowSink {
                         bytes_src_to_dst: t.bytes_s2d,
                         packets_dst_to_src: t.packets_d2s,
                         bytes_dst_to_src: t.bytes_d2s,
-                        path: &self.path,
+                        path: (self.location == Location::Path).then_some(self.path.as_str()),
+                        blob: (self.location == Location::Index).then_some(self.index),
                         record: ctx.record_index,
                         tuple: *i,
                     };
@@ -252,7 +295,10 @@ impl TableSink for RowSink {
                     o.push(b',');
                     csv_opt(o, t.bytes_d2s);
                     o.push(b',');
-                    csv_text(o, &self.path);
+                    match self.location {
+                        Location::Path => csv_text(o, &self.path),
+                        Location::Index => num(o, self.index),
+                    }
                     sep!(o);
                     num(o, ctx.record_index);
                     sep!(o);
@@ -268,7 +314,8 @@ impl NicFold for RowSink {
     type Out = Vec<u8>;
     fn begin_blob(&mut self, blob: &BlobMeta) {
         self.path = blob.path.display().to_string();
-        // Rows run about 4 bytes per input byte (the path is in every row).
+        self.index = self.indices.get(&blob.path).copied().unwrap_or(0);
+        // Rows run about 4 bytes per input byte (with the path in every row).
         self.out
             .reserve((blob.size as usize).saturating_mul(4).min(1 << 30));
     }
@@ -287,12 +334,20 @@ pub fn export_flows(
     blobs: &[BlobMeta],
     opts: &RunOptions,
     format: RowFormat,
+    location: Location,
     progress: &Progress<'_>,
     out: &mut (dyn Write + Send),
 ) -> std::io::Result<(Ledger, u64)> {
     if format == RowFormat::Csv {
-        writeln!(out, "{}", FLOW_COLUMNS.join(","))?;
+        writeln!(out, "{}", flow_columns(location).join(","))?;
     }
+    let indices: std::sync::Arc<crate::hash::HMap<std::path::PathBuf, usize>> = std::sync::Arc::new(
+        blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.path.clone(), i))
+            .collect(),
+    );
     // Each blob is a group of its own, in path order.
     let groups: Vec<Vec<&BlobMeta>> = blobs.iter().map(|b| vec![b]).collect();
     let ((), rows, ledger) = run_ordered(
@@ -303,6 +358,9 @@ pub fn export_flows(
         || (),
         || RowSink {
             path: String::new(),
+            index: 0,
+            indices: indices.clone(),
+            location,
             format,
             out: Vec::new(),
             rows: 0,

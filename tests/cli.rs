@@ -1686,13 +1686,65 @@ fn filtered_flow_export_has_exactly_the_matching_rows() {
         "rule",
         "mac",
         "family",
-        "path",
+        "blob",
         "record",
         "tuple",
         "bytes_src_to_dst",
     ] {
         assert!(first.get(k).is_some(), "{k}");
     }
+    assert!(
+        first.get("path").is_none(),
+        "the compact location has no path"
+    );
+    // The compact location (blob index, record, tuple) and the blob list name exactly what
+    // `--location path` writes, in fewer bytes; the list is never written over a file.
+    let list = tmp.path().with_extension("blobs.csv");
+    let compact = run_lines(&[
+        "flows",
+        d,
+        "--port",
+        "443",
+        "--blob-list",
+        list.to_str().unwrap(),
+    ]);
+    let full = run_lines(&["flows", d, "--port", "443", "--location", "path"]);
+    assert_eq!(compact.len(), full.len());
+    let blobs: Vec<String> = std::fs::read_to_string(&list)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, l)| {
+            let (n, rest) = l.split_once(',').unwrap();
+            assert_eq!(n, i.to_string());
+            rest.rsplit_once(',').unwrap().0.to_string()
+        })
+        .collect();
+    assert!(blobs.len() > 1);
+    assert!(compact[0].ends_with(",blob,record,tuple") && full[0].ends_with(",path,record,tuple"));
+    for (c, f) in compact.iter().zip(&full).skip(1) {
+        // rsplitn: tuple, record, location, then the fields before them.
+        let cv: Vec<&str> = c.rsplitn(4, ',').collect();
+        let fv: Vec<&str> = f.rsplitn(4, ',').collect();
+        assert_eq!(cv[3], fv[3], "same fields before the location");
+        assert_eq!(cv[..2], fv[..2], "same record and tuple");
+        assert_eq!(blobs[cv[2].parse::<usize>().unwrap()], fv[2]);
+    }
+    let bytes = |v: &[String]| v.iter().map(|l| l.len() + 1).sum::<usize>();
+    assert!(
+        bytes(&compact) * 2 < bytes(&full),
+        "{} vs {}",
+        bytes(&compact),
+        bytes(&full)
+    );
+    let again = nsgflow()
+        .args(["flows", d, "--blob-list", list.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("the file exists; --force replaces it"));
+    std::fs::remove_file(&list).unwrap();
     let csv = run_lines(&["flows", d, "--port", "443", "--decision", "allow"]);
     assert_eq!(csv.len(), want + 1, "a header and one row per tuple");
     assert!(csv[0].starts_with("time,time_ms,family,nsg,rule,mac,src,sport,dst,dport"));
