@@ -366,22 +366,21 @@ impl TableSink for Summary {
             .last
             .as_ref()
             .is_some_and(|(rid, nsg, _)| **rid == *ctx.resource_id && **nsg == *ctx.nsg);
-        let id = ctx.nsg_identity();
         if !same {
-            self.last = Some((ctx.resource_id.into(), ctx.nsg.into(), id.key()));
+            // A new text: its identity, and its spelling offered (the same text again
+            // changes nothing, so tables of one record pay for neither).
+            let id = ctx.nsg_identity();
+            let key = id.key();
+            match self.rules.get_mut(&key) {
+                Some(n) => n.spell(id.name, id.subscription, id.resource_group),
+                None => {
+                    self.rules.insert(key.clone(), NsgRules::new(&id));
+                }
+            }
+            self.last = Some((ctx.resource_id.into(), ctx.nsg.into(), key));
         }
         let key = &self.last.as_ref().expect("set above").2;
-        let nsg = match self.rules.get_mut(key) {
-            Some(n) => {
-                n.spell(id.name, id.subscription, id.resource_group);
-                n
-            }
-            None => self
-                .rules
-                .entry(key.clone())
-                .or_insert_with(|| NsgRules::new(&id)),
-        };
-        let rules = &mut nsg.rules;
+        let rules = &mut self.rules.get_mut(key).expect("entered above").rules;
         let stats = match rules.get_mut(ctx.rule) {
             Some(st) => st,
             None => rules.entry(ctx.rule.to_string()).or_default(),
