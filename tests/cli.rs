@@ -4459,3 +4459,57 @@ fn an_nsg_is_keyed_by_subscription_resource_group_and_name() {
         "{csv}"
     );
 }
+
+/// Bins where a NIC's logs are missing, or logged by both NSG and VNet flow logs, are counted
+/// in report.json's series and shaded with a legend in both time charts, so that a drop or a
+/// spike there does not read as a change of traffic (#14 item 7).
+#[test]
+fn time_charts_shade_missing_and_double_logged_hours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c");
+    copy_tree(&root().join("fixtures/container"), &c);
+    // NIC 000D3A010000 (APP-NSG) loses its one blob of hour 02:00.
+    let mut gone = 0;
+    for e in walkdir::WalkDir::new(&c) {
+        let p = e.unwrap().path().to_path_buf();
+        let s = p.to_string_lossy().to_string();
+        if p.is_file() && s.contains("h=02") && s.contains("000D3A010000") {
+            std::fs::remove_file(&p).unwrap();
+            gone += 1;
+        }
+    }
+    assert_eq!(gone, 1, "one blob of that NIC-hour");
+    let r = report_into(&[c.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&read(r.path(), "report.json")).unwrap();
+    let marks: Vec<(String, u64, u64)> = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["start"].as_str().unwrap()[11..16].to_string(),
+                h["nics_missing"].as_u64().unwrap(),
+                h["nics_double_logged"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            ("00:00".to_string(), 0, 0),
+            ("01:00".to_string(), 0, 6),
+            ("02:00".to_string(), 1, 0)
+        ]
+    );
+    for chart in ["charts/decisions_per_hour.svg", "charts/bytes_per_hour.svg"] {
+        let svg = read(r.path(), chart);
+        assert!(
+            svg.contains("NIC logs missing") && svg.contains("logged twice (NSG + VNet)"),
+            "{chart}"
+        );
+    }
+    // The fixture as bundled: no gap, so no grey legend.
+    let r = report_into(&["fixtures/container"]);
+    let svg = read(r.path(), "charts/decisions_per_hour.svg");
+    assert!(!svg.contains("NIC logs missing") && svg.contains("logged twice (NSG + VNet)"));
+}

@@ -12,6 +12,7 @@ use crate::discover::Discovered;
 use crate::hash::HMap;
 use crate::model::Protocol;
 use crate::text::fmt_ms;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// Rows per top list.
@@ -174,10 +175,46 @@ fn series(hours: &HMap<i64, Hour>) -> (i64, Vec<HourRow>) {
             denied: v.denied,
             bytes_in: v.bytes_in,
             bytes_out: v.bytes_out,
+            nics_missing: 0,
+            nics_double_logged: 0,
         });
         at += bin;
     }
     (bin, rows)
+}
+
+/// Mark each bin with the NICs that miss an hour of it or log one twice ([`HourRow`]).
+fn mark_coverage(rows: &mut [HourRow], bin: i64, c: &CoverageFold) {
+    let Some(first) = rows
+        .first()
+        .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.start).ok())
+        .map(|t| t.timestamp_millis())
+    else {
+        return;
+    };
+    let index = |h: i64| -> Option<usize> {
+        let i = (h - first).div_euclid(bin);
+        (i >= 0 && (i as usize) < rows.len()).then_some(i as usize)
+    };
+    let span = c.span();
+    let mut missing: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); rows.len()];
+    for (mac, seen) in &c.nics {
+        for h in span.iter().filter(|h| !seen.hours.contains_key(h)) {
+            if let Some(i) = index(*h) {
+                missing[i].insert(mac);
+            }
+        }
+    }
+    let mut double: Vec<BTreeSet<String>> = vec![BTreeSet::new(); rows.len()];
+    for (mac, h) in c.double_logged() {
+        if let Some(i) = index(h) {
+            double[i].insert(mac);
+        }
+    }
+    for (r, (m, d)) in rows.iter_mut().zip(missing.iter().zip(&double)) {
+        r.nics_missing = m.len();
+        r.nics_double_logged = d.len();
+    }
 }
 
 /// Context the model records besides the data.
@@ -224,7 +261,8 @@ pub fn default_title(inputs: &[String], first_ms: Option<i64>, last_ms: Option<i
 /// Assemble the model from the finished folds. `d` gives what discovery skipped or left out.
 pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Report {
     let s = &data.summary;
-    let (series_bin_ms, series) = series(&data.traffic.hours);
+    let (series_bin_ms, mut series) = series(&data.traffic.hours);
+    mark_coverage(&mut series, series_bin_ms, &data.coverage);
     let pairs = &data.conns.pairs;
     let ports = &data.traffic.ports;
     // The two directions' top lists (the slowest part of assembling) are built at once.

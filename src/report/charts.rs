@@ -79,6 +79,61 @@ fn bin_name(ms: i64) -> String {
 }
 
 /// Allowed and denied tuples per time bin, stacked bars.
+const AMBER: RGBColor = RGBColor(245, 158, 11);
+
+/// Shade the bins where logs are missing (grey) or logged twice (amber), behind the data,
+/// with a legend entry each when any bin has them: so that a drop or a rise there is not
+/// read as a change of traffic. Bin i spans x = i - 0.5 .. i + 0.5.
+fn shade_coverage<'a, Y>(
+    chart: &mut ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    r: &Report,
+    lo: Y::ValueType,
+    hi: Y::ValueType,
+) -> Res<()>
+where
+    Y: Ranged,
+    Y::ValueType: Clone + 'static,
+{
+    type Mark = fn(&super::HourRow) -> bool;
+    let marks: [(Mark, RGBColor, &str); 2] = [
+        (|h| h.nics_missing > 0, GREY, "NIC logs missing"),
+        (
+            |h| h.nics_double_logged > 0,
+            AMBER,
+            "logged twice (NSG + VNet)",
+        ),
+    ];
+    for (marked, colour, name) in marks {
+        if !r.series.iter().any(marked) {
+            continue;
+        }
+        chart
+            .draw_series(
+                r.series
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| marked(h))
+                    .map(|(i, _)| {
+                        let x = i as f64;
+                        Rectangle::new(
+                            [(x - 0.5, lo.clone()), (x + 0.5, hi.clone())],
+                            colour.mix(0.18).filled(),
+                        )
+                    }),
+            )
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.mix(0.35).filled())
+            });
+    }
+    Ok(())
+}
+
 fn decisions_per_hour(r: &Report) -> Res<String> {
     let title = format!(
         "Allowed and denied tuples per {}",
@@ -127,6 +182,7 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
             .y_desc("tuples")
             .draw()
             .map_err(err)?;
+        shade_coverage(&mut chart, r, 0, max + max / 3 + 1)?;
         let half = if n > 60 { 0.5 } else { 0.38 };
         let bar = |i: usize| (i as f64 - half, i as f64 + half);
         chart
@@ -190,23 +246,34 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(80)
-            .build_cartesian_2d(0..n.max(2) - 1, 0.0..max * 1.35 + 1.0)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..max * 1.35 + 1.0)
             .map_err(err)?;
+        // Point i at x = i, the middle of its bin; a label only at whole bins.
+        let label = |v: &f64| {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
         chart
             .configure_mesh()
+            .disable_x_mesh()
             .x_labels(n.min(12))
-            .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
+            .x_label_formatter(&label)
             .y_label_formatter(&|v| human_bytes(v.max(0.0) as crate::aggregate::rules::Sum))
             .x_desc(x_desc.as_str())
             .y_desc("bytes")
             .draw()
             .map_err(err)?;
+        shade_coverage(&mut chart, r, 0.0, max * 1.35 + 1.0)?;
         chart
             .draw_series(LineSeries::new(
                 r.series
                     .iter()
                     .enumerate()
-                    .map(|(i, h)| (i, h.bytes_in as f64)),
+                    .map(|(i, h)| (i as f64, h.bytes_in as f64)),
                 BLUE.stroke_width(2),
             ))
             .map_err(err)?
@@ -217,7 +284,7 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
                 r.series
                     .iter()
                     .enumerate()
-                    .map(|(i, h)| (i, h.bytes_out as f64)),
+                    .map(|(i, h)| (i as f64, h.bytes_out as f64)),
                 ORANGE.stroke_width(2),
             ))
             .map_err(err)?
@@ -339,10 +406,10 @@ fn flow_picture(title: &str, pairs: &[Talker]) -> Res<String> {
     };
     let (ls, rs) = (order(left), order(right));
     let rows = ls.len().max(rs.len()) as i32;
-    let h = (60 + 26 * rows).max(160) as u32;
+    let h = (84 + 26 * rows).max(184) as u32;
     let y_of = |i: usize, count: usize| -> i32 {
-        let span = h as i32 - 70;
-        50 + ((i as i32 * 2 + 1) * span) / (2 * count.max(1) as i32)
+        let span = h as i32 - 94;
+        74 + ((i as i32 * 2 + 1) * span) / (2 * count.max(1) as i32)
     };
     let (x_left, x_right) = (230, W as i32 - 230);
     let max = pairs.iter().map(|p| p.tuples).max().unwrap_or(1).max(1) as f64;
@@ -356,6 +423,35 @@ fn flow_picture(title: &str, pairs: &[Talker]) -> Res<String> {
             (FONT, 18).into_font(),
         ))
         .map_err(err)?;
+        // The legend, under the title: what a line's width and colour say.
+        let max_tuples = max as u64;
+        let mut x = 12;
+        let legend: [(RGBColor, u32, String); 3] = [
+            (BLUE, 1, "1 tuple".to_string()),
+            (
+                BLUE,
+                8,
+                format!(
+                    "{} tuples (widest pair)",
+                    crate::text::human_count(max_tuples)
+                ),
+            ),
+            (RED, 4, "mostly denied".to_string()),
+        ];
+        for (colour, width, text) in legend {
+            root.draw(&PathElement::new(
+                vec![(x, 44), (x + 28, 44)],
+                colour.mix(0.55).stroke_width(width),
+            ))
+            .map_err(err)?;
+            root.draw(&Text::new(
+                text.clone(),
+                (x + 36, 37),
+                (FONT, 13).into_font(),
+            ))
+            .map_err(err)?;
+            x += 36 + 7 * text.chars().count() as i32 + 24;
+        }
         for p in pairs {
             let li = ls
                 .iter()

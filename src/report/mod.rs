@@ -310,6 +310,12 @@ pub struct HourRow {
     pub bytes_in: crate::aggregate::rules::Sum,
     /// Bytes (both ways) of outbound tuples.
     pub bytes_out: crate::aggregate::rules::Sum,
+    /// NICs with an hour of this bin missing (no blob, inside the run's span): a drop here
+    /// may be missing logs, not missing traffic. The charts shade such bins.
+    pub nics_missing: usize,
+    /// NICs with an hour of this bin logged by both NSG and VNet flow logs (a migration):
+    /// a rise here may be the same traffic counted twice. The charts shade such bins.
+    pub nics_double_logged: usize,
 }
 
 /// Stitched connections.
