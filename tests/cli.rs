@@ -2369,6 +2369,71 @@ fn index_html_renders_in_headless_chromium_without_console_errors() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// At 900 px the page body never scrolls sideways (wide tables scroll inside their own box),
+/// on the fixture and on a generated 40-NSG container: headless Chromium lays out a copy of
+/// `index.html` with a probe script (the report itself allows none: its CSP is dropped
+/// from the copy only) that writes the document's width into the DOM Chromium dumps.
+#[test]
+fn index_html_has_no_horizontal_overflow_at_900_px() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (.ci/run)"
+        );
+        eprintln!("skipping: no chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let gen = tempfile::tempdir().unwrap();
+    gen_40_nsgs(gen.path());
+    for input in [
+        "fixtures/container".to_string(),
+        gen.path().display().to_string(),
+    ] {
+        let out = report_into(&[&input]);
+        let page = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+        let csp = page
+            .find("<meta http-equiv=\"Content-Security-Policy\"")
+            .unwrap();
+        let end = csp + page[csp..].find('>').unwrap() + 1;
+        let probe = "<script>addEventListener('load',()=>{document.body.setAttribute('data-width',document.documentElement.scrollWidth+'/'+innerWidth)})</script>";
+        let copy = format!("{}{}{}", &page[..csp], &page[end..], probe);
+        let file = out.path().join("probe.html");
+        std::fs::write(&file, copy).unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let o = std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=900,1200",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(format!("file://{}", file.display()))
+            .output()
+            .unwrap();
+        let dom = String::from_utf8_lossy(&o.stdout);
+        let at = dom.find("data-width=\"").expect("the probe ran") + "data-width=\"".len();
+        let (doc, view) = dom[at..dom[at..].find('"').unwrap() + at]
+            .split_once('/')
+            .unwrap();
+        let (doc, view): (u32, u32) = (doc.parse().unwrap(), view.parse().unwrap());
+        assert!(view >= 880 && view <= 900, "viewport {view}");
+        assert!(
+            doc <= view,
+            "{input}: the page is {doc} px wide in a {view} px window"
+        );
+    }
+}
+
 /// Run nsgflow in the package root; (exit code, stdout, stderr).
 fn run_in_root(args: &[&str]) -> (i32, Vec<u8>, String) {
     let out = nsgflow().args(args).current_dir(root()).output().unwrap();
