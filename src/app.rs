@@ -59,7 +59,16 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             filters,
             save_partial,
             detect,
+            compare,
         } => {
+            // The previous report is read before the folder is prepared: it may be in it.
+            let previous = compare
+                .as_ref()
+                .map(|p| {
+                    crate::report::compare::Previous::read(p)
+                        .map(|prev| (p.display().to_string(), prev))
+                })
+                .transpose()?;
             let out_dir = crate::report::render::prepare_dir(&out, force)?;
             check_partial_target(save_partial.as_deref())?;
             let d = start(&input)?;
@@ -111,6 +120,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 &input.run,
                 &findings,
                 audit.as_ref(),
+                previous.as_ref(),
             )?;
             let audit_sevs = audit
                 .iter()
@@ -675,6 +685,7 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                 },
                 &findings,
                 None,
+                None,
             )?;
             Ok(fail_on(
                 code,
@@ -762,8 +773,10 @@ fn write_report(
     run: &RunOptions,
     findings: &Findings,
     audit: Option<&crate::audit::Audit>,
+    previous: Option<&(String, crate::report::compare::Previous)>,
 ) -> anyhow::Result<ExitCode> {
     let cx = ReportContext {
+        previous,
         findings,
         audit,
         inputs: inputs.to_vec(),

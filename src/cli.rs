@@ -534,6 +534,11 @@ pub struct ReportArgs {
     /// Also save the run's unfinished folds and ledger to FILE, for `nsgflow merge`.
     #[arg(long, value_name = "FILE")]
     pub save_partial: Option<PathBuf>,
+    /// A previous run's report.json: the report opens with what changed since (totals, new
+    /// and vanished external sources, destinations, ports and rules with traffic, denied
+    /// shares, new, gone and open findings)
+    #[arg(long, value_name = "REPORT_JSON")]
+    pub compare: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -683,8 +688,10 @@ pub struct InputConfig {
     pub shard: Option<Shard>,
 }
 
-/// What `main` hands to `app::run`.
+/// What `main` hands to `app::run`. One per process, so the size of its largest variant
+/// (`Report`) costs nothing worth boxing for.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Config {
     Summary {
         input: InputConfig,
@@ -715,6 +722,8 @@ pub enum Config {
         /// `--save-partial`; `None` saves nothing.
         save_partial: Option<PathBuf>,
         detect: DetectOptions,
+        /// `--compare`: the previous report.json.
+        compare: Option<PathBuf>,
     },
     Anomalies {
         input: InputConfig,
@@ -1058,6 +1067,7 @@ impl Cli {
                 title: a.title.clone(),
                 filters: a.input.describe_filters(),
                 save_partial: a.save_partial.clone(),
+                compare: a.compare.clone(),
                 detect: {
                     if a.no_findings && a.detect.fail_on.is_some() {
                         return Err("--fail-on needs the detectors: drop --no-findings".into());

@@ -2294,6 +2294,7 @@ fn report_snapshots_of_each_renderer() {
         "the first 25% of the window".into(),
     );
     let cx = ReportContext {
+        previous: None,
         findings: &findings,
         audit: None,
         inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
@@ -2426,7 +2427,7 @@ fn index_html_has_no_horizontal_overflow_at_900_px() {
             .split_once('/')
             .unwrap();
         let (doc, view): (u32, u32) = (doc.parse().unwrap(), view.parse().unwrap());
-        assert!(view >= 880 && view <= 900, "viewport {view}");
+        assert!((880..=900).contains(&view), "viewport {view}");
         assert!(
             doc <= view,
             "{input}: the page is {doc} px wide in a {view} px window"
@@ -4577,4 +4578,145 @@ fn time_charts_shade_missing_and_double_logged_hours() {
     let r = report_into(&["fixtures/container"]);
     let svg = read(r.path(), "charts/decisions_per_hour.svg");
     assert!(!svg.contains("NIC logs missing") && svg.contains("logged twice (NSG + VNet)"));
+}
+
+/// `report --compare PREVIOUS`: week 2 (with planted attacks) against week 1's report.json.
+/// New and vanished external sources and destinations equal an independent set difference
+/// over the raw tuples of both weeks; the planted attacks are new findings and the
+/// background-scanning summary stays open; totals carry their deltas; the HTML and Markdown
+/// open with the section after the findings; a file that is no report is refused (exit 2).
+#[test]
+fn compare_reports_what_changed_since_the_previous_week() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |n: &str| work.path().join(n);
+    let gen = |dir: &Path, seed: &str, start: &str, attacks: bool| {
+        let mut c = nsgflow();
+        c.args(["gen", "--hours", "4", "--nsgs", "2", "--nics-per-nsg", "3"])
+            .args(["--seed", seed, "--start", start, "--out"])
+            .arg(dir);
+        if attacks {
+            c.arg("--attacks");
+        }
+        c.assert().success();
+    };
+    let (w1, w2) = (w("week1"), w("week2"));
+    gen(&w1, "1", "2026-01-05", false);
+    gen(&w2, "2", "2026-01-12", true);
+    let r1 = report_into(&[w1.to_str().unwrap()]);
+    let prev = r1.path().join("report.json");
+    let r2 = report_into(&[w2.to_str().unwrap(), "--compare", prev.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&read(r2.path(), "report.json")).unwrap();
+    let c = &v["comparison"];
+    let v1: Value = serde_json::from_str(&read(r1.path(), "report.json")).unwrap();
+    assert_eq!(c["previous_first"], v1["coverage"]["first"]);
+    let tuples = |v: &Value| v["totals"]["tuples"].as_i64().unwrap();
+    assert_eq!(c["totals"][0]["name"], "tuples");
+    assert_eq!(
+        c["totals"][0]["change"].as_i64().unwrap(),
+        tuples(&v) - tuples(&v1)
+    );
+    let external =
+        |ip: &str| !ip.starts_with("10.") && ip != "168.63.129.16" && ip != "169.254.169.254";
+    let ends = |dir: &Path, inbound: bool| -> std::collections::BTreeSet<String> {
+        raw_tuples(dir)
+            .iter()
+            .filter(|t| (t.f[6] == "I") == inbound)
+            .map(|t| t.f[if inbound { 1 } else { 2 }].clone())
+            .filter(|ip| external(ip))
+            .collect()
+    };
+    for (key, inbound) in [("external_sources", true), ("external_destinations", false)] {
+        let (a, b) = (ends(&w1, inbound), ends(&w2, inbound));
+        let new: Vec<&String> = b.difference(&a).collect();
+        let gone: Vec<&String> = a.difference(&b).collect();
+        let got = &c[key];
+        assert_eq!(
+            got["new_count"].as_u64().unwrap() as usize,
+            new.len(),
+            "{key}"
+        );
+        assert_eq!(
+            got["gone_count"].as_u64().unwrap() as usize,
+            gone.len(),
+            "{key}"
+        );
+        let listed: Vec<&str> = got["new"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            listed,
+            new.iter().take(50).map(|s| s.as_str()).collect::<Vec<_>>(),
+            "{key}"
+        );
+        assert!(new.len() > 50, "{key}: a real difference");
+    }
+    let kinds: std::collections::BTreeSet<&str> = c["findings_new"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "port_scan",
+        "horizontal_sweep",
+        "exfiltration",
+        "beacon",
+        "new_talker",
+        "denied_spike",
+        "lateral_movement",
+        "exposure",
+    ] {
+        assert!(kinds.contains(k), "{k} is new: {kinds:?}");
+    }
+    assert!(c["findings_open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["severity"] == "info"));
+    assert_eq!(
+        c["findings_gone"].as_array().unwrap().len() + c["findings_open"].as_array().unwrap().len(),
+        v1["findings"]["items"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        c["rules_with_traffic"]["new"][0],
+        "APP-NSG/UserRule_AllowRdpFromAnywhere"
+    );
+    let md = read(r2.path(), "report.md");
+    let (f, ch, l) = (
+        md.find("## Findings").unwrap(),
+        md.find("## Changes since 2026-01-05T00:00:00.000Z")
+            .unwrap(),
+        md.find("## Ledger").unwrap(),
+    );
+    assert!(f < ch && ch < l);
+    let html = read(r2.path(), "index.html");
+    assert!(html.contains("<h2>Changes since 2026-01-05T00:00:00.000Z"));
+    // week 1's own report.json has the complete lists a later comparison reads.
+    assert_eq!(
+        v1["endpoints"]["external_sources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        ends(&w1, true).len()
+    );
+    // Not a report: exit 2 before any work, naming the file.
+    let bad = w("bad.json");
+    std::fs::write(&bad, "{\"records\": []}").unwrap();
+    let o = nsgflow()
+        .args(["report", w2.to_str().unwrap(), "--quiet", "-o"])
+        .arg(w("r3"))
+        .arg("--compare")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.json: not an nsgflow report.json"),
+        "{err}"
+    );
+    assert!(!w("r3").exists(), "nothing written");
 }

@@ -183,6 +183,43 @@ fn series(hours: &HMap<i64, Hour>) -> (i64, Vec<HourRow>) {
     (bin, rows)
 }
 
+/// Every external source (of inbound pairs) and destination (of outbound pairs), and every
+/// destination port, sorted: complete, for a later `--compare`.
+fn endpoints(
+    book: &AddressBook,
+    pairs: &[PairTally; 2],
+    ports: &HMap<(Protocol, u16), Stat>,
+) -> compare::Endpoints {
+    let ends = |t: &PairTally, dst: bool| -> Vec<String> {
+        let mut v4: Vec<u32> =
+            t.v4.keys()
+                .map(|k| if dst { *k as u32 } else { (k >> 32) as u32 })
+                .collect();
+        v4.sort_unstable();
+        v4.dedup();
+        let v6: BTreeSet<IpAddr> =
+            t.v6.keys()
+                .map(|(a, b)| if dst { *b } else { *a })
+                .collect();
+        v4.into_iter()
+            .map(|ip| IpAddr::from(ip.to_be_bytes()))
+            .chain(v6)
+            .filter(|ip| book.scope_name(ip) == "external")
+            .map(|ip| ip.to_string())
+            .collect()
+    };
+    let mut dports: Vec<(Protocol, u16)> = ports.keys().copied().collect();
+    dports.sort_unstable_by_key(|(p, port)| (*port, p.code()));
+    compare::Endpoints {
+        external_sources: ends(&pairs[1], false),
+        external_destinations: ends(&pairs[0], true),
+        dports: dports
+            .iter()
+            .map(|(p, port)| format!("{port}/{p}"))
+            .collect(),
+    }
+}
+
 /// Mark each bin with the NICs that miss an hour of it or log one twice ([`HourRow`]).
 fn mark_coverage(rows: &mut [HourRow], bin: i64, c: &CoverageFold) {
     let Some(first) = rows
@@ -219,6 +256,8 @@ fn mark_coverage(rows: &mut [HourRow], bin: i64, c: &CoverageFold) {
 
 /// Context the model records besides the data.
 pub struct ReportContext<'a> {
+    /// `--compare`: the previous report.json as given, and what was read of it.
+    pub previous: Option<&'a (String, compare::Previous)>,
     pub findings: &'a Findings,
     /// The rule audit (`report --rules`).
     pub audit: Option<&'a crate::audit::Audit>,
@@ -278,7 +317,7 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
     // The summary's warnings (double logging) are worded once, in `summary`.
     let mut warnings = crate::summary::warnings(&data.coverage);
     warnings.extend(crate::summary::discovery_warnings(d));
-    Report {
+    let mut r = Report {
         schema_version: SCHEMA_VERSION,
         title: cx
             .title
@@ -299,6 +338,8 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
         series_bin_ms,
         series,
         ports: port_rows(&all_ports, 20),
+        endpoints: endpoints(cx.book, pairs, &all_ports),
+        comparison: None,
         connections: {
             let c = &data.conns;
             let by_status: BTreeMap<&'static str, u64> = [
@@ -319,5 +360,9 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
             }
         },
         warnings,
+    };
+    if let Some((name, prev)) = cx.previous {
+        r.comparison = Some(compare::compare(&r, prev, name));
     }
+    r
 }

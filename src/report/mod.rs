@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod charts;
+pub mod compare;
 pub mod render;
 
 use crate::aggregate::Counters;
@@ -58,6 +59,12 @@ pub struct Report {
     pub connections: ConnectionsSection,
     /// Things the reader should know (double logging, …).
     pub warnings: Vec<String>,
+    /// Every external source and destination and destination port: what a later
+    /// `report --compare` checks for new and vanished ones.
+    pub endpoints: compare::Endpoints,
+    /// `--compare PREVIOUS`: what changed since that report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<compare::Comparison>,
 }
 
 pub use crate::detect::Finding;

@@ -249,6 +249,22 @@ pub fn markdown(r: &Report) -> String {
             }),
         );
     }
+    if let Some(c) = &r.comparison {
+        let _ = writeln!(o, "\n## {}\n", md(&c.heading()));
+        let _ = writeln!(o, "Compared with {}.", md(&c.previous));
+        for t in c.tables() {
+            let _ = writeln!(o, "\n### {}\n", t.title);
+            if t.rows.is_empty() {
+                let _ = writeln!(o, "None.");
+            } else {
+                md_table(
+                    &mut o,
+                    &t.header,
+                    t.rows.iter().map(|r| r.iter().map(|c| md(c)).collect()),
+                );
+            }
+        }
+    }
     if let Some(a) = &r.audit {
         let _ = writeln!(o, "\n## Audit\n");
         if a.findings.is_empty() {
