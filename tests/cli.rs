@@ -4692,6 +4692,13 @@ fn compare_reports_what_changed_since_the_previous_week() {
         md.find("## Ledger").unwrap(),
     );
     assert!(f < ch && ch < l);
+    // The section as a reader sees it (the previous file's temp path aside).
+    let section: String = md[ch..l]
+        .lines()
+        .filter(|x| !x.starts_with("Compared with "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("compare_md", section);
     let html = read(r2.path(), "index.html");
     assert!(html.contains("<h2>Changes since 2026-01-05T00:00:00.000Z"));
     // week 1's own report.json has the complete lists a later comparison reads.

@@ -308,6 +308,8 @@ pub fn compare(now: &Report, prev: &Previous, prev_name: &str) -> Comparison {
 /// One table of the "Changes since" section, as both the HTML and the Markdown show it.
 pub struct ChangeTable {
     pub title: &'static str,
+    /// What to say instead of an empty table.
+    pub empty: &'static str,
     pub header: Vec<&'static str>,
     pub rows: Vec<Vec<String>>,
 }
@@ -349,6 +351,7 @@ impl Comparison {
         };
         let totals = ChangeTable {
             title: "Totals",
+            empty: "",
             header: vec!["", "previous", "now", "change"],
             rows: self
                 .totals
@@ -385,6 +388,7 @@ impl Comparison {
         };
         let new_gone = ChangeTable {
             title: "New and vanished",
+            empty: "",
             header: vec!["", "new", "new ones", "vanished", "vanished ones"],
             rows: vec![
                 row("external sources", self.external_sources.as_ref()),
@@ -396,6 +400,7 @@ impl Comparison {
         let pct = |x: f64| format!("{:.1}%", x * 100.0);
         let shares = ChangeTable {
             title: "Denied share changed most (rules with traffic in both)",
+            empty: "No rule with traffic in both reports changed its share of denied tuples.",
             header: vec!["rule", "previous", "now", "change"],
             rows: self
                 .denied_share
@@ -423,6 +428,7 @@ impl Comparison {
         };
         let mut findings = ChangeTable {
             title: "Findings",
+            empty: "No findings in either report.",
             header: vec!["", "severity", "kind", "finding"],
             rows: Vec::new(),
         };

@@ -255,7 +255,7 @@ pub fn markdown(r: &Report) -> String {
         for t in c.tables() {
             let _ = writeln!(o, "\n### {}\n", t.title);
             if t.rows.is_empty() {
-                let _ = writeln!(o, "None.");
+                let _ = writeln!(o, "{}", t.empty);
             } else {
                 md_table(
                     &mut o,
