@@ -457,3 +457,97 @@ impl Comparison {
         vec![totals, new_gone, shares, findings]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::build::{assemble, ReportContext};
+
+    fn row(nsg: &str, rule: &str, tuples: u64, denied: u64) -> crate::summary::RuleRow {
+        crate::summary::RuleRow {
+            nsg: nsg.into(),
+            subscription: "s1".into(),
+            resource_group: "rg".into(),
+            label: nsg.into(),
+            rule: rule.into(),
+            counters: crate::aggregate::Counters {
+                tuples,
+                denied,
+                allowed: tuples - denied,
+                ..Default::default()
+            },
+            first: None,
+            last: None,
+        }
+    }
+
+    /// Rules are matched by NSG identity (case aside) and rule; shares are ranked by change;
+    /// rules gone quiet and new ones are listed; findings by id.
+    #[test]
+    fn rules_and_findings_compare_by_identity_and_id() {
+        let book = crate::addr::AddressBook::default();
+        let findings =
+            crate::report::Findings::new(vec![], crate::detect::Severity::Info, String::new());
+        let cx = ReportContext {
+            previous: None,
+            findings: &findings,
+            audit: None,
+            inputs: vec![],
+            filters: vec![],
+            title: None,
+            generated_at: None,
+            book: &book,
+        };
+        let mut now = assemble(&Default::default(), &Default::default(), &cx);
+        now.rules = vec![
+            row("app-nsg", "A", 100, 90),
+            row("app-nsg", "B", 10, 0),
+            row("app-nsg", "C", 50, 25),
+            row("app-nsg", "New", 5, 0),
+        ];
+        let prev: Previous = serde_json::from_str(
+            r#"{"generator": "nsgflow 0.1.0", "coverage": {"first": "2026-01-05T00:00:00.000Z", "last": "2026-01-11T23:00:00.000Z"},
+                "totals": {"tuples": 7, "allowed": 7, "denied": 0, "inbound": 0, "outbound": 7, "counters_logged": 0},
+                "rules": [
+                  {"nsg": "APP-NSG", "subscription": "S1", "resource_group": "RG", "rule": "A", "tuples": 100, "denied": 10},
+                  {"nsg": "APP-NSG", "subscription": "S1", "resource_group": "RG", "rule": "B", "tuples": 10, "denied": 0},
+                  {"nsg": "APP-NSG", "subscription": "S1", "resource_group": "RG", "rule": "C", "tuples": 40, "denied": 30},
+                  {"nsg": "APP-NSG", "subscription": "S1", "resource_group": "RG", "rule": "Quiet", "tuples": 3, "denied": 3}
+                ],
+                "findings": {"ran": true, "items": [{"id": "beacon:src=10.0.0.4", "kind": "beacon", "severity": "high", "title": "t"}]}}"#,
+        )
+        .unwrap();
+        let c = compare(&now, &prev, "week-1/report.json");
+        assert_eq!(
+            c.heading(),
+            "Changes since 2026-01-05T00:00:00.000Z .. 2026-01-11T23:00:00.000Z"
+        );
+        assert_eq!(c.rules_with_traffic.new, ["app-nsg/New"]);
+        assert_eq!(c.rules_with_traffic.gone, ["APP-NSG/Quiet"]);
+        let shares: Vec<(&str, f64, f64)> = c
+            .denied_share
+            .iter()
+            .map(|s| {
+                (
+                    s.rule.as_str(),
+                    s.previous_denied_share,
+                    s.current_denied_share,
+                )
+            })
+            .collect();
+        // A: 10% -> 90% (+80 points) before C: 75% -> 50% (-25); B did not change.
+        assert_eq!(shares, [("app-nsg/A", 0.1, 0.9), ("app-nsg/C", 0.75, 0.5)]);
+        assert_eq!(c.totals[0].change, -7);
+        // Both ran the detectors; last week's beacon is gone this week.
+        assert!(c.findings_compared && c.findings_new.is_empty() && c.findings_open.is_empty());
+        let gone: Vec<&str> = c.findings_gone.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(gone, ["beacon:src=10.0.0.4"]);
+        assert!(
+            c.external_sources.is_none(),
+            "the previous file has no endpoints"
+        );
+        let t = c.tables();
+        assert_eq!(t[2].rows[0][3], "+80.0 points");
+        assert_eq!(t[3].rows[0][..3], ["gone", "high", "beacon"]);
+    }
+}
