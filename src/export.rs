@@ -314,7 +314,10 @@ impl NicFold for RowSink {
     type Out = Vec<u8>;
     fn begin_blob(&mut self, blob: &BlobMeta) {
         self.path = blob.path.display().to_string();
-        self.index = self.indices.get(&blob.path).copied().unwrap_or(0);
+        self.index = *self
+            .indices
+            .get(&blob.path)
+            .expect("every blob read is listed");
         // Rows run about 4 bytes per input byte (with the path in every row).
         self.out
             .reserve((blob.size as usize).saturating_mul(4).min(1 << 30));

@@ -267,6 +267,18 @@ pub fn nsg_labels<'a>(
     out
 }
 
+/// Merge NSG entries by identity key ([`NsgRules::merge`]).
+pub fn merge_nsgs(mine: &mut HMap<String, NsgRules>, theirs: HMap<String, NsgRules>) {
+    for (key, n) in theirs {
+        match mine.get_mut(&key) {
+            Some(m) => m.merge(n),
+            None => {
+                mine.insert(key, n);
+            }
+        }
+    }
+}
+
 fn nsg_order(n: &NsgRules) -> (&str, &str, &str) {
     (&n.name, &n.resource_group, &n.subscription)
 }
@@ -278,6 +290,30 @@ impl NsgRules {
             subscription: id.subscription.to_string(),
             resource_group: id.resource_group.to_string(),
             rules: HMap::default(),
+        }
+    }
+
+    /// The entry of `key` in `map`: new with `id`'s spelling, or offered it.
+    pub fn entry<'m>(
+        map: &'m mut HMap<String, NsgRules>,
+        key: String,
+        id: &NsgIdentity<'_>,
+    ) -> &'m mut NsgRules {
+        match map.entry(key) {
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(NsgRules::new(id)),
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let n = e.into_mut();
+                n.spell(id.name, id.subscription, id.resource_group);
+                n
+            }
+        }
+    }
+
+    /// Fold another entry of the same NSG in: the better spelling, every rule's stats.
+    pub fn merge(&mut self, o: NsgRules) {
+        self.spell(&o.name, &o.subscription, &o.resource_group);
+        for (rule, st) in o.rules {
+            self.rules.entry(rule).or_default().merge(&st);
         }
     }
 
@@ -308,20 +344,7 @@ impl Summary {
         }
         self.first_ms = min_opt(self.first_ms, o.first_ms);
         self.last_ms = max_opt(self.last_ms, o.last_ms);
-        for (key, theirs) in o.rules {
-            match self.rules.entry(key) {
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(theirs);
-                }
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    let mine = e.get_mut();
-                    mine.spell(&theirs.name, &theirs.subscription, &theirs.resource_group);
-                    for (rule, st) in theirs.rules {
-                        mine.rules.entry(rule).or_default().merge(&st);
-                    }
-                }
-            }
-        }
+        merge_nsgs(&mut self.rules, o.rules);
     }
 
     /// `merge` by value, for `reduce`.
@@ -371,12 +394,7 @@ impl TableSink for Summary {
             // changes nothing, so tables of one record pay for neither).
             let id = ctx.nsg_identity();
             let key = id.key();
-            match self.rules.get_mut(&key) {
-                Some(n) => n.spell(id.name, id.subscription, id.resource_group),
-                None => {
-                    self.rules.insert(key.clone(), NsgRules::new(&id));
-                }
-            }
+            NsgRules::entry(&mut self.rules, key.clone(), &id);
             self.last = Some((ctx.resource_id.into(), ctx.nsg.into(), key));
         }
         let key = &self.last.as_ref().expect("set above").2;

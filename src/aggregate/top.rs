@@ -167,19 +167,16 @@ impl TableSink for TopAgg<'_> {
         }
         let ctx = &table.ctx;
         let g = self.spec.group;
-        if matches!(self.spec.by, TopBy::Rule | TopBy::Nsg) {
+        // NSG and rule keys hold the NSG's identity; the spelling shown is kept beside.
+        let nsg = matches!(self.spec.by, TopBy::Rule | TopBy::Nsg).then(|| {
             let id = ctx.nsg_identity();
             let key = id.key();
-            match self.nsgs.get_mut(&key) {
-                Some(n) => n.spell(id.name, id.subscription, id.resource_group),
-                None => {
-                    self.nsgs.insert(key.clone(), NsgRules::new(&id));
-                }
-            }
-        }
+            NsgRules::entry(&mut self.nsgs, key.clone(), &id);
+            key
+        });
         let name = match self.spec.by {
-            TopBy::Rule => Some(format!("{}/{}", ctx.nsg_identity().key(), ctx.rule)),
-            TopBy::Nsg => Some(ctx.nsg_identity().key()),
+            TopBy::Rule => nsg.map(|k| format!("{k}/{}", ctx.rule)),
+            TopBy::Nsg => nsg,
             TopBy::Mac => Some(ctx.mac_normalized().into_owned()),
             _ => None,
         };
@@ -215,14 +212,7 @@ impl Fold for TopAgg<'_> {
         for (k, v) in other.named {
             self.named.entry(k).or_default().merge(v);
         }
-        for (k, n) in other.nsgs {
-            match self.nsgs.get_mut(&k) {
-                Some(m) => m.spell(&n.name, &n.subscription, &n.resource_group),
-                None => {
-                    self.nsgs.insert(k, n);
-                }
-            }
-        }
+        super::rules::merge_nsgs(&mut self.nsgs, other.nsgs);
     }
 }
 

@@ -79,6 +79,16 @@ fn bin_name(ms: i64) -> String {
 }
 
 /// Allowed and denied tuples per time bin, stacked bars.
+/// The time axis' tick text at x: bin i's label at x = i, none between bins.
+fn bin_label(labels: &[String], x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() < 1e-6 && i >= 0.0 {
+        labels.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 const AMBER: RGBColor = RGBColor(245, 158, 11);
 
 /// Shade the bins where logs are missing (grey) or logged twice (amber), behind the data,
@@ -163,15 +173,8 @@ fn decisions_per_hour(r: &Report) -> Res<String> {
             .y_label_area_size(64)
             .build_cartesian_2d(-0.5..n as f64 - 0.5, 0..max + max / 3 + 1)
             .map_err(err)?;
-        // Bin i is centred on x = i, with a gap either side; a label only at whole bins.
-        let label = |v: &f64| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 {
-                labels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
+        // Bin i is centred on x = i, with a gap either side.
+        let label = |v: &f64| bin_label(&labels, *v);
         let x_desc = format!("{} starting (UTC)", bin_name(r.series_bin_ms));
         chart
             .configure_mesh()
@@ -248,15 +251,8 @@ fn bytes_per_hour(r: &Report) -> Res<String> {
             .y_label_area_size(80)
             .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..max * 1.35 + 1.0)
             .map_err(err)?;
-        // Point i at x = i, the middle of its bin; a label only at whole bins.
-        let label = |v: &f64| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 {
-                labels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
+        // Point i at x = i, the middle of its bin.
+        let label = |v: &f64| bin_label(&labels, *v);
         chart
             .configure_mesh()
             .disable_x_mesh()

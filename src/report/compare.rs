@@ -336,18 +336,17 @@ impl Comparison {
     /// The section's tables, in reading order.
     pub fn tables(&self) -> Vec<ChangeTable> {
         use crate::text::{human_bytes, human_count};
-        let signed = |d: i128, bytes: bool| {
-            let v = d.unsigned_abs();
-            let shown = if bytes {
+        let human = |v: Sum, bytes: bool| {
+            if bytes {
                 human_bytes(v)
             } else {
                 human_count(v)
-            };
-            match d.signum() {
-                1 => format!("+{shown}"),
-                -1 => format!("-{shown}"),
-                _ => "0".to_string(),
             }
+        };
+        let signed = |d: i128, bytes: bool| match d.signum() {
+            1 => format!("+{}", human(d.unsigned_abs(), bytes)),
+            -1 => format!("-{}", human(d.unsigned_abs(), bytes)),
+            _ => "0".to_string(),
         };
         let totals = ChangeTable {
             title: "Totals",
@@ -358,18 +357,18 @@ impl Comparison {
                 .iter()
                 .map(|d| {
                     let b = d.name == "bytes";
-                    let f = |v: Sum| if b { human_bytes(v) } else { human_count(v) };
                     vec![
                         d.name.to_string(),
-                        f(d.previous),
-                        f(d.current),
+                        human(d.previous, b),
+                        human(d.current, b),
                         signed(d.change, b),
                     ]
                 })
                 .collect(),
         };
-        let row = |what: &str, ng: Option<&NewGone>| {
-            match ng {
+        const NO_ENDPOINTS: &str =
+            "not compared: the previous report.json has no endpoints list (an older nsgflow wrote it)";
+        let row = |what: &str, ng: Option<&NewGone>| match ng {
             Some(n) => vec![
                 what.to_string(),
                 n.new_count.to_string(),
@@ -380,11 +379,10 @@ impl Comparison {
             None => vec![
                 what.to_string(),
                 "-".into(),
-                "not compared: the previous report.json has no endpoints list (an older nsgflow wrote it)".into(),
+                NO_ENDPOINTS.into(),
                 "-".into(),
                 String::new(),
             ],
-        }
         };
         let new_gone = ChangeTable {
             title: "New and vanished",
