@@ -470,6 +470,18 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
         r.prepare()?;
     }
     let mut d = discover(&input.inputs, &input.discover);
+    if let Some(first) = d.unusable.first() {
+        for more in &d.unusable[1..] {
+            eprintln!("nsgflow: {}", term_safe(more));
+        }
+        anyhow::bail!("{}", term_safe(first));
+    }
+    for (name, listed, kept, requests) in &d.remote_listings {
+        eprintln!(
+            "{}: listed {listed} objects in {requests} requests, kept {kept} blobs for the window and filters",
+            term_safe(name)
+        );
+    }
     for s in &d.skipped {
         eprintln!(
             "{}: {}",

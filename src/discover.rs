@@ -214,6 +214,11 @@ pub struct Discovered {
     /// provisional, or left out with `--skip-open-hour` (`open_hour_skipped`).
     pub provisional: Vec<PathBuf>,
     pub open_hour_skipped: Vec<PathBuf>,
+    /// Remote inputs that cannot be used at all (authentication, a missing container, no
+    /// list permission): one line each, and the run stops before any work (exit 2).
+    pub unusable: Vec<String>,
+    /// Per remote input: (input, objects listed, blobs kept, listing requests).
+    pub remote_listings: Vec<(String, u64, u64, u64)>,
 }
 
 /// A blob not read because another path gives the same bytes.
@@ -308,7 +313,7 @@ fn drop_duplicates(blobs: Vec<BlobMeta>, dups: &mut Vec<Duplicate>) -> Vec<BlobM
         // Distinct contents seen in this group, each with the index that is read.
         let mut firsts: Vec<(usize, Vec<u8>)> = Vec::new();
         for i in g {
-            let Ok(bytes) = std::fs::read(&kept[i].path) else {
+            let Ok(bytes) = crate::source::read_all(&kept[i].path) else {
                 continue; // read (and failed, with its reason) by the run
             };
             match firsts.iter().find(|(_, b)| *b == bytes) {
@@ -333,7 +338,8 @@ fn drop_duplicates(blobs: Vec<BlobMeta>, dups: &mut Vec<Duplicate>) -> Vec<BlobM
 
 const HOUR_MS: i64 = 3_600_000;
 
-fn is_blob_name(p: &Path) -> bool {
+/// Whether a file name is one a flow-log blob can have (`*.json`, `.json.gz`, `.zip`, ...).
+pub fn is_blob_name(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.starts_with('.') {
         return false;
@@ -475,6 +481,10 @@ impl Shard {
 pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
     let mut out = Discovered::default();
     for input in inputs {
+        if crate::source::is_remote(input) {
+            discover_remote(input, opts, &mut out);
+            continue;
+        }
         let meta = match std::fs::metadata(input) {
             Ok(m) => m,
             Err(e) => {
@@ -579,6 +589,31 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
     out.discovered_blobs = out.blobs.len() as u64;
     out.discovered_bytes = out.blobs.iter().map(|b| b.size).sum();
     out
+}
+
+/// List a remote input (`az://`, `https://`) into `out`.
+fn discover_remote(input: &Path, opts: &DiscoverOptions, out: &mut Discovered) {
+    let text = input.to_str().unwrap_or("");
+    #[cfg(feature = "azure")]
+    match crate::source::azure::list(text, opts) {
+        Ok(l) => {
+            out.remote_listings.push((
+                text.to_string(),
+                l.listed,
+                l.blobs.len() as u64,
+                l.requests,
+            ));
+            out.filtered_out += l.filtered_out;
+            out.blobs.extend(l.blobs);
+        }
+        Err(e) => out.unusable.push(e),
+    }
+    #[cfg(not(feature = "azure"))]
+    {
+        let _ = opts;
+        out.unusable
+            .push(format!("{text}: {}", crate::source::NO_AZURE));
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod rejects;
 pub mod report;
+pub mod source;
 pub mod state;
 pub mod summary;
 pub mod tables;

@@ -25,7 +25,6 @@ use crate::parse::{
 };
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -86,18 +85,8 @@ impl Worker {
         sink: &mut S,
     ) -> Ledger {
         let label = crate::text::path_text(&blob.path);
-        self.buf.clear();
         let max = opts.limits.max_bytes;
-        let read = std::fs::File::open(&blob.path).and_then(|f| {
-            if let Ok(md) = f.metadata() {
-                if md.len() > max {
-                    return Ok(Some(md.len()));
-                }
-                self.buf.reserve(md.len() as usize);
-            }
-            f.take(max.saturating_add(1)).read_to_end(&mut self.buf)?;
-            Ok((self.buf.len() as u64 > max).then_some(self.buf.len() as u64))
-        });
+        let read = crate::source::read_capped(&blob.path, max, &mut self.buf);
         match read {
             Err(e) => return failed(label, format!("cannot read: {e}")),
             Ok(Some(n)) => {

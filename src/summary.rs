@@ -65,10 +65,23 @@ pub struct LedgerReport {
     pub duplicate_blobs: Vec<DuplicateReport>,
     /// Blobs found but left out by path filters.
     pub blobs_filtered: u64,
+    /// Per Azure Blob Storage input: what its (window-pruned) listing saw and kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_listings: Vec<RemoteListing>,
     /// Blob-level problems (failed, partial, warnings), sorted by path.
     pub problems: Vec<BlobProblem>,
     /// First examples of each reject reason, with locations.
     pub reject_examples: Vec<RejectExample>,
+}
+
+/// One `az://` input's listing: objects listed under the prefixes the window and filters
+/// left, blobs kept, and listing requests made.
+#[derive(Clone, Debug, Serialize)]
+pub struct RemoteListing {
+    pub input: String,
+    pub listed: u64,
+    pub kept: u64,
+    pub requests: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -218,6 +231,16 @@ impl LedgerReport {
                 .provisional
                 .iter()
                 .map(|p| p.display().to_string())
+                .collect(),
+            remote_listings: d
+                .remote_listings
+                .iter()
+                .map(|(input, listed, kept, requests)| RemoteListing {
+                    input: input.clone(),
+                    listed: *listed,
+                    kept: *kept,
+                    requests: *requests,
+                })
                 .collect(),
             open_hour_skipped: d
                 .open_hour_skipped

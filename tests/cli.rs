@@ -4727,3 +4727,282 @@ fn compare_reports_what_changed_since_the_previous_week() {
     );
     assert!(!w("r3").exists(), "nothing written");
 }
+
+/// Azurite (the Azure Storage emulator) that `.ci/run` starts on 127.0.0.1:10000, and the
+/// upload helper `scripts/azurite.cjs` (its SDK found through NODE_PATH). `None`, with a
+/// visible skip, on a machine without them; under `CI=true` they must be there.
+fn azurite() -> Option<String> {
+    let url = std::env::var("AZURITE_BLOB_STORAGE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:10000".to_string());
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let up = addr.parse::<std::net::SocketAddr>().ok().is_some_and(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+    });
+    let helper = up
+        && std::process::Command::new("node")
+            .args(["-e", "require('@azure/storage-blob')"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !helper {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install and start Azurite and @azure/storage-blob (.ci/run)"
+        );
+        eprintln!(
+            "skipping: no Azurite at {url} with @azure/storage-blob on NODE_PATH (see .ci/run)"
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// Run the Azurite helper (`upload CONTAINER DIR`, `put CONTAINER NAME FILE`, `delete CONTAINER NAME`).
+fn azurite_helper(args: &[&str]) {
+    let st = std::process::Command::new("node")
+        .arg(root().join("scripts/azurite.cjs"))
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "azurite helper {args:?}");
+}
+
+/// A container of the emulator holding the bundled fixture tree: (emulator URL, `az://` name).
+fn azurite_with_fixture(container: &str) -> Option<(String, String)> {
+    let url = azurite()?;
+    azurite_helper(&["upload", container, "fixtures/container"]);
+    Some((url, format!("az://devstoreaccount1/{container}")))
+}
+
+/// `nsgflow` against the emulator with the environment a user sets.
+fn nsgflow_az(url: &str) -> Command {
+    let mut c = nsgflow();
+    c.env("AZURE_STORAGE_USE_EMULATOR", "1")
+        .env("AZURITE_BLOB_STORAGE_URL", url)
+        .env_remove("AZURE_STORAGE_ACCOUNT_KEY")
+        .env_remove("AZURE_STORAGE_KEY")
+        .env_remove("AZURE_STORAGE_SAS_TOKEN");
+    c
+}
+
+#[test]
+fn azure_blob_input_equals_the_same_tree_read_from_disk() {
+    let Some((url, ref az)) = azurite_with_fixture("same-as-disk") else {
+        return;
+    };
+    let remote = nsgflow_az(&url)
+        .args(["summary", az, "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        remote.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    let err = String::from_utf8_lossy(&remote.stderr);
+    assert!(
+        err.contains(&format!("{az}: listed 24 objects in ")) && err.contains("kept 24 blobs"),
+        "{err}"
+    );
+    let local = nsgflow()
+        .args(["summary", "fixtures/container", "--format", "json"])
+        .output()
+        .unwrap();
+    // Identical but for where the blobs are, and the listing the ledger adds.
+    let remote = String::from_utf8(remote.stdout)
+        .unwrap()
+        .replace(&format!("{az}/"), "fixtures/container/");
+    let mut v: Value = serde_json::from_str(&remote).unwrap();
+    let listing = v["ledger"]
+        .as_object_mut()
+        .unwrap()
+        .remove("remote_listings")
+        .unwrap();
+    assert_eq!(listing[0]["input"], az.as_str());
+    assert_eq!(listing[0]["listed"], 24);
+    assert_eq!(listing[0]["kept"], 24);
+    let l: Value = serde_json::from_slice(&local.stdout).unwrap();
+    assert_eq!(
+        serde_json::to_string_pretty(&v).unwrap(),
+        serde_json::to_string_pretty(&l).unwrap()
+    );
+    assert_eq!(v["ledger"]["blobs"], 24);
+    assert_eq!(v["totals"]["tuples"], 849);
+
+    // The report too: every output file equal once blob paths and the input name are mapped.
+    let out = tempfile::tempdir().unwrap();
+    let (ra, rl) = (out.path().join("az"), out.path().join("local"));
+    let st = nsgflow_az(&url)
+        .args(["report", az, "-o", ra.to_str().unwrap(), "--title", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    nsgflow()
+        .args([
+            "report",
+            "fixtures/container",
+            "-o",
+            rl.to_str().unwrap(),
+            "--title",
+            "t",
+        ])
+        .assert()
+        .code(0);
+    for f in [
+        "report.json",
+        "report.md",
+        "findings.csv",
+        "rules.csv",
+        "connections.csv",
+    ] {
+        let a = std::fs::read_to_string(ra.join(f))
+            .unwrap()
+            .replace(&format!("{az}/"), "fixtures/container/")
+            .replace(az.as_str(), "fixtures/container");
+        let b = std::fs::read_to_string(rl.join(f)).unwrap();
+        let a = if f == "report.json" {
+            // The ledger's listing of the az:// input is the one addition.
+            let mut v: Value = serde_json::from_str(&a).unwrap();
+            let l = v["ledger"]
+                .as_object_mut()
+                .unwrap()
+                .remove("remote_listings");
+            assert_eq!(l.unwrap()[0]["kept"], 24);
+            let w: Value = serde_json::from_str(&b).unwrap();
+            assert_eq!(
+                v, w,
+                "report.json differs between az:// and the same tree on disk"
+            );
+            continue;
+        } else {
+            a
+        };
+        assert!(
+            a == b,
+            "{f} differs between az:// and the same tree on disk"
+        );
+    }
+}
+
+#[test]
+fn azure_listing_is_pruned_to_the_window_and_errors_are_one_actionable_line() {
+    let Some((url, ref az)) = azurite_with_fixture("pruned") else {
+        return;
+    };
+    // Hours 01 and 02 (a blob of 02 may hold 01:59's tuples) are listed; hour 00's blobs
+    // never are.
+    let o = nsgflow_az(&url)
+        .args([
+            "summary",
+            az,
+            "--since",
+            "2026-01-05T01:00:00Z",
+            "--until",
+            "2026-01-05T01:30:00Z",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let local = nsgflow()
+        .args([
+            "summary",
+            "fixtures/container",
+            "--since",
+            "2026-01-05T01:00:00Z",
+            "--until",
+            "2026-01-05T01:30:00Z",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let lv: Value = serde_json::from_slice(&local.stdout).unwrap();
+    let kept = lv["ledger"]["blobs"].as_u64().unwrap();
+    assert!(kept > 0 && kept < 24, "{kept}");
+    assert!(
+        err.contains(&format!("{az}: listed {kept} objects in ")),
+        "only the window's hours are listed: {err}"
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["totals"], lv["totals"]);
+
+    // A missing container, and a wrong key (which never shows in the message): exit 2.
+    let o = nsgflow_az(&url)
+        .args(["summary", "az://devstoreaccount1/no-such-container"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "nsgflow: container no-such-container not found in account devstoreaccount1: check the name (flow logs write insights-logs-networksecuritygroupflowevent and insights-logs-flowlogflowevent)"
+    );
+    let key = "d3JvbmcgYWNjb3VudCBrZXkgZm9yIHRoZSB0ZXN0";
+    let o = nsgflow_az(&url)
+        .env("AZURE_STORAGE_KEY", key)
+        .args(["summary", az])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("nsgflow: authentication failed for account devstoreaccount1")
+            && err.contains("AZURE_STORAGE_KEY")
+            && !err.contains(key),
+        "{err}"
+    );
+    // A SAS token on the command line is refused before any request, and not echoed.
+    let o = nsgflow_az(&url)
+        .args([
+            "summary",
+            "https://acct.blob.core.windows.net/c?sv=2024&sig=TOPSECRET",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("AZURE_STORAGE_SAS_TOKEN") && !err.contains("TOPSECRET"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_azure_blob_deleted_after_listing_is_a_failed_blob_and_the_run_goes_on() {
+    let Some((url, ref az)) = azurite_with_fixture("deleted") else {
+        return;
+    };
+    let name = "insights-logs-networksecuritygroupflowevent/resourceId=/SUBSCRIPTIONS/6F3C1E2A-8B4D-4F6A-9C2E-1A2B3C4D5E6F/RESOURCEGROUPS/RG-PROD-DATA/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/DB-NSG/y=2026/m=01/d=05/h=00/m=00/macAddress=000D3A020000/PT1H.json";
+    // The library's stages, so the blob can go between listing and reading (the CLI does
+    // the same two steps, with no hook between them).
+    std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "1");
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &url);
+    let d = nsgflow::discover::discover(&[PathBuf::from(&az)], &Default::default());
+    assert_eq!(d.blobs.len(), 24);
+    azurite_helper(&["delete", "deleted", name]);
+    let s = nsgflow::aggregate::summarize(&d.blobs, &Default::default());
+    let (_, one) = summary_json(&[&format!("fixtures/container/{name}")]);
+    let lost = one["ledger"]["tuples"].as_u64().unwrap();
+    assert!(lost > 0);
+    assert_eq!(s.ledger.blobs, 24);
+    assert_eq!(s.ledger.blobs_failed, 1);
+    assert_eq!(s.ledger.tuples, 849 - lost);
+    let p = &s.ledger.problems[0];
+    assert_eq!(p.path, format!("az://devstoreaccount1/deleted/{name}"));
+    assert!(p.message.starts_with("cannot read: "), "{}", p.message);
+    assert!(
+        p.message.contains("not found") || p.message.contains("NotFound"),
+        "{}",
+        p.message
+    );
+}
