@@ -231,14 +231,15 @@ enum Walk {
     Skip,
     /// List its next level.
     Descend,
-    /// Its hour is known: list everything under it in one flat listing.
+    /// The window keeps all of it (an hour, or a whole day, month or year): list
+    /// everything under it in one flat listing.
     Flat,
 }
 
 const HOUR_MS: i64 = 3_600_000;
 
 /// Decide from a folder's own path whether the window, `--nsg` and `--subscription` can keep
-/// anything under it. The hours a partial date covers are `[start, end)`; a blob of hour `h`
+/// anything under it, and whether all of it. The hours a partial date covers are `[start, end)`; a blob of hour `h`
 /// is kept when `h + 1h > since` and `h - 1h < until` (see `DiscoverOptions::keeps`).
 fn prune(prefix: &str, opts: &DiscoverOptions) -> Walk {
     let segs: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
@@ -291,7 +292,10 @@ fn prune(prefix: &str, opts: &DiscoverOptions) -> Walk {
     {
         return Walk::Skip;
     }
-    if h.is_some() {
+    // Every hour of the range kept (its first and its last): one flat listing of all of it.
+    let first_kept = opts.since_ms.is_none_or(|s| start + HOUR_MS > s);
+    let last_kept = opts.until_ms.is_none_or(|u| end - 2 * HOUR_MS < u);
+    if h.is_some() || (first_kept && last_kept) {
         Walk::Flat
     } else {
         Walk::Descend
@@ -436,6 +440,36 @@ mod tests {
         assert_eq!(prune("resourceId=/SUBSCRIPTIONS/BBBB", &opts), Walk::Skip);
         assert_eq!(prune(&base.replace("WEB-NSG", "DB-NSG"), &opts), Walk::Skip);
         assert_eq!(prune(&format!("{base}/y=2026"), &opts), Walk::Descend);
+        // Without a window a year is one flat listing; a day inside the window is too.
+        let open = DiscoverOptions::default();
+        assert_eq!(prune(&format!("{base}/y=2026"), &open), Walk::Flat);
+        let week = DiscoverOptions {
+            since_ms: Some(day - 2 * 24 * HOUR_MS),
+            until_ms: Some(day + 2 * 24 * HOUR_MS),
+            ..Default::default()
+        };
+        assert_eq!(
+            prune(&format!("{base}/y=2026/m=01/d=05"), &week),
+            Walk::Flat
+        );
+        assert_eq!(
+            prune(&format!("{base}/y=2026/m=01/d=03"), &week),
+            Walk::Flat
+        );
+        assert_eq!(
+            prune(&format!("{base}/y=2026/m=01/d=02"), &week),
+            Walk::Skip
+        );
+        // The day the window ends in, and the day after (its 00:00 blob): hour by hour.
+        assert_eq!(
+            prune(&format!("{base}/y=2026/m=01/d=07"), &week),
+            Walk::Descend
+        );
+        assert_eq!(
+            prune(&format!("{base}/y=2026/m=01/d=06"), &week),
+            Walk::Flat
+        );
+        assert_eq!(prune(&format!("{base}/y=2026/m=01"), &week), Walk::Descend);
         assert_eq!(prune(&format!("{base}/y=2025"), &opts), Walk::Skip);
         assert_eq!(prune(&format!("{base}/y=2026/m=02"), &opts), Walk::Skip);
         assert_eq!(
