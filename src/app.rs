@@ -476,10 +476,13 @@ fn start(input: &InputConfig) -> anyhow::Result<Discovered> {
         }
         anyhow::bail!("{}", term_safe(first));
     }
-    for (name, listed, kept, requests) in &d.remote_listings {
+    for r in &d.remote_listings {
         eprintln!(
-            "{}: listed {listed} objects in {requests} requests, kept {kept} blobs for the window and filters",
-            term_safe(name)
+            "{}: listed {} objects in {} requests, kept {} blobs for the window and filters",
+            term_safe(&r.input),
+            r.listed,
+            r.requests,
+            r.kept
         );
     }
     for s in &d.skipped {

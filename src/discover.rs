@@ -217,8 +217,18 @@ pub struct Discovered {
     /// Remote inputs that cannot be used at all (authentication, a missing container, no
     /// list permission): one line each, and the run stops before any work (exit 2).
     pub unusable: Vec<String>,
-    /// Per remote input: (input, objects listed, blobs kept, listing requests).
-    pub remote_listings: Vec<(String, u64, u64, u64)>,
+    /// Per remote input, what its listing saw and kept.
+    pub remote_listings: Vec<RemoteListing>,
+}
+
+/// One `az://` input's listing: objects listed under the prefixes the window and filters
+/// left, blobs kept, and listing requests made.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteListing {
+    pub input: String,
+    pub listed: u64,
+    pub kept: u64,
+    pub requests: u64,
 }
 
 /// A blob not read because another path gives the same bytes.
@@ -597,12 +607,12 @@ fn discover_remote(input: &Path, opts: &DiscoverOptions, out: &mut Discovered) {
     #[cfg(feature = "azure")]
     match crate::source::azure::list(text, opts) {
         Ok(l) => {
-            out.remote_listings.push((
-                text.to_string(),
-                l.listed,
-                l.blobs.len() as u64,
-                l.requests,
-            ));
+            out.remote_listings.push(RemoteListing {
+                input: text.to_string(),
+                listed: l.listed,
+                kept: l.blobs.len() as u64,
+                requests: l.requests,
+            });
             out.filtered_out += l.filtered_out;
             out.blobs.extend(l.blobs);
         }

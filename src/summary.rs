@@ -67,21 +67,11 @@ pub struct LedgerReport {
     pub blobs_filtered: u64,
     /// Per Azure Blob Storage input: what its (window-pruned) listing saw and kept.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub remote_listings: Vec<RemoteListing>,
+    pub remote_listings: Vec<crate::discover::RemoteListing>,
     /// Blob-level problems (failed, partial, warnings), sorted by path.
     pub problems: Vec<BlobProblem>,
     /// First examples of each reject reason, with locations.
     pub reject_examples: Vec<RejectExample>,
-}
-
-/// One `az://` input's listing: objects listed under the prefixes the window and filters
-/// left, blobs kept, and listing requests made.
-#[derive(Clone, Debug, Serialize)]
-pub struct RemoteListing {
-    pub input: String,
-    pub listed: u64,
-    pub kept: u64,
-    pub requests: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -232,16 +222,7 @@ impl LedgerReport {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
-            remote_listings: d
-                .remote_listings
-                .iter()
-                .map(|(input, listed, kept, requests)| RemoteListing {
-                    input: input.clone(),
-                    listed: *listed,
-                    kept: *kept,
-                    requests: *requests,
-                })
-                .collect(),
+            remote_listings: d.remote_listings.clone(),
             open_hour_skipped: d
                 .open_hour_skipped
                 .iter()

@@ -4659,16 +4659,7 @@ fn compare_reports_what_changed_since_the_previous_week() {
         .iter()
         .map(|f| f["kind"].as_str().unwrap())
         .collect();
-    for k in [
-        "port_scan",
-        "horizontal_sweep",
-        "exfiltration",
-        "beacon",
-        "new_talker",
-        "denied_spike",
-        "lateral_movement",
-        "exposure",
-    ] {
+    for k in nsgflow::report::DETECTORS {
         assert!(kinds.contains(k), "{k} is new: {kinds:?}");
     }
     assert!(c["findings_open"]

@@ -155,13 +155,6 @@ pub fn list(input: &str, opts: &DiscoverOptions) -> Result<Listing, String> {
     } else {
         Some(OPath::parse(&loc.prefix).map_err(|e| format!("{input}: {e}"))?)
     };
-    // The first request says whether the account, the credentials and the container work.
-    let first = rt
-        .block_on(store.list_with_delimiter(root.as_ref()))
-        .map_err(|e| explain(&loc, &e))?;
-    out.requests += 1;
-    let mut level: Vec<OPath> = Vec::new();
-    let mut hours: Vec<OPath> = Vec::new();
     let take = |objects: Vec<object_store::ObjectMeta>, out: &mut Listing| {
         for o in objects {
             out.listed += 1;
@@ -179,36 +172,35 @@ pub fn list(input: &str, opts: &DiscoverOptions) -> Result<Listing, String> {
             }
         }
     };
-    let sort = |prefixes: Vec<OPath>, level: &mut Vec<OPath>, hours: &mut Vec<OPath>| {
-        for p in prefixes {
-            match prune(p.as_ref(), opts) {
-                Walk::Skip => {}
-                Walk::Descend => level.push(p),
-                Walk::Flat => hours.push(p),
-            }
-        }
-    };
-    sort(first.common_prefixes, &mut level, &mut hours);
-    take(first.objects, &mut out);
+    // Folders to list level by level, and folders to list whole. The first request (the
+    // input's own prefix) says whether the account, the credentials and the container work.
+    let mut level: Vec<Option<OPath>> = vec![root];
+    let mut whole: Vec<OPath> = Vec::new();
     while !level.is_empty() {
         let batch = std::mem::take(&mut level);
         let results: Vec<object_store::ListResult> = rt
             .block_on(
-                futures::stream::iter(batch.iter().map(|p| store.list_with_delimiter(Some(p))))
+                futures::stream::iter(batch.iter().map(|p| store.list_with_delimiter(p.as_ref())))
                     .buffered(LIST_CONCURRENCY)
                     .try_collect(),
             )
             .map_err(|e| explain(&loc, &e))?;
         out.requests += batch.len() as u64;
         for r in results {
-            sort(r.common_prefixes, &mut level, &mut hours);
+            for p in r.common_prefixes {
+                match prune(p.as_ref(), opts) {
+                    Walk::Skip => {}
+                    Walk::Descend => level.push(Some(p)),
+                    Walk::Flat => whole.push(p),
+                }
+            }
             take(r.objects, &mut out);
         }
     }
     let flat: Vec<Vec<object_store::ObjectMeta>> = rt
         .block_on(
             futures::stream::iter(
-                hours
+                whole
                     .iter()
                     .map(|p| store.list(Some(p)).try_collect::<Vec<_>>()),
             )
@@ -216,7 +208,7 @@ pub fn list(input: &str, opts: &DiscoverOptions) -> Result<Listing, String> {
             .try_collect(),
         )
         .map_err(|e| explain(&loc, &e))?;
-    out.requests += hours.len() as u64;
+    out.requests += whole.len() as u64;
     for objects in flat {
         take(objects, &mut out);
     }
@@ -448,27 +440,17 @@ mod tests {
             until_ms: Some(day + 2 * 24 * HOUR_MS),
             ..Default::default()
         };
-        assert_eq!(
-            prune(&format!("{base}/y=2026/m=01/d=05"), &week),
-            Walk::Flat
-        );
-        assert_eq!(
-            prune(&format!("{base}/y=2026/m=01/d=03"), &week),
-            Walk::Flat
-        );
-        assert_eq!(
-            prune(&format!("{base}/y=2026/m=01/d=02"), &week),
-            Walk::Skip
-        );
-        // The day the window ends in, and the day after (its 00:00 blob): hour by hour.
-        assert_eq!(
-            prune(&format!("{base}/y=2026/m=01/d=07"), &week),
-            Walk::Descend
-        );
-        assert_eq!(
-            prune(&format!("{base}/y=2026/m=01/d=06"), &week),
-            Walk::Flat
-        );
+        // The day the window ends in (only its 00:00 blob is kept): hour by hour.
+        for (d, want) in [
+            ("02", Walk::Skip),
+            ("03", Walk::Flat),
+            ("05", Walk::Flat),
+            ("06", Walk::Flat),
+            ("07", Walk::Descend),
+        ] {
+            let p = format!("{base}/y=2026/m=01/d={d}");
+            assert_eq!(prune(&p, &week), want, "d={d}");
+        }
         assert_eq!(prune(&format!("{base}/y=2026/m=01"), &week), Walk::Descend);
         assert_eq!(prune(&format!("{base}/y=2025"), &opts), Walk::Skip);
         assert_eq!(prune(&format!("{base}/y=2026/m=02"), &opts), Walk::Skip);
