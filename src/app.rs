@@ -4,7 +4,7 @@
 //! ripgrep style), data to stdout.
 
 use crate::addr::AddressBook;
-use crate::aggregate::connections::TopConnections;
+use crate::aggregate::connections::{ConnFold, TopConnections};
 use crate::aggregate::graph::GraphAgg;
 use crate::aggregate::summary_pass;
 use crate::aggregate::timeline::Timeline;
@@ -17,6 +17,7 @@ use crate::parse::Ledger;
 use crate::pipeline::{run as run_folds, run_nics, Progress, RunOptions};
 use crate::report::build::{assemble, ReportContext};
 use crate::report::Findings;
+use crate::state::incremental::{Chain, NoChain, StateDir};
 use crate::state::{self, Body, BodyRef};
 use crate::summary::SummaryReport;
 use crate::tables::{render_timeline, render_top, render_top_connections, to_json};
@@ -71,18 +72,42 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             let out_dir = crate::report::render::prepare_dir(&out, force)?;
             check_partial_target(save_partial.as_deref())?;
-            let d = start(&input)?;
+            let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), quiet);
             let watches = rules
                 .as_ref()
                 .map(|(defs, tags)| std::sync::Arc::new(crate::audit::watches(defs, tags)));
-            let data = crate::aggregate::report_pass_with(
-                &d.blobs,
-                &input.run,
-                &|| bar.inc(1),
-                detect.enabled,
-                watches,
-            );
+            let rule_files = rules
+                .as_ref()
+                .map(|(defs, _)| {
+                    let files: std::collections::BTreeSet<String> =
+                        defs.iter().map(|d| d.file.display().to_string()).collect();
+                    files.into_iter().collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let data = if input.state_dir.is_some() {
+                let opts = state_options("report", &input, &filters, &book, &detect, &rule_files)?;
+                let on = detect.enabled;
+                let (folds, conns, ledger) = state_pass(
+                    &input,
+                    &mut d,
+                    "report",
+                    opts,
+                    &|| bar.inc(1),
+                    || crate::aggregate::report_folds(on, &watches),
+                    || ConnFold::new(on),
+                    || ConnFold::new(on).take_part(),
+                )?;
+                crate::aggregate::ReportData::from_folds(folds, conns, ledger)
+            } else {
+                crate::aggregate::report_pass_with(
+                    &d.blobs,
+                    &input.run,
+                    &|| bar.inc(1),
+                    detect.enabled,
+                    watches,
+                )
+            };
             let audit = rules.as_ref().map(|(defs, tags)| {
                 crate::audit::audit(
                     defs,
@@ -95,14 +120,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             bar.finish_and_clear();
             if let Some(p) = &save_partial {
                 let mut header = state::Header::new("report", &input, &filters, &book, &d, &detect);
-                header.options.rules = rules
-                    .as_ref()
-                    .map(|(defs, _)| {
-                        let files: std::collections::BTreeSet<String> =
-                            defs.iter().map(|d| d.file.display().to_string()).collect();
-                        files.into_iter().collect()
-                    })
-                    .unwrap_or_default();
+                header.options.rules = rule_files.clone();
                 state::save(p, &header, &data.ledger, BodyRef::Report(&data))?;
             }
             let findings = findings_of(data.detect_data(), &book, &detect, &input)?;
@@ -137,10 +155,29 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             detect,
             format,
         } => {
-            let d = start(&input)?;
+            let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
-            let (summary, found, conns, ledger) =
-                crate::aggregate::detect_pass(&d.blobs, &input.run, &|| bar.inc(1));
+            let (summary, found, conns, ledger) = if input.state_dir.is_some() {
+                let opts = state_options("anomalies", &input, &[], &book, &detect, &[])?;
+                let ((summary, found), conns, ledger) = state_pass(
+                    &input,
+                    &mut d,
+                    "anomalies",
+                    opts,
+                    &|| bar.inc(1),
+                    || {
+                        (
+                            crate::aggregate::Summary::default(),
+                            crate::detect::Detect::new(true),
+                        )
+                    },
+                    ConnFold::beacons_only,
+                    || ConnFold::beacons_only().take_part(),
+                )?;
+                (summary, found, conns, ledger)
+            } else {
+                crate::aggregate::detect_pass(&d.blobs, &input.run, &|| bar.inc(1))
+            };
             bar.finish_and_clear();
             let data = crate::aggregate::DetectData {
                 summary: &summary,
@@ -164,17 +201,43 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             format,
             fail_on: fail_on_sev,
         } => {
-            let d = start(&input)?;
+            let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             // Shadowing is decided from the definitions first, so that the one pass can
             // also count the tuples that confirm it.
             let watches = std::sync::Arc::new(crate::audit::watches(&defs, &tags));
-            let ((summary, hits), ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
+            let make = || {
                 (
                     crate::aggregate::Summary::default(),
                     crate::audit::Hits::new(watches.clone()),
                 )
-            });
+            };
+            let ((summary, hits), ledger) = if input.state_dir.is_some() {
+                let files: std::collections::BTreeSet<String> =
+                    defs.iter().map(|d| d.file.display().to_string()).collect();
+                let files: Vec<String> = files.into_iter().collect();
+                let opts = state_options(
+                    "audit",
+                    &input,
+                    &[],
+                    &AddressBook::default(),
+                    &DetectOptions::default(),
+                    &files,
+                )?;
+                let (folds, (), ledger) = state_pass(
+                    &input,
+                    &mut d,
+                    "audit",
+                    opts,
+                    &|| bar.inc(1),
+                    make,
+                    || NoChain,
+                    || (),
+                )?;
+                (folds, ledger)
+            } else {
+                run_folds(&d.blobs, &input.run, &|| bar.inc(1), make)
+            };
             bar.finish_and_clear();
             let a = crate::audit::audit(&defs, &hits, &tags, summary.first_ms, summary.last_ms);
             let ledger_report = crate::summary::LedgerReport::new(&ledger, &d);
@@ -193,9 +256,31 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             filters,
         } => {
             check_partial_target(save_partial.as_deref())?;
-            let d = start(&input)?;
+            let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
-            let ((mut s, coverage), ledger) = summary_pass(&d.blobs, &input.run, &|| bar.inc(1));
+            let ((mut s, coverage), ledger) = if input.state_dir.is_some() {
+                let opts = state_options(
+                    "summary",
+                    &input,
+                    &filters,
+                    &AddressBook::default(),
+                    &DetectOptions::default(),
+                    &[],
+                )?;
+                let (folds, (), ledger) = state_pass(
+                    &input,
+                    &mut d,
+                    "summary",
+                    opts,
+                    &|| bar.inc(1),
+                    crate::aggregate::SummaryFolds::default,
+                    || NoChain,
+                    || (),
+                )?;
+                (folds, ledger)
+            } else {
+                summary_pass(&d.blobs, &input.run, &|| bar.inc(1))
+            };
             bar.finish_and_clear();
             s.ledger = ledger;
             if let Some(p) = &save_partial {
@@ -228,6 +313,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             connections,
             format,
         } => {
+            no_state(&input, "top")?;
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let tick = || bar.inc(1);
@@ -262,6 +348,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             blob_list,
             force,
         } => {
+            no_state(&input, "flows")?;
             let d = start(&input)?;
             if let Some(p) = &blob_list {
                 // Before any work: a usage error costs no read.
@@ -289,6 +376,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Config::Connections { input, format } => {
+            no_state(&input, "connections")?;
             let d = start(&input)?;
             stream(&input, &d, |blobs, tick, out| {
                 export_connections(blobs, &input.run, format, tick, out)
@@ -299,6 +387,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             bin_ms,
             format,
         } => {
+            no_state(&input, "timeline")?;
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let (tl, ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
@@ -323,6 +412,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             weight,
             format,
         } => {
+            no_state(&input, "graph")?;
             let d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let (g, ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
@@ -814,4 +904,106 @@ fn write_report(
         );
     }
     Ok(finish(&data.ledger, d, run))
+}
+
+/// `--state-dir`: the options that change a command's results, as the state keeps them.
+/// The time window is left out: each unit keeps the cut the window made in it.
+fn state_options(
+    command: &str,
+    input: &InputConfig,
+    filters: &[String],
+    book: &AddressBook,
+    detect: &DetectOptions,
+    rule_files: &[String],
+) -> anyhow::Result<serde_json::Value> {
+    let mut o = state::Options::new(input, filters, book, detect);
+    // Every filter but the window, as parsed (the same for every command).
+    o.filters = vec![format!("{:?}", input.run.filter.without_window())];
+    let _ = filters;
+    // The rules files' contents, not only their names: an edited file is another audit.
+    let mut rules = Vec::new();
+    for f in rule_files {
+        let bytes = std::fs::read(f).with_context(|| format!("--rules {f}"))?;
+        rules.push(format!("{f} xxh3:{}", state::incremental::hex128(&bytes)));
+    }
+    o.rules = rules;
+    let mut v = serde_json::to_value(&o)?;
+    let m = v.as_object_mut().expect("an object");
+    m.insert("command".into(), command.into());
+    m.insert(
+        "max_blob_bytes".into(),
+        input.run.parse.limits.max_bytes.into(),
+    );
+    m.insert("dedup".into(), input.run.parse.dedup.into());
+    m.insert(
+        "shard".into(),
+        input.shard.map(|s| format!("{}/{}", s.k, s.n)).into(),
+    );
+    m.insert(
+        "partial_format_version".into(),
+        state::FORMAT_VERSION.into(),
+    );
+    Ok(v)
+}
+
+/// One pass through `--state-dir`: units unchanged since the last run come from the state,
+/// the others are read; the state is then saved, and the ledger says which was which.
+#[allow(clippy::too_many_arguments)]
+fn state_pass<F, C>(
+    input: &InputConfig,
+    d: &mut Discovered,
+    command: &str,
+    options: serde_json::Value,
+    progress: &Progress<'_>,
+    make_fold: impl Fn() -> F + Sync,
+    make_chain: impl Fn() -> C + Sync,
+    empty_part: impl Fn() -> C::Part + Sync,
+) -> anyhow::Result<(F, C::Part, Ledger)>
+where
+    F: crate::aggregate::Fold + serde::Serialize + serde::de::DeserializeOwned,
+    C: Chain,
+{
+    let dir = input.state_dir.as_deref().expect("--state-dir given");
+    let shown = term_safe(&dir.display().to_string()).into_owned();
+    if input.run.rejects.is_some() {
+        anyhow::bail!("--rejects cannot be used with --state-dir: blobs taken from the state are not read again, so their rejected tuples would be missing; run without --state-dir to write the rejects file");
+    }
+    if input.run.strict {
+        anyhow::bail!("--strict cannot be used with --state-dir: a run stopped early leaves units half read; run the strict check without --state-dir");
+    }
+    let st = StateDir::open(dir, command, options)?;
+    if let Some(why) = st.rebuilt() {
+        eprintln!(
+            "--state-dir {shown}: {}: rebuilding it with a full read",
+            term_safe(why)
+        );
+    }
+    let r = state::incremental::run(
+        &st, &d.blobs, &input.run, progress, make_fold, make_chain, empty_part,
+    )?;
+    let mut stats = r.stats;
+    if d.blobs.is_empty() {
+        eprintln!("--state-dir {shown}: no blobs read, the state is left as it was");
+    } else {
+        stats.state_bytes = st.commit(&r.units)?;
+        eprintln!(
+            "--state-dir {shown}: {} blobs from the state, {} read ({} of {} NIC-days read, {} dropped); state {} bytes",
+            stats.blobs_from_state,
+            stats.blobs_read,
+            stats.units_read,
+            stats.units,
+            stats.units_dropped,
+            stats.state_bytes
+        );
+    }
+    d.state = Some(stats);
+    Ok((r.fold, r.part, r.ledger))
+}
+
+/// Commands whose output is not a mergeable aggregate do not take `--state-dir`.
+fn no_state(input: &InputConfig, command: &str) -> anyhow::Result<()> {
+    if input.state_dir.is_some() {
+        anyhow::bail!("--state-dir works with summary, report, anomalies and audit (their results merge from saved parts); `{command}` reads its input in full");
+    }
+    Ok(())
 }

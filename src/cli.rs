@@ -237,6 +237,11 @@ pub struct InputArgs {
     /// same split for the same input. Run every K with --save-partial, then `merge`.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
+    /// Incremental runs (summary, report, anomalies, audit): keep what this run read in DIR
+    /// and, next time, read only blobs that are new or changed (per NIC and day); the result
+    /// always equals a full read. See the README, "Scheduled weekly report".
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -686,6 +691,8 @@ pub struct InputConfig {
     pub threads: Option<usize>,
     /// `--shard K/N`; `None` reads every discovered blob.
     pub shard: Option<Shard>,
+    /// `--state-dir DIR`: incremental runs ([`crate::state::incremental`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What `main` hands to `app::run`. One per process, so the size of its largest variant
@@ -972,6 +979,7 @@ impl InputArgs {
             },
             threads: self.threads,
             shard: self.shard.as_deref().map(Shard::parse).transpose()?,
+            state_dir: self.state_dir.clone(),
         })
     }
 }

@@ -53,6 +53,8 @@ pub struct BlobMeta {
     /// Modification time at discovery (Unix ms), when the file system gives one: with the
     /// path and size, the blob's identity in a partial file.
     pub mtime_ms: Option<i64>,
+    /// The ETag Azure Blob Storage lists (changes whenever the blob is written).
+    pub etag: Option<String>,
     /// The file's (device, inode) where the file system gives them: one file reached by two
     /// paths (`DIR` and `./DIR`, a followed link) is read once.
     pub file_id: Option<(u64, u64)>,
@@ -219,6 +221,8 @@ pub struct Discovered {
     pub unusable: Vec<String>,
     /// Per remote input, what its listing saw and kept.
     pub remote_listings: Vec<RemoteListing>,
+    /// `--state-dir`: what the run took from the state (set by the run, not by discovery).
+    pub state: Option<crate::state::incremental::StateUse>,
 }
 
 /// One `az://` input's listing: objects listed under the prefixes the window and filters

@@ -44,6 +44,15 @@ fn in_any(nets: &[IpNet], ip: &IpAddr) -> bool {
 }
 
 impl Filter {
+    /// The same filter without `--since`/`--until`.
+    pub fn without_window(&self) -> Filter {
+        Filter {
+            since_ms: None,
+            until_ms: None,
+            ..self.clone()
+        }
+    }
+
     /// Whether any tuple-level condition is set (beyond whole rule tables).
     pub fn has_tuple_filters(&self) -> bool {
         self.since_ms.is_some()

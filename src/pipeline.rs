@@ -77,6 +77,11 @@ fn failed(path: String, message: String) -> Ledger {
 }
 
 impl Worker {
+    /// The bytes of the blob read last (as stored: compressed blobs compressed).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Read one blob and parse it into `sink`; returns the blob's ledger.
     pub fn process<S: TableSink>(
         &mut self,

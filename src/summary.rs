@@ -68,6 +68,9 @@ pub struct LedgerReport {
     /// Per Azure Blob Storage input: what its (window-pruned) listing saw and kept.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remote_listings: Vec<crate::discover::RemoteListing>,
+    /// `--state-dir`: units and blobs taken from the state and read this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::state::incremental::StateUse>,
     /// Blob-level problems (failed, partial, warnings), sorted by path.
     pub problems: Vec<BlobProblem>,
     /// First examples of each reject reason, with locations.
@@ -223,6 +226,7 @@ impl LedgerReport {
                 .map(|p| p.display().to_string())
                 .collect(),
             remote_listings: d.remote_listings.clone(),
+            state: d.state.clone(),
             open_hour_skipped: d
                 .open_hour_skipped
                 .iter()

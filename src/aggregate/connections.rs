@@ -908,6 +908,173 @@ impl Stitcher {
     }
 }
 
+/// One open connection or denied series as [`OpenState`] keeps it: names and addresses in
+/// full, so that a state read back does not depend on the stitcher's ids.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+struct OpenWire {
+    mac: String,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    protocol: u16,
+    inbound: bool,
+    denied_map: bool,
+    nsg: String,
+    rule: String,
+    /// 0 NSG v1, 1 NSG v2, 2 VNet.
+    family: u8,
+    start_ms: i64,
+    end_ms: i64,
+    bytes: [u64; 2],
+    packets: [u64; 2],
+    tuples: u32,
+    denied: bool,
+    counted: bool,
+}
+
+/// What a stitcher holds between two blobs of a NIC: its open connections and denied series,
+/// and the clocks of its sweeps. Saved at the end of a `--state-dir` unit (a NIC's day), it
+/// lets the next unit be stitched later exactly as if the NIC had been read in one go.
+/// Entries are sorted, so equal states serialise to equal bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenState {
+    now_ms: i64,
+    swept_ms: i64,
+    swept_denied_ms: i64,
+    entries: Vec<OpenWire>,
+}
+
+fn family_code(f: Family) -> u8 {
+    match f {
+        Family::NsgV1 => 0,
+        Family::NsgV2 => 1,
+        Family::Vnet => 2,
+    }
+}
+
+fn family_of(c: u8) -> Option<Family> {
+    match c {
+        0 => Some(Family::NsgV1),
+        1 => Some(Family::NsgV2),
+        2 => Some(Family::Vnet),
+        _ => None,
+    }
+}
+
+impl Stitcher {
+    /// The open connections and clocks (see [`OpenState`]); the stitcher is unchanged.
+    pub fn open_state(&self) -> OpenState {
+        let n = &self.names;
+        let mut entries = Vec::with_capacity(self.open.t.len() + self.denied.t.len());
+        for (map, denied_map) in [(&self.open, false), (&self.denied, true)] {
+            for s in map.t.iter() {
+                let (k, o) = (s.k, s.o);
+                let (src, dst) = n.ips(k);
+                let (nsg, rule, family) = n.ctxs[o.ctx_id()];
+                entries.push(OpenWire {
+                    mac: n.macs[(k.meta >> MAC_SHIFT) as usize].to_string(),
+                    src,
+                    dst,
+                    sport: k.meta as u16,
+                    dport: (k.meta >> 16) as u16,
+                    protocol: ((k.meta >> PROTO_SHIFT) & 0x3FF) as u16,
+                    inbound: (k.meta >> DIR_SHIFT) & 1 == Direction::Inbound as u64,
+                    denied_map,
+                    nsg: n.names[nsg as usize].to_string(),
+                    rule: n.names[rule as usize].to_string(),
+                    family: family_code(family),
+                    start_ms: o.start_ms,
+                    end_ms: o.end_ms,
+                    bytes: o.bytes,
+                    packets: o.packets(&n.wide),
+                    tuples: o.tuples,
+                    denied: o.denied(),
+                    counted: o.ctx & COUNTED != 0,
+                });
+            }
+        }
+        entries.sort();
+        OpenState {
+            now_ms: self.now_ms,
+            swept_ms: self.swept_ms,
+            swept_denied_ms: self.swept_denied_ms,
+            entries,
+        }
+    }
+
+    /// Take up `state` (from [`Stitcher::open_state`]) in a stitcher that holds nothing open.
+    pub fn restore(&mut self, state: &OpenState) -> Result<(), String> {
+        if !self.open.t.is_empty() || !self.denied.t.is_empty() {
+            return Err("the stitcher is not empty".to_string());
+        }
+        self.now_ms = state.now_ms;
+        self.swept_ms = state.swept_ms;
+        self.swept_denied_ms = state.swept_denied_ms;
+        for e in &state.entries {
+            let family = family_of(e.family).ok_or("unknown log family")?;
+            let n = &mut self.names;
+            let mac = intern(&mut n.macs, &mut n.mac_ids, &e.mac);
+            let nsg = intern(&mut n.names, &mut n.ids, &e.nsg);
+            let rule = intern(&mut n.names, &mut n.ids, &e.rule);
+            let cx = n.ctx_id(nsg, rule, family);
+            let dir = if e.inbound {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            };
+            let meta = e.sport as u64
+                | (e.dport as u64) << 16
+                | ((e.protocol & 0x3FF) as u64) << PROTO_SHIFT
+                | (dir as u64) << DIR_SHIFT
+                | (mac as u64) << MAC_SHIFT;
+            let k = match (e.src, e.dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => Key {
+                    ips: (u32::from(s) as u64) << 32 | u32::from(d) as u64,
+                    meta,
+                },
+                (s, d) => Key {
+                    ips: n.ip_id(s) << 32 | n.ip_id(d),
+                    meta: meta | META_V6,
+                },
+            };
+            let mut ctx = cx;
+            if e.denied {
+                ctx |= DENIED;
+            }
+            if e.counted {
+                ctx |= COUNTED;
+            }
+            let packets = if (e.packets[0] | e.packets[1]) >> 32 == 0 {
+                [e.packets[0] as u32, e.packets[1] as u32]
+            } else {
+                ctx |= WIDE;
+                Open::spill(e.packets, &n.wide)
+            };
+            let o = Open {
+                start_ms: e.start_ms,
+                end_ms: e.end_ms,
+                bytes: e.bytes,
+                packets,
+                tuples: e.tuples,
+                ctx,
+            };
+            let map = if e.denied_map {
+                &mut self.denied
+            } else {
+                &mut self.open
+            };
+            match map.entry(k) {
+                Entry::Occupied(_) => return Err("the same connection twice".to_string()),
+                Entry::Vacant(v) => {
+                    v.insert(Slot { k, o });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One table's view of the stitcher: stitches its tuples one at a time.
 struct Step<'a> {
     names: &'a mut Names,
@@ -1158,6 +1325,31 @@ impl crate::aggregate::NicFold for ConnFold {
             .as_mut()
             .expect("summary mode")
             .merge(theirs);
+    }
+}
+
+impl ConnFold {
+    /// What the connections closed so far add up to, taken out: the fold goes on with what is
+    /// open and an empty summary of the same kind (a `--state-dir` unit's share).
+    pub fn take_part(&mut self) -> ConnSummary {
+        let s = self.stitch.summary.as_mut().expect("summary mode");
+        s.fold_recent();
+        let fresh = ConnSummary {
+            collect_beacons: s.collect_beacons,
+            tallies: s.tallies,
+            ..ConnSummary::default()
+        };
+        std::mem::replace(s, fresh)
+    }
+
+    /// The open connections (see [`OpenState`]).
+    pub fn open_state(&self) -> OpenState {
+        self.stitch.open_state()
+    }
+
+    /// Take up an [`OpenState`]: the fold must hold nothing open.
+    pub fn restore(&mut self, state: &OpenState) -> Result<(), String> {
+        self.stitch.restore(state)
     }
 }
 

@@ -91,33 +91,58 @@ pub fn report_pass_with(
     detect: bool,
     audit: Option<std::sync::Arc<Vec<crate::audit::Watch>>>,
 ) -> ReportData {
-    let (((summary, traffic), coverage, (detect, audit)), conns, ledger) = run_nics(
+    let (folds, conns, ledger) = run_nics(
         blobs,
         opts,
         progress,
-        || {
-            (
-                <(Summary, traffic::Traffic)>::default(),
-                coverage::Coverage::default(),
-                (
-                    crate::detect::Detect::new(detect),
-                    match &audit {
-                        Some(w) => crate::audit::Hits::new(w.clone()),
-                        None => crate::audit::Hits::off(),
-                    },
-                ),
-            )
-        },
+        || report_folds(detect, &audit),
         || connections::ConnFold::new(detect),
     );
-    ReportData {
-        summary,
-        traffic,
-        coverage,
-        detect,
-        audit,
-        conns: conns.into_summary(),
-        ledger,
+    ReportData::from_folds(folds, conns.into_summary(), ledger)
+}
+
+/// The report's order-free folds: rules, traffic, coverage, the detectors, the audit's hits.
+pub type ReportFolds = (
+    (Summary, traffic::Traffic),
+    coverage::Coverage,
+    (crate::detect::Detect, crate::audit::Hits),
+);
+
+/// The report's order-free folds, empty: the detectors on with `detect`, the audit's hits
+/// with `audit`'s watches (`report --rules`).
+pub fn report_folds(
+    detect: bool,
+    audit: &Option<std::sync::Arc<Vec<crate::audit::Watch>>>,
+) -> ReportFolds {
+    (
+        <(Summary, traffic::Traffic)>::default(),
+        coverage::Coverage::default(),
+        (
+            crate::detect::Detect::new(detect),
+            match audit {
+                Some(w) => crate::audit::Hits::new(w.clone()),
+                None => crate::audit::Hits::off(),
+            },
+        ),
+    )
+}
+
+impl ReportData {
+    /// The report's data from its finished folds.
+    pub fn from_folds(
+        ((summary, traffic), coverage, (detect, audit)): ReportFolds,
+        conns: connections::ConnSummary,
+        ledger: Ledger,
+    ) -> ReportData {
+        ReportData {
+            summary,
+            traffic,
+            coverage,
+            detect,
+            audit,
+            conns,
+            ledger,
+        }
     }
 }
 

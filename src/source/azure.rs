@@ -165,6 +165,7 @@ pub fn list(input: &str, opts: &DiscoverOptions) -> Result<Listing, String> {
             let mut m = BlobMeta::from_path(&path);
             m.size = o.size;
             m.mtime_ms = Some(o.last_modified.timestamp_millis());
+            m.etag = o.e_tag.clone();
             if opts.keeps(&m) {
                 out.blobs.push(m);
             } else {

@@ -13,6 +13,8 @@
 //! options (filters, `--dedup`, `--strict`, `--internal`, `--labels`), or the same blob read
 //! in two partials.
 
+pub mod incremental;
+
 use crate::addr::AddressBook;
 use crate::aggregate::coverage::Coverage;
 use crate::aggregate::{Fold, ReportData, Summary};
@@ -104,6 +106,32 @@ pub struct DetectRecord {
 }
 
 impl Options {
+    /// The options of a run that change its results.
+    pub fn new(
+        input: &InputConfig,
+        filters: &[String],
+        book: &AddressBook,
+        detect: &DetectOptions,
+    ) -> Options {
+        Options {
+            filters: filters.to_vec(),
+            strict: input.run.strict,
+            internal: book.internal.iter().map(|n| n.to_string()).collect(),
+            labels: book
+                .labels()
+                .iter()
+                .map(|(n, l)| (n.to_string(), l.clone()))
+                .collect(),
+            detect: DetectRecord {
+                enabled: detect.enabled,
+                config: detect.config.clone(),
+                min_severity: detect.min_severity,
+                baseline: detect.baseline.as_ref().map(|p| p.display().to_string()),
+            },
+            rules: Vec::new(),
+        }
+    }
+
     /// The detector options of a merged report (no `--fail-on`: merge has its own exit).
     pub fn detect_options(&self) -> anyhow::Result<DetectOptions> {
         Ok(DetectOptions {
@@ -178,23 +206,7 @@ impl Header {
             format_version: FORMAT_VERSION,
             tool: format!("nsgflow {}", env!("CARGO_PKG_VERSION")),
             command: command.to_string(),
-            options: Options {
-                filters: filters.to_vec(),
-                strict: input.run.strict,
-                internal: book.internal.iter().map(|n| n.to_string()).collect(),
-                labels: book
-                    .labels()
-                    .iter()
-                    .map(|(n, l)| (n.to_string(), l.clone()))
-                    .collect(),
-                detect: DetectRecord {
-                    enabled: detect.enabled,
-                    config: detect.config.clone(),
-                    min_severity: detect.min_severity,
-                    baseline: detect.baseline.as_ref().map(|p| path(p)),
-                },
-                rules: Vec::new(),
-            },
+            options: Options::new(input, filters, book, detect),
             inputs: input.inputs.iter().map(|p| path(p)).collect(),
             shard: input.shard,
             discovery: Discovery {
