@@ -4997,3 +4997,428 @@ fn an_azure_blob_deleted_after_listing_is_a_failed_blob_and_the_run_goes_on() {
         p.message
     );
 }
+
+// ---- --state-dir: incremental runs ----
+
+/// Every file of a report folder, report.json without its `ledger.state` (the one part that
+/// says what came from the state).
+fn report_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        if rel == "report.json" {
+            let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+            v["ledger"].as_object_mut().unwrap().remove("state");
+            bytes = serde_json::to_vec_pretty(&v).unwrap();
+        }
+        out.insert(rel, bytes);
+    }
+    out
+}
+
+/// `summary --format json` without `ledger.state`, and that state.
+fn summary_split(out: &std::process::Output) -> (Value, Value) {
+    let mut v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let st = v["ledger"]
+        .as_object_mut()
+        .unwrap()
+        .remove("state")
+        .unwrap_or(Value::Null);
+    (v, st)
+}
+
+/// A report and a summary of `input` with the state folders, each checked against a fresh
+/// full run (no state) of the same command and window: equal in every file and number.
+/// Returns the report run's `ledger.state` and its files.
+fn state_run_equals_fresh(
+    input: &Path,
+    states: &Path,
+    extra: &[&str],
+) -> (Value, BTreeMap<String, Vec<u8>>) {
+    let input = input.to_str().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let inc = tempfile::tempdir().unwrap();
+    let run = |out: &Path, state: Option<&Path>| {
+        let mut c = nsgflow();
+        c.args(["report", input, "-o", out.to_str().unwrap(), "--quiet"])
+            .args(extra);
+        if let Some(s) = state {
+            c.arg("--state-dir").arg(s);
+        }
+        let o = c.output().unwrap();
+        assert!(
+            matches!(o.status.code(), Some(0 | 3)),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    run(fresh.path(), None);
+    let err = run(inc.path(), Some(&states.join("report")));
+    assert!(err.contains("--state-dir "), "{err}");
+    let files = report_files(inc.path());
+    let want = report_files(fresh.path());
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &want {
+        assert!(files[k] == *v, "{k} differs from a fresh full run");
+    }
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(inc.path().join("report.json")).unwrap()).unwrap();
+    let state = report["ledger"]["state"].clone();
+
+    let summary = |state: Option<&Path>| {
+        let mut c = nsgflow();
+        c.args(["summary", input, "--format", "json"]).args(extra);
+        if let Some(s) = state {
+            c.arg("--state-dir").arg(s);
+        }
+        summary_split(&c.output().unwrap())
+    };
+    let (want, _) = summary(None);
+    let (got, sst) = summary(Some(&states.join("summary")));
+    assert_eq!(
+        got, want,
+        "summary with --state-dir differs from a fresh full run"
+    );
+    assert_eq!(sst["blobs_read"], state["blobs_read"], "{sst} vs {state}");
+    (state, files)
+}
+
+fn pt1h(dir: &Path, day: &str, hour: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            s.ends_with("PT1H.json") && s.contains(&format!("/d={day}/h={hour}/"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Keep the first `n` records of a blob (or all but the last when `n` is `None`).
+fn cut_records(path: &Path, n: Option<usize>) {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let r = v["records"].as_array_mut().unwrap();
+    let keep = n.unwrap_or(r.len() - 1);
+    r.truncate(keep);
+    std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn state_dir_runs_equal_a_fresh_full_run_after_every_change() {
+    // Six NICs over 54 hours: three UTC days, connections crossing midnight, every attack.
+    let c = tempfile::tempdir().unwrap();
+    nsgflow()
+        .args([
+            "gen",
+            "--out",
+            c.path().to_str().unwrap(),
+            "--seed",
+            "3",
+            "--nsgs",
+            "2",
+        ])
+        .args([
+            "--nics-per-nsg",
+            "3",
+            "--hours",
+            "54",
+            "--start",
+            "2026-01-05T20:00:00Z",
+        ])
+        .args(["--flows-per-minute", "2", "--attacks"])
+        .assert()
+        .success();
+    let states = tempfile::tempdir().unwrap();
+    // The last hour (d=08 h=01) arrives later; one of its blobs arrives half written.
+    let last = pt1h(c.path(), "08", "01");
+    assert_eq!(last.len(), 6);
+    let held = tempfile::tempdir().unwrap();
+    for (i, p) in last.iter().enumerate() {
+        std::fs::copy(p, held.path().join(i.to_string())).unwrap();
+        std::fs::remove_file(p).unwrap();
+    }
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+
+    // A full run: everything read.
+    let (st, first) = state_run_equals_fresh(c.path(), states.path(), &[]);
+    assert_eq!(
+        (n(&st, "blobs_read"), n(&st, "blobs_from_state")),
+        (318, 0),
+        "{st}"
+    );
+    assert_eq!((n(&st, "units"), n(&st, "units_read")), (24, 24), "{st}");
+
+    // Nothing changed: no blob read, the same bytes.
+    let (st, again) = state_run_equals_fresh(c.path(), states.path(), &[]);
+    assert_eq!((n(&st, "blobs_read"), n(&st, "bytes_read")), (0, 0), "{st}");
+    assert_eq!(n(&st, "blobs_from_state"), 318);
+    assert!(again == first);
+
+    // A new hour: only its day's units are read (h=00 and h=01 of each NIC's 8 January).
+    for (i, p) in last.iter().enumerate() {
+        std::fs::copy(held.path().join(i.to_string()), p).unwrap();
+    }
+    cut_records(&last[0], Some(20));
+    let (st, _) = state_run_equals_fresh(c.path(), states.path(), &[]);
+    assert_eq!(
+        (n(&st, "blobs_read"), n(&st, "units_read")),
+        (12, 6),
+        "{st}"
+    );
+    assert_eq!(n(&st, "units"), 24, "{st}");
+
+    // The open hour grew: its NIC's day is read again, nothing else.
+    std::fs::copy(held.path().join("0"), &last[0]).unwrap();
+    let (st, _) = state_run_equals_fresh(c.path(), states.path(), &[]);
+    assert_eq!((n(&st, "blobs_read"), n(&st, "units_read")), (2, 1), "{st}");
+
+    // A blob in the middle of a NIC's chain rewritten with other content: that NIC-day is
+    // read; the days after it are read again only if it ends with other open connections.
+    let mid = &pt1h(c.path(), "06", "12")[2];
+    cut_records(mid, None);
+    let (st, _) = state_run_equals_fresh(c.path(), states.path(), &[]);
+    assert!((24..=24 + 23).contains(&n(&st, "blobs_read")), "{st}");
+    assert!(n(&st, "units_read") <= 2, "{st}");
+
+    // A blob deleted.
+    std::fs::remove_file(&pt1h(c.path(), "07", "03")[4]).unwrap();
+    let (st, _) = state_run_equals_fresh(c.path(), states.path(), &[]);
+    assert_eq!(
+        (n(&st, "blobs_read"), n(&st, "units_read")),
+        (23, 1),
+        "{st}"
+    );
+
+    // A window cutting into two days: the days it cuts are read, the others dropped; the
+    // same window again reads nothing; a moved edge reads only the days it cuts.
+    let w = [
+        "--since",
+        "2026-01-06T10:30:00Z",
+        "--until",
+        "2026-01-07T05:00:00Z",
+    ];
+    let (st, _) = state_run_equals_fresh(c.path(), states.path(), &w);
+    assert_eq!((n(&st, "units"), n(&st, "units_dropped")), (12, 12), "{st}");
+    let (st, _) = state_run_equals_fresh(c.path(), states.path(), &w);
+    assert_eq!(n(&st, "blobs_read"), 0, "{st}");
+    let w2 = [
+        "--since",
+        "2026-01-06T11:30:00Z",
+        "--until",
+        "2026-01-07T05:00:00Z",
+    ];
+    let (st, _) = state_run_equals_fresh(c.path(), states.path(), &w2);
+    assert_eq!(n(&st, "units_read"), 6, "{st}");
+
+    // anomalies and audit through a state equal their full runs, and read nothing the
+    // second time.
+    for cmd in [
+        vec!["anomalies", "--format", "json"],
+        vec![
+            "audit",
+            "--rules",
+            "fixtures/definitions/az-nsg-list.json",
+            "--format",
+            "json",
+        ],
+    ] {
+        let sd = states.path().join(cmd[0]);
+        let run = |state: bool| {
+            let mut x = nsgflow();
+            x.current_dir(root())
+                .arg(cmd[0])
+                .arg(c.path())
+                .args(&cmd[1..]);
+            if state {
+                x.arg("--state-dir").arg(&sd);
+            }
+            let o = x.output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            let mut v: Value =
+                serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+            let st = v["ledger"].as_object_mut().unwrap().remove("state");
+            (v, st, err)
+        };
+        let (want, _, _) = run(false);
+        let (got, st, _) = run(true);
+        assert_eq!(got, want, "{}", cmd[0]);
+        assert_eq!(st.unwrap()["blobs_read"], 323);
+        let (got, st, err) = run(true);
+        assert_eq!(got, want, "{}", cmd[0]);
+        assert_eq!(st.unwrap()["blobs_read"], 0, "{err}");
+    }
+}
+
+#[test]
+fn a_killed_run_is_recovered_and_a_damaged_state_is_never_used() {
+    let states = tempfile::tempdir().unwrap();
+    let sd = states.path().join("s");
+    let run = |extra: &[&str]| {
+        let o = nsgflow()
+            .current_dir(root())
+            .args([
+                "summary",
+                "fixtures/container",
+                "--format",
+                "json",
+                "--state-dir",
+            ])
+            .arg(&sd)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            o,
+        )
+    };
+    let (code, _, o) = run(&[]);
+    assert_eq!(code, Some(0));
+    let (want, st) = summary_split(&o);
+    assert_eq!(
+        (st["blobs_read"].as_u64(), st["units"].as_u64()),
+        (Some(24), Some(6))
+    );
+
+    // A run killed while writing: half-written temporary files and a unit file the
+    // manifest never named. The next run uses the last complete state and tidies up.
+    std::fs::write(sd.join(".tmpAbC123"), b"{\"magic\":\"nsgfl").unwrap();
+    std::fs::write(sd.join("units/.tmpXyZ987"), [0xa4, 0x01]).unwrap();
+    std::fs::write(
+        sd.join("units/u-00000000000000000000000000000000.cbor"),
+        [0x82],
+    )
+    .unwrap();
+    let (code, err, o) = run(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    let (got, st) = summary_split(&o);
+    assert_eq!(got, want);
+    assert_eq!(
+        (st["blobs_read"].as_u64(), st["blobs_from_state"].as_u64()),
+        (Some(0), Some(24))
+    );
+    let mut left: Vec<String> = std::fs::read_dir(sd.join("units"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 6, "{left:?}");
+    assert!(left
+        .iter()
+        .all(|n| n.starts_with("u-") && n != "u-00000000000000000000000000000000.cbor"));
+    assert!(!sd.join(".tmpAbC123").exists());
+
+    // Other options: rebuilt, with a message saying which.
+    let (code, err, o) = run(&["--dedup"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("other options (") && err.contains("rebuilding it with a full read"),
+        "{err}"
+    );
+    assert_eq!(summary_split(&o).1["blobs_read"], 24);
+    assert!(summary_split(&o).1["rebuilt"]
+        .as_str()
+        .unwrap()
+        .contains("other options"));
+
+    // Another state version: rebuilt.
+    let m = sd.join("manifest.json");
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(
+        &m,
+        text.replace("\"state_version\": 1", "\"state_version\": 0"),
+    )
+    .unwrap();
+    let (_, err, _) = run(&["--dedup"]);
+    assert!(err.contains("the state is of version 0"), "{err}");
+
+    // A unit file that does not match the manifest: exit 2, nothing on stdout.
+    let unit = std::fs::read_dir(sd.join("units"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&unit).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&unit, &bytes).unwrap();
+    let (code, err, o) = run(&["--dedup"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("damaged state") && err.contains("does not match the hash"),
+        "{err}"
+    );
+    assert!(err.contains("remove the folder"), "{err}");
+    assert!(o.stdout.is_empty());
+
+    // A manifest cut short: exit 2.
+    std::fs::write(&m, &text[..text.len() / 2]).unwrap();
+    let (code, err, _) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("manifest.json is not JSON"), "{err}");
+
+    // A folder of the user's files is not taken over; a link is not followed.
+    let user = states.path().join("mine");
+    std::fs::create_dir(&user).unwrap();
+    std::fs::write(user.join("notes.txt"), "mine").unwrap();
+    let o = nsgflow()
+        .current_dir(root())
+        .args(["summary", "fixtures/container", "--state-dir"])
+        .arg(&user)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds other files (notes.txt)"));
+    #[cfg(unix)]
+    {
+        let link = states.path().join("link");
+        std::os::unix::fs::symlink(&user, &link).unwrap();
+        let o = nsgflow()
+            .current_dir(root())
+            .args(["summary", "fixtures/container", "--state-dir"])
+            .arg(&link)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("symbolic link"));
+    }
+
+    // Commands whose output is not an aggregate, and options that cannot be kept, refuse.
+    for (args, says) in [
+        (
+            vec!["top", "fixtures/container"],
+            "`top` reads its input in full",
+        ),
+        (
+            vec!["summary", "fixtures/container", "--strict"],
+            "--strict cannot be used with --state-dir",
+        ),
+    ] {
+        let o = nsgflow()
+            .current_dir(root())
+            .args(&args)
+            .arg("--state-dir")
+            .arg(states.path().join("other"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{args:?}"
+        );
+    }
+}

@@ -75,8 +75,13 @@ impl Beacons {
             return;
         }
         let v = self.map.entry((src, dst, dport)).or_default();
-        if v.len() < MAX_STARTS {
-            v.push((start_ms, bytes));
+        v.push((start_ms, bytes));
+        // The earliest MAX_STARTS by (start, bytes), whatever order connections close in
+        // (a long one closes after shorter later ones): the same set a merge keeps, so the
+        // result does not depend on how the NICs' blobs were split. Kept to 2 x MAX_STARTS
+        // between cuts.
+        if v.len() >= 2 * MAX_STARTS {
+            earliest(v);
         }
     }
 
@@ -85,11 +90,16 @@ impl Beacons {
             let e = self.map.entry(k).or_default();
             e.append(&mut v);
             if e.len() > MAX_STARTS {
-                e.sort_unstable();
-                e.truncate(MAX_STARTS);
+                earliest(e);
             }
         }
     }
+}
+
+/// Keep the earliest [`MAX_STARTS`] connections, sorted.
+fn earliest(v: &mut Vec<(i64, u64)>) {
+    v.sort_unstable();
+    v.truncate(MAX_STARTS);
 }
 
 fn quartiles(sorted: &[f64]) -> (f64, f64, f64) {
@@ -156,6 +166,7 @@ pub fn finish(
             k.2,
         );
         let mut conns = b.map[k].clone();
+        earliest(&mut conns);
         if conns.len() < c.min_connections
             || !cx.internal(&src)
             || !cx.external(&dst)
@@ -203,6 +214,31 @@ pub fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past MAX_STARTS, the connections kept are the earliest whatever order they closed in
+    /// and however the pairs' connections were split into parts before merging.
+    #[test]
+    fn the_connections_kept_do_not_depend_on_closing_order_or_split() {
+        let dst = u32::from_be_bytes([198, 51, 100, 7]);
+        let starts: Vec<i64> = (0..1_000).map(|i| (i * 7_919) % 1_000 * 60_000).collect();
+        let mut one = Beacons::default();
+        for &s in &starts {
+            one.add(1, dst, 443, s, 100);
+        }
+        let (mut a, mut b) = (Beacons::default(), Beacons::default());
+        for (i, &s) in starts.iter().rev().enumerate() {
+            if i % 3 == 0 { &mut a } else { &mut b }.add(1, dst, 443, s, 100);
+        }
+        a.merge(b);
+        let kept = |x: &Beacons| {
+            let mut v = x.map[&(1, dst, 443)].clone();
+            earliest(&mut v);
+            v
+        };
+        let want: Vec<(i64, u64)> = (0..MAX_STARTS as i64).map(|i| (i * 60_000, 100)).collect();
+        assert_eq!(kept(&one), want);
+        assert_eq!(kept(&a), want);
+    }
 
     #[test]
     fn a_steady_beacon_scores_high_and_random_traffic_does_not() {
