@@ -5422,3 +5422,102 @@ fn a_killed_run_is_recovered_and_a_damaged_state_is_never_used() {
         );
     }
 }
+
+#[test]
+fn azure_state_dir_reads_only_blobs_azure_rewrote() {
+    let Some((url, ref az)) = azurite_with_fixture("state-inc") else {
+        return;
+    };
+    let states = tempfile::tempdir().unwrap();
+    let sd = states.path().join("s");
+    let run = |state: bool| {
+        let mut c = nsgflow_az(&url);
+        c.args(["summary", az, "--format", "json"]);
+        if state {
+            c.arg("--state-dir").arg(&sd);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        summary_split(&o)
+    };
+    let (want, _) = run(false);
+    let (got, st) = run(true);
+    assert_eq!(got, want);
+    assert_eq!(
+        (st["blobs_read"].as_u64(), st["units"].as_u64()),
+        (Some(24), Some(6))
+    );
+    // The manifest keeps each blob's ETag, and no credential.
+    let manifest = std::fs::read_to_string(sd.join("manifest.json")).unwrap();
+    let m: Value = serde_json::from_str(&manifest).unwrap();
+    let blobs: Vec<&Value> = m["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|u| u["blobs"].as_array().unwrap())
+        .collect();
+    assert_eq!(blobs.len(), 24);
+    assert!(blobs
+        .iter()
+        .all(|b| b["etag"].as_str().is_some_and(|e| !e.is_empty())
+            && b["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("az://devstoreaccount1/state-inc/")
+            && b["xxh3"].as_str().is_some_and(|h| h.len() == 32)));
+    // The emulator's well-known account key must not reach the state.
+    let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq";
+    for f in walkdir::WalkDir::new(&sd).into_iter().map(|e| e.unwrap()) {
+        if f.file_type().is_file() {
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(key),
+                "{}",
+                f.path().display()
+            );
+        }
+    }
+    // Nothing changed: nothing downloaded.
+    let (got, st) = run(true);
+    assert_eq!(got, want);
+    assert_eq!(
+        (st["blobs_read"].as_u64(), st["bytes_read"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    // Azure rewrites one blob (another ETag, other content): its NIC-day is read again, and
+    // the result equals a fresh full read.
+    let name = blobs[0]["path"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("az://devstoreaccount1/state-inc/")
+        .to_string();
+    let local = root().join("fixtures/container").join(&name);
+    let tmp = tempfile::tempdir().unwrap();
+    let changed = tmp.path().join("PT1H.json");
+    std::fs::copy(&local, &changed).unwrap();
+    cut_records(&changed, None);
+    azurite_helper(&["put", "state-inc", &name, changed.to_str().unwrap()]);
+    let (want, _) = run(false);
+    let (got, st) = run(true);
+    assert_eq!(got, want);
+    let unit_blobs = m["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["blobs"][0]["path"] == blobs[0]["path"])
+        .unwrap()["blobs"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    assert_eq!(
+        (st["blobs_read"].as_u64(), st["units_read"].as_u64()),
+        (Some(unit_blobs), Some(1)),
+        "{st}"
+    );
+}
