@@ -638,6 +638,13 @@ fn check_partial_target(p: Option<&Path>) -> anyhow::Result<()> {
 
 /// Report the ledger's problems on stderr and decide the exit code.
 fn finish(l: &Ledger, d: &Discovered, run: &RunOptions) -> ExitCode {
+    if !d.remote_listings.is_empty() {
+        let (ahead, peak) = crate::source::prefetch_totals();
+        eprintln!(
+            "nsgflow: downloaded {ahead} blobs ahead of the parsers, at most {peak} bytes held at once (--download-budget {})",
+            run.download_budget
+        );
+    }
     let strict = run.strict;
     if let Some(r) = &run.rejects {
         match r.finish(l, d) {

@@ -242,6 +242,10 @@ pub struct InputArgs {
     /// always equals a full read. See the README, "Scheduled weekly report".
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Azure input: most bytes downloading ahead of the parsers or waiting for them (16
+    /// downloads at a time); 0 downloads each blob only when a thread reads it.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::gen::parse_size)]
+    pub download_budget: u64,
 }
 
 #[derive(Args, Debug)]
@@ -967,6 +971,7 @@ impl InputArgs {
                         .collect::<Result<_, _>>()?,
                 },
                 strict: self.strict,
+                download_budget: self.download_budget,
                 rejects: self.rejects.as_ref().map(|p| {
                     std::sync::Arc::new(crate::rejects::RejectLog::new(
                         p.clone(),

@@ -23,7 +23,6 @@ use crate::parse::{
     parse_blob, BlobProblem, BlobProblemKind, Ledger, ParseOptions, PathDefaults, Scratch,
     TableBuffer, TableSink,
 };
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -37,6 +36,44 @@ pub struct RunOptions {
     pub strict: bool,
     /// `--rejects FILE`: every rejected tuple goes there (with `parse.keep_rejects`).
     pub rejects: Option<std::sync::Arc<crate::rejects::RejectLog>>,
+    /// `--download-budget`: bytes of Azure blobs downloading ahead of the readers or waiting
+    /// for them, at most (0: no download ahead).
+    pub download_budget: u64,
+}
+
+/// Blobs of NIC groups in the order `threads` owners taking the groups in `order` ask for
+/// them: one blob of each of the first `threads` groups in turn, a finished group's place
+/// taken by the next. What a prefetcher downloads ahead.
+pub fn owner_order<'a>(
+    groups: impl IntoIterator<Item = Vec<&'a BlobMeta>>,
+    threads: usize,
+) -> Vec<(&'a std::path::Path, u64)> {
+    let mut pending = groups.into_iter();
+    let mut active: Vec<std::vec::IntoIter<&BlobMeta>> = pending
+        .by_ref()
+        .take(threads.max(1))
+        .map(Vec::into_iter)
+        .collect();
+    let mut out = Vec::new();
+    while !active.is_empty() {
+        let mut i = 0;
+        while i < active.len() {
+            // A finished group's owner takes the next group at once.
+            match active[i].next() {
+                Some(b) => {
+                    out.push((b.path.as_path(), b.size));
+                    i += 1;
+                }
+                None => match pending.next() {
+                    Some(g) => active[i] = g.into_iter(),
+                    None => {
+                        active.remove(i);
+                    }
+                },
+            }
+        }
+    }
+    out
 }
 
 impl RunOptions {
@@ -263,40 +300,52 @@ pub fn run<F: Fold>(
     progress: &Progress<'_>,
     make: impl Fn() -> F + Sync,
 ) -> (F, Ledger) {
-    // Largest first: better load balance across threads; the merge is order-free.
+    // Largest first: better load balance across threads; the merge is order-free. Threads
+    // take the next blob from a shared counter, so blobs are asked for in this order (what
+    // the prefetcher downloads ahead), and each thread keeps one fold.
     let mut order: Vec<&BlobMeta> = blobs.iter().collect();
     order.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    let _ahead = crate::source::prefetch(
+        order.iter().map(|b| (b.path.as_path(), b.size)),
+        opts.download_budget,
+        opts.parse.limits.max_bytes,
+    );
     let hit = AtomicBool::new(false);
     let stop = Stop {
         strict: opts.strict,
         hit: &hit,
     };
-    order
-        .par_iter()
-        .with_max_len(1)
-        .fold(
-            || (make(), Ledger::default(), Worker::default()),
-            |(mut acc, mut ledger, mut w), blob| {
-                if stop.stopped() {
-                    ledger.blobs_unread += 1;
-                    return (acc, ledger, w);
-                }
-                let l = read_into(&mut w, blob, opts, &mut acc);
-                stop.note(&l);
-                ledger.merge(l);
-                progress();
-                (acc, ledger, w)
-            },
-        )
-        .map(|(a, l, _)| (a, l))
-        .reduce(
-            || (make(), Ledger::default()),
-            |(mut a, mut la), (b, lb)| {
-                a.merge(b);
-                la.merge(lb);
-                (a, la)
-            },
-        )
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let (mut acc, mut ledger, mut w) = (make(), Ledger::default(), Worker::default());
+        while let Some(blob) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if stop.stopped() {
+                ledger.blobs_unread += 1;
+                continue;
+            }
+            let l = read_into(&mut w, blob, opts, &mut acc);
+            stop.note(&l);
+            ledger.merge(l);
+            progress();
+        }
+        (acc, ledger)
+    };
+    let threads = rayon::current_num_threads().clamp(1, order.len().max(1));
+    let parts: Vec<(F, Ledger)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut parts = vec![work()];
+        for h in handles {
+            parts.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        parts
+    });
+    let mut parts = parts.into_iter();
+    let (mut acc, mut ledger) = parts.next().expect("one thread at least");
+    for (a, l) in parts {
+        acc.merge(a);
+        ledger.merge(l);
+    }
+    (acc, ledger)
 }
 
 /// Blobs grouped by NIC (MAC from the path; blobs without one stand alone), each group in
@@ -591,6 +640,11 @@ pub fn run_ordered<F: Fold, N: NicFold>(
     if schedule == Schedule::LargestFirst {
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     }
+    let _ahead = crate::source::prefetch(
+        owner_order(order.iter().map(|&(_, gi)| groups[gi].clone()), threads),
+        opts.download_budget,
+        opts.parse.limits.max_bytes,
+    );
     let lanes: Vec<Lane> = groups.iter().map(|g| Lane::new(g.len())).collect();
     let next = AtomicUsize::new(0);
     let hit = AtomicBool::new(false);
@@ -765,6 +819,23 @@ mod tests {
             format!("6 {} {}", alone.ledger.tuples, alone.ledger.tuples)
         );
         assert!(a.1.iter().sum::<u64>() > 1000, "{:?}", a.1);
+    }
+
+    /// The prefetch order follows the owners: one blob of each active group in turn.
+    #[test]
+    fn owners_ask_for_blobs_round_robin_over_their_groups() {
+        let b = |n: &str| BlobMeta {
+            path: n.into(),
+            size: 1,
+            ..BlobMeta::default()
+        };
+        let (a1, a2, a3, b1, c1, c2) = (b("a1"), b("a2"), b("a3"), b("b1"), b("c1"), b("c2"));
+        let groups = vec![vec![&a1, &a2, &a3], vec![&b1], vec![&c1, &c2]];
+        let names: Vec<String> = owner_order(groups, 2)
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        assert_eq!(names, ["a1", "b1", "a2", "c1", "a3", "c2"]);
     }
 
     /// Group outputs reach the writer in group order, whatever order they finish in.

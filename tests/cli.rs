@@ -5521,3 +5521,79 @@ fn azure_state_dir_reads_only_blobs_azure_rewrote() {
         "{st}"
     );
 }
+
+#[test]
+fn azure_downloads_run_ahead_under_the_byte_budget() {
+    let Some((url, ref az)) = azurite_with_fixture("budget") else {
+        return;
+    };
+    let (want, _) = summary_split(
+        &nsgflow()
+            .current_dir(root())
+            .args(["summary", "fixtures/container", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let largest = walkdir::WalkDir::new(root().join("fixtures/container"))
+        .into_iter()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap();
+    for budget in ["1", "40K", "256M", "0"] {
+        let o = nsgflow_az(&url)
+            .args([
+                "summary",
+                az,
+                "--format",
+                "json",
+                "--download-budget",
+                budget,
+                "-j",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        let (mut got, _) = summary_split(&o);
+        got["ledger"]
+            .as_object_mut()
+            .unwrap()
+            .remove("remote_listings");
+        let text = serde_json::to_string(&got)
+            .unwrap()
+            .replace("az://devstoreaccount1/budget/", "");
+        let want_text = serde_json::to_string(&want)
+            .unwrap()
+            .replace(
+                &format!("{}/", root().join("fixtures/container").display()),
+                "",
+            )
+            .replace("fixtures/container/", "");
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap()["totals"],
+            serde_json::from_str::<Value>(&want_text).unwrap()["totals"],
+            "--download-budget {budget}"
+        );
+        let line = err
+            .lines()
+            .find(|l| l.contains("blobs ahead of the parsers"))
+            .unwrap_or_else(|| panic!("{err}"));
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let (ahead, peak) = (nums[0], nums[1]);
+        // Never more than the budget, except one blob alone when it is larger.
+        let limit = match budget {
+            "1" => largest,
+            "40K" => (40 * 1024).max(largest),
+            _ => 256 << 20,
+        };
+        assert!(peak <= limit, "{budget}: {line}");
+        match budget {
+            "0" => assert_eq!((ahead, peak), (0, 0), "{line}"),
+            _ => assert!(ahead > 0 && ahead <= 24, "{line}"),
+        }
+    }
+}

@@ -295,28 +295,239 @@ fn prune(prefix: &str, opts: &DiscoverOptions) -> Walk {
     }
 }
 
-/// Read one remote blob (path `az://ACCOUNT/CONTAINER/NAME`) into `buf`, at most `max` bytes.
+/// Read one remote blob (path `az://ACCOUNT/CONTAINER/NAME`) into `buf`, at most `max` bytes:
+/// the download a [`Prefetch`] made ahead of the reader when there is one, else now.
 pub fn read(p: &Path, max: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<u64>> {
+    if let Some(r) = take_prefetched(p, buf) {
+        return r;
+    }
+    runtime().block_on(fetch(p.to_path_buf(), max, buf))
+}
+
+/// GET one blob into `buf`, at most `max` bytes (`Ok(Some(n))`: over, not kept).
+async fn fetch(p: PathBuf, max: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<u64>> {
     let text = p.to_str().unwrap_or("");
     let loc = Location::parse(text).map_err(std::io::Error::other)?;
     let store = client(&loc.account, &loc.container).map_err(std::io::Error::other)?;
     let name = OPath::parse(&loc.prefix).map_err(|e| std::io::Error::other(e.to_string()))?;
-    runtime().block_on(async {
-        let r = store.get(&name).await.map_err(io_error)?;
-        if r.meta.size > max {
-            return Ok(Some(r.meta.size));
+    let r = store.get(&name).await.map_err(io_error)?;
+    if r.meta.size > max {
+        return Ok(Some(r.meta.size));
+    }
+    buf.reserve(r.meta.size as usize);
+    let mut stream = r.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(io_error)?;
+        buf.extend_from_slice(&chunk);
+        if buf.len() as u64 > max {
+            let n = buf.len() as u64;
+            buf.clear();
+            return Ok(Some(n));
         }
-        buf.reserve(r.meta.size as usize);
-        let mut stream = r.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(io_error)?;
-            buf.extend_from_slice(&chunk);
-            if buf.len() as u64 > max {
-                return Ok(Some(buf.len() as u64));
+    }
+    Ok(None)
+}
+
+/// Downloads running ahead of the readers at once.
+pub const PREFETCH_CONCURRENCY: usize = 16;
+
+/// A download ahead of its reader.
+enum Slot {
+    /// Not started: a reader that asks for it now fetches it itself.
+    Queued,
+    /// A reader fetched it itself; the prefetcher passes it by.
+    Taken,
+    /// Downloading.
+    InFlight,
+    /// Downloaded, waiting for its reader, `n` bytes of the budget held.
+    Ready(u64, std::io::Result<Option<u64>>, Vec<u8>),
+}
+
+struct PrefetchState {
+    slots: HashMap<PathBuf, Slot>,
+    /// Bytes downloading or downloaded and not yet taken.
+    held: u64,
+    in_flight: usize,
+    stop: bool,
+    /// Most bytes held at once, and downloads made ahead.
+    peak: u64,
+    fetched: u64,
+}
+
+struct PrefetchShared {
+    st: Mutex<PrefetchState>,
+    cv: std::sync::Condvar,
+}
+
+impl PrefetchShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PrefetchState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn prefetchers() -> &'static Mutex<Vec<std::sync::Weak<PrefetchShared>>> {
+    static P: OnceLock<Mutex<Vec<std::sync::Weak<PrefetchShared>>>> = OnceLock::new();
+    P.get_or_init(Default::default)
+}
+
+/// Remote blobs downloaded ahead of the readers, in the order they will ask for them, up to
+/// [`PREFETCH_CONCURRENCY`] at once and never more than `budget` bytes downloading or
+/// waiting for their reader (a blob larger than the budget is fetched alone). A reader that
+/// asks for a blob not yet started fetches it itself, so readers never wait on the budget.
+/// Stops (and lets in-flight downloads finish unread) when dropped.
+pub struct Prefetch {
+    shared: Arc<PrefetchShared>,
+    driver: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a prefetcher did: downloads made ahead, and the most bytes it held at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefetchStats {
+    pub fetched: u64,
+    pub peak_bytes: u64,
+}
+
+impl Prefetch {
+    /// Start downloading `order` (remote blob paths and their listed sizes) ahead.
+    pub fn start(order: Vec<(PathBuf, u64)>, budget: u64, max: u64) -> Prefetch {
+        let shared = Arc::new(PrefetchShared {
+            st: Mutex::new(PrefetchState {
+                slots: order
+                    .iter()
+                    .map(|(p, _)| (p.clone(), Slot::Queued))
+                    .collect(),
+                held: 0,
+                in_flight: 0,
+                stop: false,
+                peak: 0,
+                fetched: 0,
+            }),
+            cv: std::sync::Condvar::new(),
+        });
+        {
+            let mut all = prefetchers().lock().unwrap_or_else(|e| e.into_inner());
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&shared));
+        }
+        let sh = shared.clone();
+        let driver = std::thread::Builder::new()
+            .name("nsgflow-prefetch".into())
+            .spawn(move || {
+                for (p, size) in order {
+                    let mut st = sh.lock();
+                    loop {
+                        if st.stop {
+                            return;
+                        }
+                        let fits = st.held == 0 || st.held + size <= budget;
+                        if fits && st.in_flight < PREFETCH_CONCURRENCY {
+                            break;
+                        }
+                        st = sh.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if !matches!(st.slots.get(&p), Some(Slot::Queued)) {
+                        continue;
+                    }
+                    st.slots.insert(p.clone(), Slot::InFlight);
+                    st.held += size;
+                    st.peak = st.peak.max(st.held);
+                    st.in_flight += 1;
+                    st.fetched += 1;
+                    drop(st);
+                    let sh2 = sh.clone();
+                    runtime().spawn(async move {
+                        let mut buf = Vec::new();
+                        let r = fetch(p.clone(), max, &mut buf).await;
+                        let mut st = sh2.lock();
+                        st.in_flight -= 1;
+                        st.slots.insert(p, Slot::Ready(size, r, buf));
+                        drop(st);
+                        sh2.cv.notify_all();
+                    });
+                }
+            })
+            .expect("cannot start the prefetch thread");
+        Prefetch {
+            shared,
+            driver: Some(driver),
+        }
+    }
+
+    pub fn stats(&self) -> PrefetchStats {
+        let st = self.shared.lock();
+        PrefetchStats {
+            fetched: st.fetched,
+            peak_bytes: st.peak,
+        }
+    }
+}
+
+/// What every prefetcher of this process did so far (for the run's stderr line).
+pub fn prefetch_totals() -> PrefetchStats {
+    *TOTALS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+static TOTALS: Mutex<PrefetchStats> = Mutex::new(PrefetchStats {
+    fetched: 0,
+    peak_bytes: 0,
+});
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        let mine = self.stats();
+        {
+            let mut t = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
+            t.fetched += mine.fetched;
+            t.peak_bytes = t.peak_bytes.max(mine.peak_bytes);
+        }
+        self.shared.lock().stop = true;
+        self.shared.cv.notify_all();
+        if let Some(d) = self.driver.take() {
+            let _ = d.join();
+        }
+        let mut all = prefetchers().lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| {
+            w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.shared))
+        });
+    }
+}
+
+/// The prefetched download of `p`, into `buf` (swapped in, not copied), waiting for it when
+/// it is in flight; `None` when no prefetcher has it (the reader fetches it itself).
+fn take_prefetched(p: &Path, buf: &mut Vec<u8>) -> Option<std::io::Result<Option<u64>>> {
+    let all: Vec<Arc<PrefetchShared>> = {
+        let all = prefetchers().lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().filter_map(|w| w.upgrade()).collect()
+    };
+    for sh in all {
+        let mut st = sh.lock();
+        loop {
+            match st.slots.get_mut(p) {
+                None => break,
+                Some(s @ Slot::Queued) => {
+                    *s = Slot::Taken;
+                    return None;
+                }
+                Some(Slot::Taken) => return None,
+                Some(Slot::InFlight) => {
+                    st = sh.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                Some(Slot::Ready(..)) => {
+                    let Some(Slot::Ready(size, r, mut bytes)) =
+                        st.slots.insert(p.to_path_buf(), Slot::Taken)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    st.held -= size;
+                    drop(st);
+                    sh.cv.notify_all();
+                    std::mem::swap(buf, &mut bytes);
+                    return Some(r);
+                }
             }
         }
-        Ok(None)
-    })
+    }
+    None
 }
 
 fn io_error(e: object_store::Error) -> std::io::Error {

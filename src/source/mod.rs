@@ -62,6 +62,49 @@ fn read_remote(_: &Path, _: u64, _: &mut Vec<u8>) -> std::io::Result<Option<u64>
     Err(std::io::Error::other(NO_AZURE))
 }
 
+/// Remote blobs downloaded ahead of the readers (see [`azure::Prefetch`]); dropping it stops.
+#[cfg(feature = "azure")]
+pub type Prefetch = azure::Prefetch;
+
+/// Without the `azure` feature there is nothing to download.
+#[cfg(not(feature = "azure"))]
+pub struct Prefetch;
+
+/// Start downloading the remote blobs among `order` (path, listed size), in that order, under
+/// `budget` bytes in flight; `None` when there is none.
+pub fn prefetch<'a>(
+    order: impl IntoIterator<Item = (&'a Path, u64)>,
+    budget: u64,
+    max: u64,
+) -> Option<Prefetch> {
+    let remote: Vec<(std::path::PathBuf, u64)> = order
+        .into_iter()
+        .filter(|(p, _)| is_remote(p))
+        .map(|(p, n)| (p.to_path_buf(), n))
+        .collect();
+    if remote.is_empty() || budget == 0 {
+        return None;
+    }
+    #[cfg(feature = "azure")]
+    return Some(azure::Prefetch::start(remote, budget, max));
+    #[cfg(not(feature = "azure"))]
+    {
+        let _ = max;
+        None
+    }
+}
+
+/// Downloads made ahead so far in this process, and the most bytes held at once.
+pub fn prefetch_totals() -> (u64, u64) {
+    #[cfg(feature = "azure")]
+    {
+        let t = azure::prefetch_totals();
+        (t.fetched, t.peak_bytes)
+    }
+    #[cfg(not(feature = "azure"))]
+    (0, 0)
+}
+
 /// Why a build without the `azure` feature refuses remote inputs.
 #[cfg(not(feature = "azure"))]
 pub const NO_AZURE: &str =

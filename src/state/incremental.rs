@@ -602,6 +602,31 @@ where
     inner.filter.since_ms = None;
     inner.filter.until_ms = None;
     let (since, until) = (opts.filter.since_ms, opts.filter.until_ms);
+    // Download ahead the blobs of NIC-days that are new or changed (a NIC-day whose blobs are
+    // unchanged may still be read, when the day before it ends otherwise: it is then fetched
+    // when read).
+    let threads = rayon::current_num_threads().max(1);
+    let to_read = order.iter().map(|&(_, gi)| {
+        units_of(&groups[gi])
+            .into_iter()
+            .filter(|(key, unit)| {
+                !state.old.get(key).is_some_and(|o| {
+                    o.ledger.blobs_failed == 0
+                        && o.blobs.len() == unit.len()
+                        && o.blobs
+                            .iter()
+                            .zip(unit)
+                            .all(|(a, b)| a.same(&BlobRecord::of(b)))
+                })
+            })
+            .flat_map(|(_, unit)| unit)
+            .collect::<Vec<&BlobMeta>>()
+    });
+    let _ahead = crate::source::prefetch(
+        crate::pipeline::owner_order(to_read, threads),
+        opts.download_budget,
+        opts.parse.limits.max_bytes,
+    );
     let next = AtomicUsize::new(0);
     let failed = Mutex::new(false);
     let work = || {
@@ -639,7 +664,6 @@ where
         }
         acc
     };
-    let threads = rayon::current_num_threads().max(1);
     let accs: Vec<Acc<F, C::Part>> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
         let mut v = vec![work()];
