@@ -244,7 +244,7 @@ pub struct InputArgs {
     pub state_dir: Option<PathBuf>,
     /// Azure input: most bytes downloading ahead of the parsers or waiting for them (16
     /// downloads at a time); 0 downloads each blob only when a thread reads it.
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::gen::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = crate::gen::parse_size)]
     pub download_budget: u64,
 }
 

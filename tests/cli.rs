@@ -5539,7 +5539,7 @@ fn azure_downloads_run_ahead_under_the_byte_budget() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .max()
         .unwrap();
-    for budget in ["1", "40K", "256M", "0"] {
+    for budget in ["1", "40K", "64M", "0"] {
         let o = nsgflow_az(&url)
             .args([
                 "summary",
@@ -5588,7 +5588,7 @@ fn azure_downloads_run_ahead_under_the_byte_budget() {
         let limit = match budget {
             "1" => largest,
             "40K" => (40 * 1024).max(largest),
-            _ => 256 << 20,
+            _ => 64 << 20,
         };
         assert!(peak <= limit, "{budget}: {line}");
         match budget {
