@@ -3,9 +3,16 @@
 //                                                   under their paths relative to DIR
 //   node scripts/azurite.cjs delete CONTAINER NAME  delete one blob
 //   node scripts/azurite.cjs put CONTAINER NAME FILE
+//   node scripts/azurite.cjs sas CONTAINER PERMS    print a container SAS token (e.g. "r",
+//                                                   "rl") valid for an hour
 // object_store cannot create containers; the official SDK (@azure/storage-blob, installed
 // by .ci/run beside azurite, found through NODE_PATH) signs the requests.
-const { BlobServiceClient, StorageSharedKeyCredential } = require("@azure/storage-blob");
+const {
+  BlobServiceClient,
+  StorageSharedKeyCredential,
+  generateBlobSASQueryParameters,
+  ContainerSASPermissions,
+} = require("@azure/storage-blob");
 const fs = require("fs");
 const path = require("path");
 
@@ -13,7 +20,8 @@ const url = (process.env.AZURITE_BLOB_STORAGE_URL || "http://127.0.0.1:10000").r
 const account = "devstoreaccount1";
 const key =
   "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-const service = new BlobServiceClient(`${url}/${account}`, new StorageSharedKeyCredential(account, key));
+const cred = new StorageSharedKeyCredential(account, key);
+const service = new BlobServiceClient(`${url}/${account}`, cred);
 
 function files(dir) {
   const out = [];
@@ -37,6 +45,17 @@ async function main() {
   } else if (cmd === "put") {
     await c.createIfNotExists();
     await c.getBlockBlobClient(a).uploadFile(b);
+  } else if (cmd === "sas") {
+    const sas = generateBlobSASQueryParameters(
+      {
+        containerName: container,
+        permissions: ContainerSASPermissions.parse(a),
+        startsOn: new Date(Date.now() - 5 * 60 * 1000),
+        expiresOn: new Date(Date.now() + 60 * 60 * 1000),
+      },
+      cred,
+    );
+    process.stdout.write(sas.toString());
   } else if (cmd === "delete") {
     await c.getBlockBlobClient(a).delete();
   } else {

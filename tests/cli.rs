@@ -5597,3 +5597,50 @@ fn azure_downloads_run_ahead_under_the_byte_budget() {
         }
     }
 }
+
+#[test]
+fn a_sas_token_reads_with_read_and_list_rights_and_without_list_is_one_line() {
+    let Some((url, ref az)) = azurite_with_fixture("sas-rights") else {
+        return;
+    };
+    let sas = |perms: &str| {
+        let o = std::process::Command::new("node")
+            .arg(root().join("scripts/azurite.cjs"))
+            .args(["sas", "sas-rights", perms])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let run = |token: &str| {
+        let o = nsgflow_az(&url)
+            .env("AZURE_STORAGE_SAS_TOKEN", token)
+            .args(["summary", az, "--format", "json"])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            o.stdout,
+        )
+    };
+    let rl = sas("rl");
+    let (code, err, out) = run(&rl);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["ledger"]["tuples"], 849);
+    let r = sas("r");
+    let sig = r
+        .split('&')
+        .find(|p| p.starts_with("sig="))
+        .unwrap()
+        .to_string();
+    let (code, err, out) = run(&r);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty());
+    assert_eq!(
+        err.trim_end(),
+        "nsgflow: authentication failed for account devstoreaccount1 (or no permission to list container sas-rights): check AZURE_STORAGE_ACCOUNT_KEY / AZURE_STORAGE_KEY, or the SAS token's expiry and its read + list permissions (role: Storage Blob Data Reader)"
+    );
+    assert!(!err.contains(&sig[4..]), "{err}");
+}
