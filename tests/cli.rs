@@ -5644,3 +5644,27 @@ fn a_sas_token_reads_with_read_and_list_rights_and_without_list_is_one_line() {
     );
     assert!(!err.contains(&sig[4..]), "{err}");
 }
+
+#[test]
+fn the_emulators_path_style_url_reads_the_same_container() {
+    let Some((url, ref az)) = azurite_with_fixture("path-style") else {
+        return;
+    };
+    let totals = |input: &str| {
+        let o = nsgflow_az(&url)
+            .args(["summary", input, "--format", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["totals"].clone(), v["ledger"]["blobs"].clone())
+    };
+    let path_style = format!("{}/devstoreaccount1/path-style", url.trim_end_matches('/'));
+    assert_eq!(totals(&path_style), totals(az));
+    assert_eq!(totals(az).1, 24);
+}

@@ -47,12 +47,14 @@ impl Location {
             .or_else(|| input.strip_prefix("http://"))
         {
             let (host, rest) = rest.split_once('/').unwrap_or((rest, ""));
-            let account = host
-                .strip_suffix(".blob.core.windows.net")
-                .ok_or_else(|| {
-                    format!("{input}: not an Azure Blob Storage URL (https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX, or az://ACCOUNT/CONTAINER/PREFIX)")
-                })?;
-            (account, rest)
+            match host.strip_suffix(".blob.core.windows.net") {
+                Some(account) => (account, rest),
+                // The emulator's path-style URL: http://HOST:PORT/ACCOUNT/CONTAINER/PREFIX.
+                None if emulator() => rest.split_once('/').unwrap_or((rest, "")),
+                None => return Err(format!(
+                    "{input}: not an Azure Blob Storage URL (https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX, or az://ACCOUNT/CONTAINER/PREFIX; an emulator's http://HOST:PORT/ACCOUNT/CONTAINER needs AZURE_STORAGE_USE_EMULATOR=1 and AZURITE_BLOB_STORAGE_URL)"
+                )),
+            }
         } else {
             return Err(format!("{input}: not an az:// or https:// address"));
         };
@@ -92,6 +94,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("cannot start the I/O runtime")
     })
+}
+
+/// Whether `AZURE_STORAGE_USE_EMULATOR` asks for the emulator (as object_store reads it).
+fn emulator() -> bool {
+    std::env::var("AZURE_STORAGE_USE_EMULATOR")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 
 /// One client per account and container, shared by every thread.
