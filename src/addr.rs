@@ -15,7 +15,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 /// The class of one flow, from its two addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlowClass {
     /// Both ends internal (intra- or inter-VNet, on-premises over VPN/ExpressRoute).
@@ -236,6 +238,38 @@ pub enum Node {
     Ip(IpAddr),
     Prefix(IpNet),
     Label(u32),
+}
+
+/// A [`Node`] as a `--state-dir` unit keeps it (a label by its id in the same `--labels`,
+/// which the state's options pin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum NodeWire {
+    Ip(IpAddr),
+    Prefix(IpAddr, u8),
+    Label(u32),
+}
+
+impl From<Node> for NodeWire {
+    fn from(n: Node) -> NodeWire {
+        match n {
+            Node::Ip(ip) => NodeWire::Ip(ip),
+            Node::Prefix(net) => NodeWire::Prefix(net.addr(), net.prefix_len()),
+            Node::Label(id) => NodeWire::Label(id),
+        }
+    }
+}
+
+impl TryFrom<NodeWire> for Node {
+    type Error = String;
+    fn try_from(n: NodeWire) -> Result<Node, String> {
+        Ok(match n {
+            NodeWire::Ip(ip) => Node::Ip(ip),
+            NodeWire::Prefix(ip, len) => {
+                Node::Prefix(IpNet::new(ip, len).map_err(|e| e.to_string())?)
+            }
+            NodeWire::Label(id) => Node::Label(id),
+        })
+    }
 }
 
 impl AddressBook {

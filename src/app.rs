@@ -17,7 +17,7 @@ use crate::parse::Ledger;
 use crate::pipeline::{run as run_folds, run_nics, Progress, RunOptions};
 use crate::report::build::{assemble, ReportContext};
 use crate::report::Findings;
-use crate::state::incremental::{Chain, NoChain, StateDir};
+use crate::state::incremental::{Chain, NoChain, Persist, StateDir};
 use crate::state::{self, Body, BodyRef};
 use crate::summary::SummaryReport;
 use crate::tables::{render_timeline, render_top, render_top_connections, to_json};
@@ -313,27 +313,68 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             connections,
             format,
         } => {
-            no_state(&input, "top")?;
-            let d = start(&input)?;
+            let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let tick = || bar.inc(1);
             let out = match connections {
                 Some(metric) => {
-                    let ((), best, ledger) = run_nics(
-                        &d.blobs,
-                        &input.run,
-                        &tick,
-                        || (),
-                        || TopConnections::new(metric, spec.n),
-                    );
+                    let make = || TopConnections::new(metric, spec.n);
+                    let ((), best, ledger) = if input.state_dir.is_some() {
+                        let mut opts = state_options(
+                            "top",
+                            &input,
+                            &[],
+                            &book,
+                            &DetectOptions::default(),
+                            &[],
+                        )?;
+                        opts["top"] = format!("connection {} {}", metric.name(), spec.n).into();
+                        let ((), list, ledger) = state_pass(
+                            &input,
+                            &mut d,
+                            "top",
+                            opts,
+                            &tick,
+                            || (),
+                            make,
+                            crate::aggregate::connections::ConnList::default,
+                        )?;
+                        ((), TopConnections::from_list(metric, spec.n, list), ledger)
+                    } else {
+                        run_nics(&d.blobs, &input.run, &tick, || (), make)
+                    };
                     (
                         render_top_connections(&best.finish(), metric, format)?,
                         ledger,
                     )
                 }
                 None => {
-                    let (agg, ledger) =
-                        run_folds(&d.blobs, &input.run, &tick, || TopAgg::new(spec, &book));
+                    let make = || TopAgg::new(spec, &book);
+                    let (agg, ledger) = if input.state_dir.is_some() {
+                        let mut opts = state_options(
+                            "top",
+                            &input,
+                            &[],
+                            &book,
+                            &DetectOptions::default(),
+                            &[],
+                        )?;
+                        opts["top"] =
+                            format!("{:?} {:?} {:?}", spec.by, spec.metric, spec.group).into();
+                        let (agg, (), ledger) = state_pass(
+                            &input,
+                            &mut d,
+                            "top",
+                            opts,
+                            &tick,
+                            make,
+                            || NoChain,
+                            || (),
+                        )?;
+                        (agg, ledger)
+                    } else {
+                        run_folds(&d.blobs, &input.run, &tick, make)
+                    };
                     (render_top(&agg, spec, format)?, ledger)
                 }
             };
@@ -387,12 +428,33 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             bin_ms,
             format,
         } => {
-            no_state(&input, "timeline")?;
-            let d = start(&input)?;
+            let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
-            let (tl, ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
-                Timeline::new(bin_ms)
-            });
+            let make = || Timeline::new(bin_ms);
+            let (tl, ledger) = if input.state_dir.is_some() {
+                let mut opts = state_options(
+                    "timeline",
+                    &input,
+                    &[],
+                    &AddressBook::default(),
+                    &DetectOptions::default(),
+                    &[],
+                )?;
+                opts["bin_ms"] = bin_ms.into();
+                let (tl, (), ledger) = state_pass(
+                    &input,
+                    &mut d,
+                    "timeline",
+                    opts,
+                    &|| bar.inc(1),
+                    make,
+                    || NoChain,
+                    || (),
+                )?;
+                (tl, ledger)
+            } else {
+                run_folds(&d.blobs, &input.run, &|| bar.inc(1), make)
+            };
             bar.finish_and_clear();
             if !tl.gaps_listed() {
                 eprintln!(
@@ -412,12 +474,27 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             weight,
             format,
         } => {
-            no_state(&input, "graph")?;
-            let d = start(&input)?;
+            let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
-            let (g, ledger) = run_folds(&d.blobs, &input.run, &|| bar.inc(1), || {
-                GraphAgg::new(direction, group, &book)
-            });
+            let make = || GraphAgg::new(direction, group, &book);
+            let (g, ledger) = if input.state_dir.is_some() {
+                let mut opts =
+                    state_options("graph", &input, &[], &book, &DetectOptions::default(), &[])?;
+                opts["graph"] = format!("{direction:?} {group:?}").into();
+                let (g, (), ledger) = state_pass(
+                    &input,
+                    &mut d,
+                    "graph",
+                    opts,
+                    &|| bar.inc(1),
+                    make,
+                    || NoChain,
+                    || (),
+                )?;
+                (g, ledger)
+            } else {
+                run_folds(&d.blobs, &input.run, &|| bar.inc(1), make)
+            };
             bar.finish_and_clear();
             let report = g.report(top, weight);
             emit(&match format {
@@ -967,7 +1044,7 @@ fn state_pass<F, C>(
     empty_part: impl Fn() -> C::Part + Sync,
 ) -> anyhow::Result<(F, C::Part, Ledger)>
 where
-    F: crate::aggregate::Fold + serde::Serialize + serde::de::DeserializeOwned,
+    F: Persist,
     C: Chain,
 {
     let dir = input.state_dir.as_deref().expect("--state-dir given");
@@ -1010,7 +1087,7 @@ where
 /// Commands whose output is not a mergeable aggregate do not take `--state-dir`.
 fn no_state(input: &InputConfig, command: &str) -> anyhow::Result<()> {
     if input.state_dir.is_some() {
-        anyhow::bail!("--state-dir works with summary, report, anomalies and audit (their results merge from saved parts); `{command}` reads its input in full");
+        anyhow::bail!("--state-dir works with summary, report, anomalies, audit, top, timeline and graph (their results merge from saved parts); `{command}` writes every row it reads, so there is no aggregate to keep: run it without --state-dir");
     }
     Ok(())
 }

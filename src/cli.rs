@@ -237,7 +237,7 @@ pub struct InputArgs {
     /// same split for the same input. Run every K with --save-partial, then `merge`.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
-    /// Incremental runs (summary, report, anomalies, audit): keep what this run read in DIR
+    /// Incremental runs (every command but flows and connections): keep what this run read in DIR
     /// and, next time, read only blobs that are new or changed (per NIC and day); the result
     /// always equals a full read. See the README, "Scheduled weekly report".
     #[arg(long, value_name = "DIR")]

@@ -1450,6 +1450,56 @@ impl crate::aggregate::NicFold for TopConnections {
     }
 }
 
+/// Connections a `--state-dir` unit of `top --by connection` keeps: its best ones so far.
+#[derive(Clone, Debug, Default)]
+pub struct ConnList(pub Vec<Connection>);
+
+impl serde::Serialize for ConnList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ConnWire::from))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConnList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ConnList, D::Error> {
+        let wire = Vec::<ConnWire>::deserialize(d)?;
+        wire.into_iter()
+            .map(|w| w.into_connection())
+            .collect::<Result<Vec<_>, _>>()
+            .map(ConnList)
+    }
+}
+
+impl TopConnections {
+    /// The best connections closed so far, taken out (the open ones stay).
+    pub fn take_best(&mut self) -> ConnList {
+        self.keep();
+        ConnList(std::mem::take(&mut self.best))
+    }
+
+    /// Close what is open and take the best.
+    pub fn close(&mut self) -> ConnList {
+        self.stitch.finish();
+        self.take_best()
+    }
+
+    pub fn open_state(&self) -> OpenState {
+        self.stitch.open_state()
+    }
+
+    pub fn restore(&mut self, state: &OpenState) -> Result<(), String> {
+        self.stitch.restore(state)
+    }
+
+    /// The ranking of `list` (the parts of a `--state-dir` run put together).
+    pub fn from_list(metric: ConnMetric, n: usize, list: ConnList) -> TopConnections {
+        let mut t = TopConnections::new(metric, n);
+        t.best = list.0;
+        t.keep();
+        t
+    }
+}
+
 /// Every connection of each NIC group, sorted (start, then the 5-tuple), rendered by `render`
 /// when the group ends: the rows of `connections`, which the pipeline writes in group order.
 pub struct ConnRows<R> {

@@ -86,6 +86,66 @@ impl TableSink for GraphAgg<'_> {
     }
 }
 
+/// [`EdgeStats`] as a state keeps it.
+#[derive(Serialize, Deserialize)]
+struct EdgeWire {
+    tuples: u64,
+    allowed: u64,
+    denied: u64,
+    bytes: Sum,
+    protocols: Vec<Protocol>,
+    dports: Vec<(u16, u64)>,
+    rules: Vec<String>,
+}
+
+type GraphWire = Vec<(crate::addr::NodeWire, crate::addr::NodeWire, EdgeWire)>;
+
+impl crate::state::incremental::Persist for GraphAgg<'_> {
+    fn save(&self) -> Vec<u8> {
+        let edges: GraphWire = self
+            .edges
+            .iter()
+            .map(|((a, b), e)| {
+                (
+                    (*a).into(),
+                    (*b).into(),
+                    EdgeWire {
+                        tuples: e.tuples,
+                        allowed: e.allowed,
+                        denied: e.denied,
+                        bytes: e.bytes,
+                        protocols: e.protocols.iter().copied().collect(),
+                        dports: e.dports.iter().map(|(p, n)| (*p, *n)).collect(),
+                        rules: e.rules.iter().cloned().collect(),
+                    },
+                )
+            })
+            .collect();
+        crate::state::incremental::save_cbor(&edges)
+    }
+
+    fn load_into(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let edges: GraphWire = crate::state::incremental::load_cbor(bytes)?;
+        let mut o = GraphAgg::new(self.direction, self.group, self.book);
+        for (a, b, e) in edges {
+            o.edges.insert(
+                (a.try_into()?, b.try_into()?),
+                EdgeStats {
+                    tuples: e.tuples,
+                    allowed: e.allowed,
+                    denied: e.denied,
+                    bytes: e.bytes,
+                    protocols: e.protocols.into_iter().collect(),
+                    dports: e.dports.into_iter().collect(),
+                    rules: e.rules.into_iter().collect(),
+                },
+            );
+        }
+        self.merge(o);
+        Ok(())
+    }
+}
+
 impl Fold for GraphAgg<'_> {
     fn merge(&mut self, other: Self) {
         for (k, o) in other.edges {

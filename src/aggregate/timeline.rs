@@ -69,6 +69,43 @@ impl TableSink for Timeline {
     }
 }
 
+type BinWire = Vec<(i64, Counters, Vec<IpAddr>, Vec<IpAddr>)>;
+
+impl crate::state::incremental::Persist for Timeline {
+    fn save(&self) -> Vec<u8> {
+        let bins: BinWire = self
+            .bins
+            .iter()
+            .map(|(k, b)| {
+                (
+                    *k,
+                    b.counters,
+                    b.src.iter().copied().collect(),
+                    b.dst.iter().copied().collect(),
+                )
+            })
+            .collect();
+        crate::state::incremental::save_cbor(&bins)
+    }
+
+    fn load_into(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let bins: BinWire = crate::state::incremental::load_cbor(bytes)?;
+        let mut o = Timeline::new(self.bin_ms);
+        for (k, counters, src, dst) in bins {
+            o.bins.insert(
+                k,
+                Bin {
+                    counters,
+                    src: src.into_iter().collect(),
+                    dst: dst.into_iter().collect(),
+                },
+            );
+        }
+        self.merge(o);
+        Ok(())
+    }
+}
+
 impl Fold for Timeline {
     fn merge(&mut self, other: Self) {
         for (k, v) in other.bins {

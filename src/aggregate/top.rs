@@ -204,6 +204,105 @@ impl TableSink for TopAgg<'_> {
     }
 }
 
+/// [`Key`] as a state keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum KeyWire {
+    Node(crate::addr::NodeWire),
+    Pair(crate::addr::NodeWire, crate::addr::NodeWire),
+    Port(Protocol, u16),
+    Class(FlowClass),
+}
+
+/// [`Stats`] as a state keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StatsWire {
+    tuples: u64,
+    allowed: u64,
+    denied: u64,
+    packets: Sum,
+    bytes: Sum,
+    distinct: Vec<u128>,
+}
+
+impl From<&Stats> for StatsWire {
+    fn from(s: &Stats) -> StatsWire {
+        StatsWire {
+            tuples: s.tuples,
+            allowed: s.allowed,
+            denied: s.denied,
+            packets: s.packets,
+            bytes: s.bytes,
+            distinct: s.distinct.iter().copied().collect(),
+        }
+    }
+}
+
+impl From<StatsWire> for Stats {
+    fn from(s: StatsWire) -> Stats {
+        Stats {
+            tuples: s.tuples,
+            allowed: s.allowed,
+            denied: s.denied,
+            packets: s.packets,
+            bytes: s.bytes,
+            distinct: s.distinct.into_iter().collect(),
+        }
+    }
+}
+
+type TopWire = (
+    Vec<(KeyWire, StatsWire)>,
+    Vec<(String, StatsWire)>,
+    Vec<(String, NsgRules)>,
+);
+
+impl crate::state::incremental::Persist for TopAgg<'_> {
+    fn save(&self) -> Vec<u8> {
+        let keyed = self
+            .keyed
+            .iter()
+            .map(|(k, v)| {
+                let k = match *k {
+                    Key::Node(n) => KeyWire::Node(n.into()),
+                    Key::Pair(a, b) => KeyWire::Pair(a.into(), b.into()),
+                    Key::Port(p, n) => KeyWire::Port(p, n),
+                    Key::Class(c) => KeyWire::Class(c),
+                };
+                (k, StatsWire::from(v))
+            })
+            .collect();
+        let named = self
+            .named
+            .iter()
+            .map(|(k, v)| (k.clone(), v.into()))
+            .collect();
+        let nsgs = self
+            .nsgs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        crate::state::incremental::save_cbor(&(keyed, named, nsgs) as &TopWire)
+    }
+
+    fn load_into(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (keyed, named, nsgs): TopWire = crate::state::incremental::load_cbor(bytes)?;
+        let mut o = TopAgg::new(self.spec, self.book);
+        for (k, v) in keyed {
+            let k = match k {
+                KeyWire::Node(n) => Key::Node(n.try_into()?),
+                KeyWire::Pair(a, b) => Key::Pair(a.try_into()?, b.try_into()?),
+                KeyWire::Port(p, n) => Key::Port(p, n),
+                KeyWire::Class(c) => Key::Class(c),
+            };
+            o.keyed.insert(k, v.into());
+        }
+        o.named = named.into_iter().map(|(k, v)| (k, v.into())).collect();
+        o.nsgs = nsgs.into_iter().collect();
+        self.merge(o);
+        Ok(())
+    }
+}
+
 impl Fold for TopAgg<'_> {
     fn merge(&mut self, other: Self) {
         for (k, v) in other.keyed {

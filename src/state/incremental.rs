@@ -89,6 +89,75 @@ impl Chain for ConnFold {
     }
 }
 
+/// An order-free fold a state keeps: saved as bytes, and merged back from them into a fold
+/// made the same way (a fold that holds references, such as the address book, rebuilds its
+/// saved keys against its own).
+pub trait Persist: Fold {
+    fn save(&self) -> Vec<u8>;
+    /// Merge what [`Persist::save`] wrote into this fold.
+    fn load_into(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// CBOR of a fold that serialises whole.
+pub fn save_cbor<T: Serialize>(t: &T) -> Vec<u8> {
+    let mut b = Vec::new();
+    ciborium::into_writer(t, &mut b).expect("serialising to memory");
+    b
+}
+
+/// Read back [`save_cbor`].
+pub fn load_cbor<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    ciborium::from_reader(bytes).map_err(|e| e.to_string())
+}
+
+/// [`Persist`] for folds that serialise whole and merge.
+macro_rules! persist_serde {
+    ($($t:ty),* $(,)?) => {$(
+        impl Persist for $t {
+            fn save(&self) -> Vec<u8> {
+                save_cbor(self)
+            }
+            fn load_into(&mut self, bytes: &[u8]) -> Result<(), String> {
+                self.merge(load_cbor::<$t>(bytes)?);
+                Ok(())
+            }
+        }
+    )*};
+}
+
+persist_serde!(
+    (),
+    crate::aggregate::SummaryFolds,
+    crate::aggregate::ReportFolds,
+    (crate::aggregate::Summary, crate::detect::Detect),
+    (crate::aggregate::Summary, crate::audit::Hits),
+);
+
+impl Chain for crate::aggregate::connections::TopConnections {
+    type Part = crate::aggregate::connections::ConnList;
+    fn begin_blob(&mut self, blob: &BlobMeta) {
+        NicFold::begin_blob(self, blob)
+    }
+    fn end_blob(&mut self) {
+        NicFold::end_blob(self)
+    }
+    fn take_part(&mut self) -> Self::Part {
+        self.take_best()
+    }
+    fn open_state(&self) -> OpenState {
+        crate::aggregate::connections::TopConnections::open_state(self)
+    }
+    fn restore(&mut self, state: &OpenState) -> Result<(), String> {
+        crate::aggregate::connections::TopConnections::restore(self, state)
+    }
+    fn close(&mut self) -> Self::Part {
+        crate::aggregate::connections::TopConnections::close(self)
+    }
+    fn merge_part(into: &mut Self::Part, mut part: Self::Part) {
+        into.0.append(&mut part.0);
+    }
+}
+
 /// No ordered fold (`summary`, `audit`).
 #[derive(Default)]
 pub struct NoChain;
@@ -354,11 +423,12 @@ impl StateDir {
         self.dir.join(UNITS).join(file)
     }
 
-    /// Read a unit file back, checking it against the manifest's hash.
-    fn load<F: DeserializeOwned, P: DeserializeOwned>(
+    /// Read a unit file back, checking it against the manifest's hash: its ledger, ordered
+    /// part and end state, and the bytes of its folds (for [`Persist::load_into`]).
+    fn load<P: DeserializeOwned>(
         &self,
         u: &UnitRecord,
-    ) -> Result<(Ledger, F, P, OpenState), StateDirError> {
+    ) -> Result<(Ledger, P, OpenState, Vec<u8>), StateDirError> {
         let damaged = |message: String| StateDirError::Damaged {
             dir: self.shown.clone(),
             message,
@@ -371,17 +441,32 @@ impl StateDir {
                 u.file
             )));
         }
-        ciborium::from_reader(&bytes[..]).map_err(|e| damaged(format!("{UNITS}/{}: {e}", u.file)))
+        let short = || damaged(format!("{UNITS}/{}: cut short", u.file));
+        let head_len = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(short)?;
+        let head = bytes.get(8..8 + head_len).ok_or_else(short)?;
+        let (ledger, part, end): (Ledger, P, OpenState) =
+            ciborium::from_reader(head).map_err(|e| damaged(format!("{UNITS}/{}: {e}", u.file)))?;
+        Ok((ledger, part, end, bytes[8 + head_len..].to_vec()))
     }
 
-    /// Write a unit file (named by its hash; one already there is the same bytes).
-    fn save<F: Serialize, P: Serialize>(
+    /// Write a unit file (named by its hash; one already there is the same bytes): the
+    /// length of its head (8 bytes, little-endian), the head in CBOR (ledger, ordered part,
+    /// end state), then the folds as [`Persist::save`] wrote them.
+    fn save<P: Serialize>(
         &self,
-        unit: (&Ledger, &F, &P, &OpenState),
+        head: (&Ledger, &P, &OpenState),
+        folds: &[u8],
     ) -> anyhow::Result<(String, String)> {
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&unit, &mut bytes)
+        let mut h = Vec::new();
+        ciborium::into_writer(&head, &mut h)
             .map_err(|e| anyhow::anyhow!("writing a state unit: {e}"))?;
+        let mut bytes = Vec::with_capacity(8 + h.len() + folds.len());
+        bytes.extend_from_slice(&(h.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&h);
+        bytes.extend_from_slice(folds);
         let hash = hex128(&bytes);
         let file = format!("u-{hash}.cbor");
         let path = self.unit_path(&file);
@@ -587,7 +672,7 @@ pub fn run<F, C>(
     empty_part: impl Fn() -> C::Part + Sync,
 ) -> anyhow::Result<StateRun<F, C::Part>>
 where
-    F: Fold + Serialize + DeserializeOwned,
+    F: Persist,
     C: Chain,
 {
     let groups = nic_groups(blobs);
@@ -728,7 +813,7 @@ fn group<F, C>(
     acc: &mut Acc<F, C::Part>,
 ) -> anyhow::Result<()>
 where
-    F: Fold + Serialize + DeserializeOwned,
+    F: Persist,
     C: Chain,
 {
     let mut prev = OpenState::default();
@@ -754,7 +839,8 @@ where
                 && o.clip == clip(o.span, since, until)
         });
         if let Some(old) = reuse {
-            let (ledger, fold, part, end): (Ledger, F, C::Part, OpenState) = state.load(old)?;
+            let (ledger, part, end, folds): (Ledger, C::Part, OpenState, Vec<u8>) =
+                state.load(old)?;
             if digest(&end) != old.end {
                 return Err(StateDirError::Damaged {
                     dir: state.shown.clone(),
@@ -765,7 +851,12 @@ where
                 }
                 .into());
             }
-            acc.fold.merge(fold);
+            acc.fold
+                .load_into(&folds)
+                .map_err(|e| StateDirError::Damaged {
+                    dir: state.shown.clone(),
+                    message: format!("{UNITS}/{}: {e}", old.file),
+                })?;
             C::merge_part(&mut acc.part, part);
             acc.ledger.merge(ledger);
             acc.units.push(old.clone());
@@ -813,7 +904,7 @@ where
         }
         let part = chain.take_part();
         let end = chain.open_state();
-        let (file, file_xxh3) = state.save((&ledger, &fold, &part, &end))?;
+        let (file, file_xxh3) = state.save((&ledger, &part, &end), &fold.save())?;
         acc.units.push(UnitRecord {
             key,
             blobs: records,
