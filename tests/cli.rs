@@ -5704,6 +5704,42 @@ fn a_sas_token_reads_with_read_and_list_rights_and_without_list_is_one_line() {
     assert_eq!(code, Some(0), "{err}");
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["ledger"]["tuples"], 849);
+    // The token reaches no file: not the report, the partial or the state.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = nsgflow_az(&url)
+        .env("AZURE_STORAGE_SAS_TOKEN", &rl)
+        .args(["report", az, "-q", "-o"])
+        .arg(tmp.path().join("r"))
+        .arg("--save-partial")
+        .arg(tmp.path().join("p.part"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("s"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sig = rl.split('&').find(|p| p.starts_with("sig=")).unwrap()[4..].to_string();
+    let mut files = 0;
+    for f in walkdir::WalkDir::new(tmp.path())
+        .into_iter()
+        .map(|e| e.unwrap())
+    {
+        if f.file_type().is_file() {
+            files += 1;
+            let text = String::from_utf8_lossy(&std::fs::read(f.path()).unwrap()).into_owned();
+            assert!(
+                !text.contains(&sig) && !text.contains("sig="),
+                "{}",
+                f.path().display()
+            );
+        }
+    }
+    assert!(files > 10, "{files}");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(&sig));
     let r = sas("r");
     let sig = r
         .split('&')
