@@ -1696,6 +1696,62 @@ mod tests {
         });
     }
 
+    /// A stitcher saved between two tables ([`Stitcher::open_state`]) and taken up by a fresh
+    /// one gives the connections one stitcher gives: allowed, denied, IPv6 and wide counters
+    /// open across the cut, and one that idles out after it.
+    #[test]
+    fn a_saved_open_state_stitches_on_as_if_never_cut() {
+        let v2 = Family::NsgV2;
+        let first: &[(&str, &str)] = &[
+            ("R", "1000,10.0.0.4,52.1.1.1,40000,443,T,O,A,B,,,,"),
+            (
+                "R",
+                "1000,10.0.0.4,52.1.1.2,40001,443,T,O,A,C,5000000000,10,1,20",
+            ),
+            ("D", "1010,203.0.113.9,10.0.0.4,5555,22,T,I,D,B,,,,"),
+            ("R", "1020,fd00::4,2001:db8::1,40002,443,T,O,A,B,,,,"),
+            ("R", "1030,10.0.0.4,52.1.1.3,40003,80,T,O,A,C,1,1,1,1"),
+        ];
+        let second: &[(&str, &str)] = &[
+            ("D", "1040,203.0.113.9,10.0.0.4,5555,22,T,I,D,B,,,,"),
+            (
+                "R",
+                "1300,10.0.0.4,52.1.1.1,40000,443,T,O,A,E,8005,700,47,800",
+            ),
+            (
+                "R",
+                "1310,10.0.0.4,52.1.1.2,40001,443,T,O,A,E,4000000000,1,1,1",
+            ),
+            ("R", "1320,fd00::4,2001:db8::1,40002,443,T,O,A,E,3,4,5,6"),
+            ("R", "3000,10.0.0.9,52.1.1.9,40009,443,T,O,A,B,,,,"),
+        ];
+        let run = |cut: bool| {
+            let mut s = Stitcher::default();
+            for (rule, t) in first {
+                feed(&mut s, v2, rule, &[t]);
+            }
+            if cut {
+                let state = s.open_state();
+                let done = std::mem::take(&mut s.done);
+                s = Stitcher::default();
+                s.restore(&state).unwrap();
+                assert_eq!(s.open_state(), state);
+                s.done = done;
+            }
+            for (rule, t) in second {
+                feed(&mut s, v2, rule, &[t]);
+            }
+            s.finish();
+            s.take_sorted()
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+        };
+        let whole = run(false);
+        assert_eq!(whole.len(), 6, "{whole:#?}");
+        assert_eq!(run(true), whole);
+    }
+
     #[test]
     fn begin_continue_end_sums_deltas_across_tables() {
         let mut s = Stitcher::default();

@@ -338,8 +338,18 @@ impl StateDir {
                 )));
             }
         }
+        let fresh = !dir.exists();
         std::fs::create_dir_all(dir.join(UNITS))
             .map_err(|e| unusable(format!("cannot create the folder: {e}")))?;
+        // The state holds network data: a folder nsgflow creates is its owner's only.
+        #[cfg(unix)]
+        if fresh {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [dir.to_path_buf(), dir.join(UNITS)] {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| unusable(format!("cannot set the folder's permissions: {e}")))?;
+            }
+        }
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -947,6 +957,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One run at a time: a second opening of the same folder is refused while the first
+    /// holds it, and taken once the first is gone (as when a run is killed).
+    #[test]
+    fn a_state_folder_is_one_runs_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let first = StateDir::open(&dir, "summary", serde_json::json!({})).unwrap();
+        let second = StateDir::open(&dir, "summary", serde_json::json!({}));
+        let Err(e) = second else {
+            panic!("opened twice")
+        };
+        assert!(
+            e.to_string()
+                .contains("another nsgflow run is using this state folder"),
+            "{e}"
+        );
+        drop(first);
+        assert!(StateDir::open(&dir, "summary", serde_json::json!({})).is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700);
+        }
+    }
 
     #[test]
     fn a_window_that_cuts_nothing_is_no_cut() {
