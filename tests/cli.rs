@@ -5410,7 +5410,7 @@ fn a_killed_run_is_recovered_and_a_damaged_state_is_never_used() {
     let text = std::fs::read_to_string(&m).unwrap();
     std::fs::write(
         &m,
-        text.replace("\"state_version\": 1", "\"state_version\": 0"),
+        text.replace("\"state_version\": 2", "\"state_version\": 0"),
     )
     .unwrap();
     let (_, err, _) = run(&["--dedup"]);

@@ -15,10 +15,10 @@
 //! - none of its blobs failed (a failed read is tried again next time).
 //!
 //! Everything else is read, and its contribution replaces the old one. A unit holds the
-//! command's order-free folds, the connections it closed, its ledger and its end state, in one
-//! CBOR file named by its content hash (`units/u-<xxh3-128>.cbor`). `manifest.json` lists the
-//! units with every blob's path, size, modification time, ETag and content hash, the hash of
-//! each unit file, and the options that change results. A run writes its new unit files
+//! command's order-free folds, the connections it closed, its ledger and its end state, in
+//! one deflated CBOR file named by its content hash (`units/u-<xxh3-128>.cbor`).
+//! `manifest.json` lists the units with every blob's path, size, modification time, ETag and
+//! content hash, the hash of each unit file, and the options that change results. A run writes its new unit files
 //! first, then the manifest (a temporary file renamed over the old), and only then removes the
 //! files the new manifest no longer names: a run killed at any point leaves the last complete
 //! state, which the next run uses. A manifest of another version, or made with other options,
@@ -39,7 +39,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Version of the state layout (manifest and unit files). Another version is rebuilt.
-pub const STATE_VERSION: u32 = 1;
+/// 2: unit files are deflated.
+pub const STATE_VERSION: u32 = 2;
 /// The manifest's first field.
 pub const STATE_MAGIC: &str = "nsgflow-state";
 const MANIFEST: &str = "manifest.json";
@@ -451,6 +452,14 @@ impl StateDir {
                 u.file
             )));
         }
+        let bytes = {
+            use std::io::Read;
+            let mut out = Vec::with_capacity(bytes.len() * 6);
+            flate2::read::DeflateDecoder::new(&bytes[..])
+                .read_to_end(&mut out)
+                .map_err(|e| damaged(format!("{UNITS}/{}: {e}", u.file)))?;
+            out
+        };
         let short = || damaged(format!("{UNITS}/{}: cut short", u.file));
         let head_len = bytes
             .get(..8)
@@ -462,9 +471,9 @@ impl StateDir {
         Ok((ledger, part, end, bytes[8 + head_len..].to_vec()))
     }
 
-    /// Write a unit file (named by its hash; one already there is the same bytes): the
-    /// length of its head (8 bytes, little-endian), the head in CBOR (ledger, ordered part,
-    /// end state), then the folds as [`Persist::save`] wrote them.
+    /// Write a unit file (named by its hash; one already there is the same bytes), deflated:
+    /// the length of its head (8 bytes, little-endian), the head in CBOR (ledger, ordered
+    /// part, end state), then the folds as [`Persist::save`] wrote them.
     fn save<P: Serialize>(
         &self,
         head: (&Ledger, &P, &OpenState),
@@ -473,10 +482,20 @@ impl StateDir {
         let mut h = Vec::new();
         ciborium::into_writer(&head, &mut h)
             .map_err(|e| anyhow::anyhow!("writing a state unit: {e}"))?;
-        let mut bytes = Vec::with_capacity(8 + h.len() + folds.len());
-        bytes.extend_from_slice(&(h.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&h);
-        bytes.extend_from_slice(folds);
+        let bytes = {
+            use std::io::Write;
+            // Deflate at its fastest level: a report's folds shrink about 5x (7.4 MB to 1.3 MB
+            // for a NIC-day of the 1 GB container) for ~0.08 s of one core per unit.
+            let mut z = flate2::write::DeflateEncoder::new(
+                Vec::with_capacity((8 + h.len() + folds.len()) / 4),
+                flate2::Compression::fast(),
+            );
+            z.write_all(&(h.len() as u64).to_le_bytes())
+                .and_then(|()| z.write_all(&h))
+                .and_then(|()| z.write_all(folds))
+                .and_then(|()| z.finish())
+                .map_err(|e| anyhow::anyhow!("writing a state unit: {e}"))?
+        };
         let hash = hex128(&bytes);
         let file = format!("u-{hash}.cbor");
         let path = self.unit_path(&file);
