@@ -190,10 +190,13 @@ pub struct Skipped {
 /// Why a report folder under the inputs is skipped (listed, not a loss: exit code 0 stays).
 pub const OWN_OUTPUT: &str = "an nsgflow report folder (its own output): not read as input";
 
+/// Why a `--state-dir` folder under the inputs is skipped (listed, not a loss).
+pub const OWN_STATE: &str = "an nsgflow --state-dir folder (its own state): not read as input";
+
 impl Skipped {
-    /// Input that could not be used (a loss), not nsgflow's own output.
+    /// Input that could not be used (a loss), not nsgflow's own output or state.
     pub fn is_loss(&self) -> bool {
-        self.reason != OWN_OUTPUT
+        self.reason != OWN_OUTPUT && self.reason != OWN_STATE
     }
 }
 
@@ -534,6 +537,15 @@ pub fn discover(inputs: &[PathBuf], opts: &DiscoverOptions) -> Discovered {
                         out.skipped.push(Skipped {
                             path: e.path().to_path_buf(),
                             reason: OWN_OUTPUT.to_string(),
+                        });
+                        it.skip_current_dir();
+                        continue;
+                    }
+                    if e.file_type().is_dir() && crate::state::incremental::is_state_dir(e.path()) {
+                        // Its manifest is JSON too: never input.
+                        out.skipped.push(Skipped {
+                            path: e.path().to_path_buf(),
+                            reason: OWN_STATE.to_string(),
                         });
                         it.skip_current_dir();
                         continue;

@@ -5392,6 +5392,36 @@ fn a_killed_run_is_recovered_and_a_damaged_state_is_never_used() {
         .all(|n| n.starts_with("u-") && n != "u-00000000000000000000000000000000.cbor"));
     assert!(!sd.join(".tmpAbC123").exists());
 
+    // A state folder under the input is nsgflow's own, listed and never read as input.
+    let c = tempfile::tempdir().unwrap();
+    copy_tree(&root().join("fixtures/container"), c.path());
+    let inner = c.path().join("nsgflow-state");
+    for round in 0..2 {
+        let o = nsgflow()
+            .arg("summary")
+            .arg(c.path())
+            .args(["--format", "json", "--state-dir"])
+            .arg(&inner)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (v, st) = summary_split(&o);
+        assert_eq!(v["ledger"]["blobs"], 24);
+        // The folder is made by the first run, after discovery.
+        if round == 1 {
+            assert_eq!(
+                v["ledger"]["skipped_paths"][0]["reason"],
+                "an nsgflow --state-dir folder (its own state): not read as input"
+            );
+            assert_eq!(st["blobs_from_state"], 24);
+        }
+    }
+
     // Other options: rebuilt, with a message saying which.
     let (code, err, o) = run(&["--dedup"]);
     assert_eq!(code, Some(0), "{err}");

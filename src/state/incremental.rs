@@ -543,6 +543,21 @@ impl StateDir {
     }
 }
 
+/// Whether `dir` is a `--state-dir` folder (its manifest names the state, or it has the
+/// state's `units/` and `lock`): discovery never reads one as input.
+pub fn is_state_dir(dir: &Path) -> bool {
+    use std::io::Read;
+    if dir.join(UNITS).is_dir() && dir.join(LOCK).is_file() {
+        return true;
+    }
+    let mut head = [0u8; 128];
+    let n = std::fs::File::open(dir.join(MANIFEST))
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let want = format!("\"magic\": \"{STATE_MAGIC}\"");
+    String::from_utf8_lossy(&head[..n]).contains(&want)
+}
+
 /// Which option differs between two fingerprints (for the rebuild message).
 fn differing(a: &serde_json::Value, b: &serde_json::Value) -> String {
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
