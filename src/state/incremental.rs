@@ -29,7 +29,7 @@ use crate::aggregate::connections::{ConnFold, ConnSummary, OpenState};
 use crate::aggregate::{Fold, NicFold};
 use crate::discover::BlobMeta;
 use crate::model::FlowTuple;
-use crate::parse::{Ledger, RuleTable, TableSink};
+use crate::parse::{Ledger, RuleTable, TableBuffer, TableSink};
 use crate::pipeline::{nic_groups, nic_key, process_blob, Progress, RunOptions, Worker};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -623,6 +623,31 @@ struct Window<'a, S> {
     indices: Vec<u32>,
 }
 
+impl<'a, S> Window<'a, S> {
+    fn new(inner: &'a mut S, since: Option<i64>, until: Option<i64>) -> Self {
+        Window {
+            inner,
+            since,
+            until,
+            span: None,
+            filtered: 0,
+            tuples: Vec::new(),
+            indices: Vec::new(),
+        }
+    }
+}
+
+/// The span of two spans.
+fn union(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (x, None) | (None, x) => x,
+    }
+}
+
+/// A blob parsed ahead: its ledger, tables, tuple span and content hash.
+type Parsed = (Ledger, TableBuffer, Option<(i64, i64)>, Option<String>);
+
 impl<S: TableSink> TableSink for Window<'_, S> {
     fn table(&mut self, table: &RuleTable<'_>) {
         if table.tuples.is_empty() {
@@ -751,6 +776,9 @@ where
             .flat_map(|(_, unit)| unit)
             .collect::<Vec<&BlobMeta>>()
     });
+    let to_read: Vec<Vec<&BlobMeta>> = to_read.collect();
+    // With fewer NICs to read than threads, each NIC's reader gets a thread parsing ahead.
+    let pipelined = to_read.iter().filter(|g| !g.is_empty()).count() < threads;
     let _ahead = crate::source::prefetch(
         crate::pipeline::owner_order(to_read, threads),
         opts.download_budget,
@@ -782,6 +810,7 @@ where
                 progress,
                 &make_fold,
                 &make_chain,
+                pipelined,
                 &mut w,
                 &mut acc,
             );
@@ -853,6 +882,7 @@ fn group<F, C>(
     progress: &Progress<'_>,
     make_fold: &(impl Fn() -> F + Sync),
     make_chain: &(impl Fn() -> C + Sync),
+    pipelined: bool,
     w: &mut Worker,
     acc: &mut Acc<F, C::Part>,
 ) -> anyhow::Result<()>
@@ -922,29 +952,56 @@ where
         let mut ledger = Ledger::default();
         let mut span = None;
         let mut records = records;
-        for (b, rec) in unit.iter().zip(&mut records) {
-            fold.begin_blob(b);
-            chain.begin_blob(b);
-            let mut both = Both(&mut fold, &mut chain);
-            let mut win = Window {
-                inner: &mut both,
-                since,
-                until,
-                span,
-                filtered: 0,
-                tuples: Vec::new(),
-                indices: Vec::new(),
-            };
-            let mut l = process_blob(w, b, opts, &mut win);
-            l.tuples_filtered += win.filtered;
-            span = win.span;
-            if l.blobs_failed == 0 {
-                rec.xxh3 = Some(hex128(w.bytes()));
+        if pipelined && unit.len() > 1 {
+            // Fewer NICs to read than threads: a second thread parses the unit's blobs ahead
+            // (into table buffers, at most two waiting) while this one folds and stitches
+            // them in order, as `pipeline::run_ordered`'s helpers do.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(1);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut w2 = Worker::default();
+                    for b in &unit {
+                        let mut buf = TableBuffer::default();
+                        let mut win = Window::new(&mut buf, since, until);
+                        let mut l = process_blob(&mut w2, b, opts, &mut win);
+                        l.tuples_filtered += win.filtered;
+                        let span = win.span;
+                        let hash = (l.blobs_failed == 0).then(|| hex128(w2.bytes()));
+                        if tx.send((l, buf, span, hash)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                for (b, rec) in unit.iter().zip(&mut records) {
+                    let (l, buf, bspan, hash) = rx.recv().expect("one parsed blob per blob");
+                    fold.begin_blob(b);
+                    chain.begin_blob(b);
+                    buf.replay(&mut Both(&mut fold, &mut chain));
+                    fold.end_blob();
+                    chain.end_blob();
+                    span = union(span, bspan);
+                    rec.xxh3 = hash;
+                    ledger.merge(l);
+                    progress();
+                }
+            });
+        } else {
+            for (b, rec) in unit.iter().zip(&mut records) {
+                fold.begin_blob(b);
+                chain.begin_blob(b);
+                let mut both = Both(&mut fold, &mut chain);
+                let mut win = Window::new(&mut both, since, until);
+                let mut l = process_blob(w, b, opts, &mut win);
+                l.tuples_filtered += win.filtered;
+                span = union(span, win.span);
+                if l.blobs_failed == 0 {
+                    rec.xxh3 = Some(hex128(w.bytes()));
+                }
+                fold.end_blob();
+                chain.end_blob();
+                ledger.merge(l);
+                progress();
             }
-            fold.end_blob();
-            chain.end_blob();
-            ledger.merge(l);
-            progress();
         }
         let part = chain.take_part();
         let end = chain.open_state();
