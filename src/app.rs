@@ -86,7 +86,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 })
                 .unwrap_or_default();
             let data = if input.state_dir.is_some() {
-                let opts = state_options("report", &input, &filters, &book, &detect, &rule_files)?;
+                let opts = state_options("report", &input, &book, &detect, &rule_files)?;
                 let on = detect.enabled;
                 let (folds, conns, ledger) = state_pass(
                     &input,
@@ -158,7 +158,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let (summary, found, conns, ledger) = if input.state_dir.is_some() {
-                let opts = state_options("anomalies", &input, &[], &book, &detect, &[])?;
+                let opts = state_options("anomalies", &input, &book, &detect, &[])?;
                 let ((summary, found), conns, ledger) = state_pass(
                     &input,
                     &mut d,
@@ -212,32 +212,15 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                     crate::audit::Hits::new(watches.clone()),
                 )
             };
-            let ((summary, hits), ledger) = if input.state_dir.is_some() {
+            let options = || {
                 let files: std::collections::BTreeSet<String> =
                     defs.iter().map(|d| d.file.display().to_string()).collect();
                 let files: Vec<String> = files.into_iter().collect();
-                let opts = state_options(
-                    "audit",
-                    &input,
-                    &[],
-                    &AddressBook::default(),
-                    &DetectOptions::default(),
-                    &files,
-                )?;
-                let (folds, (), ledger) = state_pass(
-                    &input,
-                    &mut d,
-                    "audit",
-                    opts,
-                    &|| bar.inc(1),
-                    make,
-                    || NoChain,
-                    || (),
-                )?;
-                (folds, ledger)
-            } else {
-                run_folds(&d.blobs, &input.run, &|| bar.inc(1), make)
+                let none = (&AddressBook::default(), &DetectOptions::default());
+                state_options("audit", &input, none.0, none.1, &files)
             };
+            let ((summary, hits), ledger) =
+                order_free_pass(&input, &mut d, "audit", options, &|| bar.inc(1), make)?;
             bar.finish_and_clear();
             let a = crate::audit::audit(&defs, &hits, &tags, summary.first_ms, summary.last_ms);
             let ledger_report = crate::summary::LedgerReport::new(&ledger, &d);
@@ -259,25 +242,12 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let ((mut s, coverage), ledger) = if input.state_dir.is_some() {
-                let opts = state_options(
-                    "summary",
-                    &input,
-                    &filters,
-                    &AddressBook::default(),
-                    &DetectOptions::default(),
-                    &[],
-                )?;
-                let (folds, (), ledger) = state_pass(
-                    &input,
-                    &mut d,
-                    "summary",
-                    opts,
-                    &|| bar.inc(1),
-                    crate::aggregate::SummaryFolds::default,
-                    || NoChain,
-                    || (),
-                )?;
-                (folds, ledger)
+                let options = || {
+                    let none = (&AddressBook::default(), &DetectOptions::default());
+                    state_options("summary", &input, none.0, none.1, &[])
+                };
+                let make = crate::aggregate::SummaryFolds::default;
+                order_free_pass(&input, &mut d, "summary", options, &|| bar.inc(1), make)?
             } else {
                 summary_pass(&d.blobs, &input.run, &|| bar.inc(1))
             };
@@ -320,14 +290,8 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 Some(metric) => {
                     let make = || TopConnections::new(metric, spec.n);
                     let ((), best, ledger) = if input.state_dir.is_some() {
-                        let mut opts = state_options(
-                            "top",
-                            &input,
-                            &[],
-                            &book,
-                            &DetectOptions::default(),
-                            &[],
-                        )?;
+                        let mut opts =
+                            state_options("top", &input, &book, &DetectOptions::default(), &[])?;
                         opts["top"] = format!("connection {} {}", metric.name(), spec.n).into();
                         let ((), list, ledger) = state_pass(
                             &input,
@@ -350,31 +314,15 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 }
                 None => {
                     let make = || TopAgg::new(spec, &book);
-                    let (agg, ledger) = if input.state_dir.is_some() {
-                        let mut opts = state_options(
-                            "top",
-                            &input,
-                            &[],
-                            &book,
-                            &DetectOptions::default(),
-                            &[],
-                        )?;
-                        opts["top"] =
+                    let options = || {
+                        let mut o =
+                            state_options("top", &input, &book, &DetectOptions::default(), &[])?;
+                        o["top"] =
                             format!("{:?} {:?} {:?}", spec.by, spec.metric, spec.group).into();
-                        let (agg, (), ledger) = state_pass(
-                            &input,
-                            &mut d,
-                            "top",
-                            opts,
-                            &tick,
-                            make,
-                            || NoChain,
-                            || (),
-                        )?;
-                        (agg, ledger)
-                    } else {
-                        run_folds(&d.blobs, &input.run, &tick, make)
+                        Ok(o)
                     };
+                    let (agg, ledger) =
+                        order_free_pass(&input, &mut d, "top", options, &tick, make)?;
                     (render_top(&agg, spec, format)?, ledger)
                 }
             };
@@ -431,30 +379,14 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let make = || Timeline::new(bin_ms);
-            let (tl, ledger) = if input.state_dir.is_some() {
-                let mut opts = state_options(
-                    "timeline",
-                    &input,
-                    &[],
-                    &AddressBook::default(),
-                    &DetectOptions::default(),
-                    &[],
-                )?;
-                opts["bin_ms"] = bin_ms.into();
-                let (tl, (), ledger) = state_pass(
-                    &input,
-                    &mut d,
-                    "timeline",
-                    opts,
-                    &|| bar.inc(1),
-                    make,
-                    || NoChain,
-                    || (),
-                )?;
-                (tl, ledger)
-            } else {
-                run_folds(&d.blobs, &input.run, &|| bar.inc(1), make)
+            let options = || {
+                let none = (&AddressBook::default(), &DetectOptions::default());
+                let mut o = state_options("timeline", &input, none.0, none.1, &[])?;
+                o["bin_ms"] = bin_ms.into();
+                Ok(o)
             };
+            let (tl, ledger) =
+                order_free_pass(&input, &mut d, "timeline", options, &|| bar.inc(1), make)?;
             bar.finish_and_clear();
             if !tl.gaps_listed() {
                 eprintln!(
@@ -477,24 +409,13 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             let mut d = start(&input)?;
             let bar = progress_bar(d.blobs.len(), false);
             let make = || GraphAgg::new(direction, group, &book);
-            let (g, ledger) = if input.state_dir.is_some() {
-                let mut opts =
-                    state_options("graph", &input, &[], &book, &DetectOptions::default(), &[])?;
-                opts["graph"] = format!("{direction:?} {group:?}").into();
-                let (g, (), ledger) = state_pass(
-                    &input,
-                    &mut d,
-                    "graph",
-                    opts,
-                    &|| bar.inc(1),
-                    make,
-                    || NoChain,
-                    || (),
-                )?;
-                (g, ledger)
-            } else {
-                run_folds(&d.blobs, &input.run, &|| bar.inc(1), make)
+            let options = || {
+                let mut o = state_options("graph", &input, &book, &DetectOptions::default(), &[])?;
+                o["graph"] = format!("{direction:?} {group:?}").into();
+                Ok(o)
             };
+            let (g, ledger) =
+                order_free_pass(&input, &mut d, "graph", options, &|| bar.inc(1), make)?;
             bar.finish_and_clear();
             let report = g.report(top, weight);
             emit(&match format {
@@ -995,15 +916,13 @@ fn write_report(
 fn state_options(
     command: &str,
     input: &InputConfig,
-    filters: &[String],
     book: &AddressBook,
     detect: &DetectOptions,
     rule_files: &[String],
 ) -> anyhow::Result<serde_json::Value> {
-    let mut o = state::Options::new(input, filters, book, detect);
     // Every filter but the window, as parsed (the same for every command).
-    o.filters = vec![format!("{:?}", input.run.filter.without_window())];
-    let _ = filters;
+    let filters = [format!("{:?}", input.run.filter.without_window())];
+    let mut o = state::Options::new(input, &filters, book, detect);
     // The rules files' contents, not only their names: an edited file is another audit.
     let mut rules = Vec::new();
     for f in rule_files {
@@ -1082,6 +1001,32 @@ where
     }
     d.state = Some(stats);
     Ok((r.fold, r.part, r.ledger))
+}
+
+/// An order-free pass (no connection stitching): through `--state-dir` when it is given,
+/// with the `options` that change the command's results, else one plain pass.
+fn order_free_pass<F: Persist>(
+    input: &InputConfig,
+    d: &mut Discovered,
+    command: &str,
+    options: impl FnOnce() -> anyhow::Result<serde_json::Value>,
+    progress: &Progress<'_>,
+    make: impl Fn() -> F + Sync,
+) -> anyhow::Result<(F, Ledger)> {
+    if input.state_dir.is_none() {
+        return Ok(run_folds(&d.blobs, &input.run, progress, make));
+    }
+    let (folds, (), ledger) = state_pass(
+        input,
+        d,
+        command,
+        options()?,
+        progress,
+        make,
+        || NoChain,
+        || (),
+    )?;
+    Ok((folds, ledger))
 }
 
 /// Commands whose output is not a mergeable aggregate do not take `--state-dir`.

@@ -596,13 +596,34 @@ impl Names {
         i as u64
     }
 
+    #[inline]
     fn key(&mut self, mac: u32, t: &FlowTuple) -> Key {
-        let meta = t.sport as u64
-            | (t.dport as u64) << 16
-            | (t.protocol.code() as u64) << PROTO_SHIFT
-            | (t.direction as u64) << DIR_SHIFT
+        self.pack(
+            mac,
+            t.src,
+            t.dst,
+            [t.sport, t.dport, t.protocol.code()],
+            t.direction,
+        )
+    }
+
+    /// The key of a 5-tuple and direction on NIC id `mac`: source port, destination port
+    /// and protocol code in that order.
+    #[inline]
+    fn pack(
+        &mut self,
+        mac: u32,
+        src: IpAddr,
+        dst: IpAddr,
+        [sport, dport, proto]: [u16; 3],
+        direction: Direction,
+    ) -> Key {
+        let meta = sport as u64
+            | (dport as u64) << 16
+            | ((proto & 0x3FF) as u64) << PROTO_SHIFT
+            | (direction as u64) << DIR_SHIFT
             | (mac as u64) << MAC_SHIFT;
-        match (t.src, t.dst) {
+        match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => Key {
                 ips: (u32::from(s) as u64) << 32 | u32::from(d) as u64,
                 meta,
@@ -1023,21 +1044,7 @@ impl Stitcher {
             } else {
                 Direction::Outbound
             };
-            let meta = e.sport as u64
-                | (e.dport as u64) << 16
-                | ((e.protocol & 0x3FF) as u64) << PROTO_SHIFT
-                | (dir as u64) << DIR_SHIFT
-                | (mac as u64) << MAC_SHIFT;
-            let k = match (e.src, e.dst) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => Key {
-                    ips: (u32::from(s) as u64) << 32 | u32::from(d) as u64,
-                    meta,
-                },
-                (s, d) => Key {
-                    ips: n.ip_id(s) << 32 | n.ip_id(d),
-                    meta: meta | META_V6,
-                },
-            };
+            let k = n.pack(mac, e.src, e.dst, [e.sport, e.dport, e.protocol], dir);
             let mut ctx = cx;
             if e.denied {
                 ctx |= DENIED;

@@ -28,15 +28,14 @@
 use crate::aggregate::connections::{ConnFold, ConnSummary, OpenState};
 use crate::aggregate::{Fold, NicFold};
 use crate::discover::BlobMeta;
-use crate::model::FlowTuple;
+use crate::filter::{Filter, Filtered};
 use crate::parse::{Ledger, RuleTable, TableBuffer, TableSink};
 use crate::pipeline::{nic_groups, nic_key, process_blob, Progress, RunOptions, Worker};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Version of the state layout (manifest and unit files). Another version is rebuilt.
 /// 2: unit files are deflated.
@@ -247,6 +246,15 @@ pub struct UnitRecord {
     pub file_xxh3: String,
     pub bytes: u64,
     pub ledger: UnitLedger,
+}
+
+impl UnitRecord {
+    /// Whether `records` are this unit's blobs as they were read, none of them failed.
+    fn same_blobs(&self, records: &[BlobRecord]) -> bool {
+        self.ledger.blobs_failed == 0
+            && self.blobs.len() == records.len()
+            && self.blobs.iter().zip(records).all(|(a, b)| a.same(b))
+    }
 }
 
 /// `manifest.json`.
@@ -612,28 +620,24 @@ fn clip(
     }
 }
 
-/// The time window applied after the other filters, noting the span of the tuples it sees.
-struct Window<'a, S> {
-    inner: &'a mut S,
-    since: Option<i64>,
-    until: Option<i64>,
+/// The time window applied after the other filters (by [`Filtered`] with a window-only
+/// filter), noting the span of the tuples it sees.
+struct Window<'a, S: TableSink> {
+    cut: Filtered<'a, S>,
     span: Option<(i64, i64)>,
-    filtered: u64,
-    tuples: Vec<FlowTuple>,
-    indices: Vec<u32>,
 }
 
-impl<'a, S> Window<'a, S> {
-    fn new(inner: &'a mut S, since: Option<i64>, until: Option<i64>) -> Self {
+impl<'a, S: TableSink> Window<'a, S> {
+    fn new(inner: &'a mut S, window: &'a Filter) -> Self {
         Window {
-            inner,
-            since,
-            until,
+            cut: Filtered::new(inner, window),
             span: None,
-            filtered: 0,
-            tuples: Vec::new(),
-            indices: Vec::new(),
         }
+    }
+
+    /// Tuples the window cut.
+    fn filtered(&self) -> u64 {
+        self.cut.filtered
     }
 }
 
@@ -650,34 +654,10 @@ type Parsed = (Ledger, TableBuffer, Option<(i64, i64)>, Option<String>);
 
 impl<S: TableSink> TableSink for Window<'_, S> {
     fn table(&mut self, table: &RuleTable<'_>) {
-        if table.tuples.is_empty() {
-            return self.inner.table(table);
-        }
-        let (mut lo, mut hi) = self.span.unwrap_or((i64::MAX, i64::MIN));
-        for t in table.tuples {
-            lo = lo.min(t.time_ms);
-            hi = hi.max(t.time_ms);
-        }
-        self.span = Some((lo, hi));
-        if self.since.is_none() && self.until.is_none() {
-            return self.inner.table(table);
-        }
-        self.tuples.clear();
-        self.indices.clear();
-        for (t, i) in table.tuples.iter().zip(table.indices) {
-            let out = self.since.is_some_and(|s| t.time_ms < s)
-                || self.until.is_some_and(|u| t.time_ms >= u);
-            if !out {
-                self.tuples.push(*t);
-                self.indices.push(*i);
-            }
-        }
-        self.filtered += (table.tuples.len() - self.tuples.len()) as u64;
-        self.inner.table(&RuleTable {
-            ctx: table.ctx,
-            tuples: &self.tuples,
-            indices: &self.indices,
+        self.span = table.tuples.iter().fold(self.span, |span, t| {
+            union(span, Some((t.time_ms, t.time_ms)))
         });
+        self.cut.table(table);
     }
 }
 
@@ -756,6 +736,11 @@ where
     inner.filter.since_ms = None;
     inner.filter.until_ms = None;
     let (since, until) = (opts.filter.since_ms, opts.filter.until_ms);
+    let window = Filter {
+        since_ms: since,
+        until_ms: until,
+        ..Filter::default()
+    };
     // Download ahead the blobs of NIC-days that are new or changed (a NIC-day whose blobs are
     // unchanged may still be read, when the day before it ends otherwise: it is then fetched
     // when read).
@@ -764,14 +749,8 @@ where
         units_of(&groups[gi])
             .into_iter()
             .filter(|(key, unit)| {
-                !state.old.get(key).is_some_and(|o| {
-                    o.ledger.blobs_failed == 0
-                        && o.blobs.len() == unit.len()
-                        && o.blobs
-                            .iter()
-                            .zip(unit)
-                            .all(|(a, b)| a.same(&BlobRecord::of(b)))
-                })
+                let records: Vec<BlobRecord> = unit.iter().map(|b| BlobRecord::of(b)).collect();
+                !state.old.get(key).is_some_and(|o| o.same_blobs(&records))
             })
             .flat_map(|(_, unit)| unit)
             .collect::<Vec<&BlobMeta>>()
@@ -785,7 +764,7 @@ where
         opts.parse.limits.max_bytes,
     );
     let next = AtomicUsize::new(0);
-    let failed = Mutex::new(false);
+    let failed = AtomicBool::new(false);
     let work = || {
         let mut acc = Acc {
             fold: make_fold(),
@@ -797,7 +776,7 @@ where
         };
         let mut w = Worker::default();
         loop {
-            if *failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            if failed.load(Ordering::Relaxed) {
                 break;
             }
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -806,7 +785,7 @@ where
                 state,
                 &groups[gi],
                 &inner,
-                (since, until),
+                &window,
                 progress,
                 &make_fold,
                 &make_chain,
@@ -816,7 +795,7 @@ where
             );
             if let Err(e) = r {
                 acc.error = Some(e);
-                *failed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                failed.store(true, Ordering::Relaxed);
                 break;
             }
         }
@@ -878,7 +857,7 @@ fn group<F, C>(
     state: &StateDir,
     blobs: &[&BlobMeta],
     opts: &RunOptions,
-    (since, until): (Option<i64>, Option<i64>),
+    window: &Filter,
     progress: &Progress<'_>,
     make_fold: &(impl Fn() -> F + Sync),
     make_chain: &(impl Fn() -> C + Sync),
@@ -890,6 +869,7 @@ where
     F: Persist,
     C: Chain,
 {
+    let (since, until) = (window.since_ms, window.until_ms);
     let mut prev = OpenState::default();
     // A chain whose open state is `prev`, when the last unit was read (not taken from state).
     let mut live: Option<C> = None;
@@ -906,11 +886,7 @@ where
         let start = digest(&prev);
         let bytes: u64 = unit.iter().map(|b| b.size).sum();
         let reuse = state.old.get(&key).filter(|o| {
-            o.ledger.blobs_failed == 0
-                && o.start == start
-                && o.blobs.len() == records.len()
-                && o.blobs.iter().zip(&records).all(|(a, b)| a.same(b))
-                && o.clip == clip(o.span, since, until)
+            o.same_blobs(&records) && o.start == start && o.clip == clip(o.span, since, until)
         });
         if let Some(old) = reuse {
             let (ledger, part, end, folds): (Ledger, C::Part, OpenState, Vec<u8>) =
@@ -962,9 +938,9 @@ where
                     let mut w2 = Worker::default();
                     for b in &unit {
                         let mut buf = TableBuffer::default();
-                        let mut win = Window::new(&mut buf, since, until);
+                        let mut win = Window::new(&mut buf, window);
                         let mut l = process_blob(&mut w2, b, opts, &mut win);
-                        l.tuples_filtered += win.filtered;
+                        l.tuples_filtered += win.filtered();
                         let span = win.span;
                         let hash = (l.blobs_failed == 0).then(|| hex128(w2.bytes()));
                         if tx.send((l, buf, span, hash)).is_err() {
@@ -990,9 +966,9 @@ where
                 fold.begin_blob(b);
                 chain.begin_blob(b);
                 let mut both = Both(&mut fold, &mut chain);
-                let mut win = Window::new(&mut both, since, until);
+                let mut win = Window::new(&mut both, window);
                 let mut l = process_blob(w, b, opts, &mut win);
-                l.tuples_filtered += win.filtered;
+                l.tuples_filtered += win.filtered();
                 span = union(span, win.span);
                 if l.blobs_failed == 0 {
                     rec.xxh3 = Some(hex128(w.bytes()));
