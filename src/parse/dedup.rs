@@ -33,9 +33,9 @@ const RUN_SCAN_MAX: usize = 16;
 pub struct Scope<'de> {
     /// The raw `flowTuples` texts read, in order; the last is being read.
     arrays: Vec<&'de str>,
-    /// The texts of the current run (the newest timestamp), in order (until `index` takes
-    /// over).
-    run: Vec<&'de str>,
+    /// The texts of the current run (the newest timestamp) with their fingerprints, in
+    /// order (until `index` takes over).
+    run: Vec<(u64, &'de str)>,
     newest_ms: i64,
     /// A set over the current run once it is longer than `RUN_SCAN_MAX` (busy seconds), so
     /// the cost per tuple stays bounded; emptied when the timestamp moves on.
@@ -54,8 +54,12 @@ impl<'de> Scope<'de> {
 
     /// Whether `text` (with timestamp `time_ms`, item `at` of the array being read) is seen
     /// here for the first time.
+    ///
+    /// `fp` is any function of the text alone (the parser passes one of the parsed fields,
+    /// [`fingerprint`]): equal texts have equal fingerprints, so the run is scanned by
+    /// comparing words, and only a matching fingerprint compares the texts.
     #[inline]
-    pub fn first_sighting(&mut self, text: &'de str, time_ms: i64, at: usize) -> bool {
+    pub fn first_sighting(&mut self, text: &'de str, fp: u64, time_ms: i64, at: usize) -> bool {
         if let Some(ix) = &mut self.index {
             return ix.insert(Text(text));
         }
@@ -63,23 +67,23 @@ impl<'de> Scope<'de> {
             self.newest_ms = time_ms;
             self.run.clear();
             self.run_set.clear();
-            self.run.push(text);
+            self.run.push((fp, text));
             return true;
         }
         if time_ms == self.newest_ms {
             if self.run.len() < RUN_SCAN_MAX {
-                if self.run.contains(&text) {
+                if self.run.iter().any(|&(f, t)| f == fp && t == text) {
                     return false;
                 }
             } else {
                 if self.run_set.is_empty() {
-                    self.run_set.extend(self.run.iter().map(|t| Text(t)));
+                    self.run_set.extend(self.run.iter().map(|t| Text(t.1)));
                 }
                 if !self.run_set.insert(Text(text)) {
                     return false;
                 }
             }
-            self.run.push(text);
+            self.run.push((fp, text));
             return true;
         }
         // Out of order: index every text read before this one (the earlier arrays whole,
@@ -103,6 +107,25 @@ impl<'de> Scope<'de> {
         self.run_set = HSet::default();
         fresh
     }
+}
+
+/// A tuple's fingerprint for [`Scope::first_sighting`], from its parsed fields: equal texts
+/// parse alike, so they get equal fingerprints. The addresses, ports and counters tell apart
+/// the tuples of one second (a scan's differ in their ports).
+#[inline(always)]
+pub fn fingerprint(t: &crate::model::FlowTuple) -> u64 {
+    let ip = |a: &std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v) => u32::from(*v) as u64,
+        std::net::IpAddr::V6(v) => {
+            let x = u128::from(*v);
+            x as u64 ^ (x >> 64) as u64
+        }
+    };
+    ip(&t.src).rotate_left(32)
+        ^ ip(&t.dst)
+        ^ ((t.sport as u64) << 48 | (t.dport as u64) << 32)
+        ^ t.bytes_s2d.unwrap_or(0).rotate_left(8)
+        ^ t.bytes_d2s.unwrap_or(0).rotate_left(24)
 }
 
 /// Scopes of one blob, keyed by a hash of (resource or ACL id, rule, MAC).
@@ -152,10 +175,34 @@ mod tests {
                     panic!("escaped")
                 };
                 let time = text[1..2].parse().unwrap();
-                out.push(s.first_sighting(text, time, i));
+                out.push(s.first_sighting(text, text.len() as u64, time, i));
             });
         }
         out
+    }
+
+    /// Fingerprints only rule texts out: two texts with one fingerprint (a port written
+    /// `0443` and `443` parse alike) are still told apart by their text.
+    #[test]
+    fn equal_fingerprints_still_compare_the_texts() {
+        let a = "1767607200,1.2.3.4,10.0.0.4,40000,0443,T,I,D,B,,,,";
+        let b = "1767607200,1.2.3.4,10.0.0.4,40000,443,T,I,D,B,,,,";
+        let fam = crate::model::Family::NsgV2;
+        let (ta, tb) = (
+            super::super::parse_tuple(a, fam).unwrap(),
+            super::super::parse_tuple(b, fam).unwrap(),
+        );
+        assert_eq!(fingerprint(&ta), fingerprint(&tb));
+        let raw = format!("[{a:?},{b:?},{a:?},{b:?}]");
+        let mut s = Scope::default();
+        s.begin_array(&raw);
+        let fp = fingerprint(&ta);
+        let got: Vec<bool> = [a, b, a, b]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| s.first_sighting(t, fp, ta.time_ms, i))
+            .collect();
+        assert_eq!(got, [true, true, false, false]);
     }
 
     #[test]

@@ -979,7 +979,9 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                     ledger.tuples += 1;
                     ledger.tuples_accepted += 1;
                     let fresh = match t {
-                        Cow::Borrowed(s) => seen.first_sighting(s, ft.time_ms, i),
+                        Cow::Borrowed(s) => {
+                            seen.first_sighting(s, dedup::fingerprint(&ft), ft.time_ms, i)
+                        }
                         // Escaped tuples never occur in real logs; they are not deduplicated.
                         Cow::Owned(_) => true,
                     };
