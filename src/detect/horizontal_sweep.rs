@@ -76,7 +76,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
     // A (source, port) sweep is a source's contacts with internal hosts, by port: groups of
     // the sources with enough contacts, split by port (each in time order).
     let internal = |k: &ContactKey, _: &Contact| cx.internal(&ip_of(k.1));
-    let by_port = |a: &(ContactKey, Contact)| (a.0 .2, a.0 .3, a.1.first_ms, a.0);
+    let by_port = |a: &(ContactKey, Contact)| (a.0 .2, a.0 .3, a.1.first_ms);
     contacts.groups(c.min_hosts, |k| k.0, internal, by_port, |src, all| {
     for v in all.chunk_by(|a, b| (a.0 .2, a.0 .3) == (b.0 .2, b.0 .3)) {
         let (port, proto) = (v[0].0 .2, v[0].0 .3);
