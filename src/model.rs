@@ -258,6 +258,13 @@ impl GroupContext<'_> {
     /// The NSG this table's rule belongs to: subscription and resource group from its ARM id
     /// (`resourceId` or `aclID`; the path's subscription when the record names no id; none
     /// for an `aclID` that is no ARM id, as AVNM's), and the name. Azure's platform rules (the all-zero `aclID`) belong to no subscription.
+    /// What [`GroupContext::nsg_identity`] is made of, as written (resource id, name,
+    /// subscription): equal texts are one identity, so a fold can keep the identity of the
+    /// last table's texts instead of building it (lower-cased) for every table.
+    pub fn nsg_written(&self) -> [&str; 3] {
+        [self.resource_id, self.nsg, self.subscription]
+    }
+
     pub fn nsg_identity(&self) -> NsgIdentity<'_> {
         if self.resource_id == crate::parse::PLATFORM_ACL_ID {
             return NsgIdentity {
@@ -276,6 +283,14 @@ impl GroupContext<'_> {
             name: self.nsg,
         }
     }
+}
+
+/// [`GroupContext::nsg_written`] kept by a fold, beside what it computed of it.
+pub type WrittenNsg = [Box<str>; 3];
+
+/// The kept texts are the table's.
+pub fn same_written(kept: &WrittenNsg, now: [&str; 3]) -> bool {
+    kept.iter().zip(now).all(|(a, b)| **a == *b)
 }
 
 /// An NSG's identity: subscription, resource group and name, compared case-insensitively as

@@ -211,10 +211,10 @@ pub struct Summary {
     pub last_ms: Option<i64>,
     /// NSG identity ([`NsgIdentity::key`]) → the NSG's rules.
     pub rules: HMap<String, NsgRules>,
-    /// The last table's NSG ARM id and name, and its identity key (tables of one record
+    /// The last table's NSG as written, and its identity key (tables of one record
     /// share them).
     #[serde(skip)]
-    last: Option<(Box<str>, Box<str>, String)>,
+    last: Option<(crate::model::WrittenNsg, String)>,
 }
 
 /// One NSG's rules under its identity ([`NsgIdentity`]), with the spelling shown.
@@ -385,19 +385,20 @@ impl Summary {
 impl TableSink for Summary {
     fn table(&mut self, table: &RuleTable<'_>) {
         let ctx = &table.ctx;
+        let written = ctx.nsg_written();
         let same = self
             .last
             .as_ref()
-            .is_some_and(|(rid, nsg, _)| **rid == *ctx.resource_id && **nsg == *ctx.nsg);
+            .is_some_and(|(w, _)| crate::model::same_written(w, written));
         if !same {
             // A new text: its identity, and its spelling offered (the same text again
             // changes nothing, so tables of one record pay for neither).
             let id = ctx.nsg_identity();
             let key = id.key();
             NsgRules::entry(&mut self.rules, key.clone(), &id);
-            self.last = Some((ctx.resource_id.into(), ctx.nsg.into(), key));
+            self.last = Some((written.map(Box::from), key));
         }
-        let key = &self.last.as_ref().expect("set above").2;
+        let key = &self.last.as_ref().expect("set above").1;
         let rules = &mut self.rules.get_mut(key).expect("entered above").rules;
         let stats = match rules.get_mut(ctx.rule) {
             Some(st) => st,
@@ -430,5 +431,53 @@ impl TableSink for Summary {
 impl super::Fold for Summary {
     fn merge(&mut self, other: Self) {
         Summary::merge(self, other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Family, GroupContext};
+
+    #[test]
+    fn one_nsg_name_in_two_subscriptions_without_resource_ids_is_two_nsgs() {
+        // Regression: the identity was cached by resource id and name only; without a
+        // resource id it comes from the blob path's subscription, which was not compared.
+        let t = crate::parse::parse_tuple(
+            "1767571200,203.0.113.9,10.0.0.4,40000,22,T,I,D,B,,,,",
+            Family::NsgV2,
+        )
+        .expect("a valid tuple");
+        let mut s = Summary::default();
+        for subscription in ["S1", "S2", "S2"] {
+            s.table(&RuleTable {
+                ctx: GroupContext {
+                    family: Family::NsgV2,
+                    nsg: "app-nsg",
+                    rule: "DefaultRule_DenyAllInBound",
+                    mac: "000D3A000001",
+                    subscription,
+                    resource_id: "",
+                    target_resource_id: "",
+                    flow_log_resource_id: "",
+                    record_index: 0,
+                },
+                tuples: &[t],
+                indices: &[0],
+            });
+        }
+        let mut tuples: Vec<(String, u64)> = s
+            .rules
+            .iter()
+            .map(|(k, v)| (k.clone(), v.rules.values().map(|r| r.counters.tuples).sum()))
+            .collect();
+        tuples.sort();
+        assert_eq!(
+            tuples,
+            [
+                ("s1//app-nsg".to_string(), 1),
+                ("s2//app-nsg".to_string(), 2)
+            ]
+        );
     }
 }

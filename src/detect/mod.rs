@@ -422,9 +422,14 @@ pub struct Detect {
     /// The blob being read.
     #[serde(skip)]
     blob: u64,
-    /// The last table's rule and NSG (tables of one record share them).
+    /// The last table's rule name and its hash (tables of one record take turns).
     #[serde(skip)]
-    last: Option<(Box<str>, u64, Box<str>, u64)>,
+    last_rule: Option<(Box<str>, u64)>,
+    /// The last table's NSG as written (resource id, name, subscription: what its
+    /// identity is made of) and the identity's hash: the same for every table of a blob,
+    /// so the identity (lower-cased) is built once a blob, not once a table.
+    #[serde(skip)]
+    last_nsg: Option<(crate::model::WrittenNsg, u64)>,
     /// Not run: tables pass through untouched.
     #[serde(skip)]
     off: bool,
@@ -505,12 +510,24 @@ impl TableSink for Detect {
         if self.off || table.tuples.is_empty() {
             return;
         }
-        let (rule, nsg) = match &self.last {
-            Some((r, rh, n, nh)) if **r == *table.ctx.rule && **n == *table.ctx.nsg => (*rh, *nh),
+        let ctx = &table.ctx;
+        let rule = match &self.last_rule {
+            Some((r, h)) if **r == *ctx.rule => *h,
             _ => {
-                let (rh, nh) = (self.name(table.ctx.rule), self.nsg_name(&table.ctx));
-                self.last = Some((table.ctx.rule.into(), rh, table.ctx.nsg.into(), nh));
-                (rh, nh)
+                let h = self.name(ctx.rule);
+                self.last_rule = Some((ctx.rule.into(), h));
+                h
+            }
+        };
+        // Keyed by all the identity is made of: one NSG name in two resource groups (or,
+        // without a resource id, two subscriptions) is two NSGs.
+        let written = ctx.nsg_written();
+        let nsg = match &self.last_nsg {
+            Some((w, h)) if crate::model::same_written(w, written) => *h,
+            _ => {
+                let h = self.nsg_name(ctx);
+                self.last_nsg = Some((written.map(Box::from), h));
+                h
             }
         };
         let blob = self.blob;
@@ -717,9 +734,16 @@ pub(crate) mod testkit {
 
     /// Fold `(nsg, rule, tuple)`s, in the order given.
     pub fn fold(tuples: &[(&str, &str, FlowTuple)]) -> Detect {
+        let with_ids: Vec<(&str, &str, &str, FlowTuple)> =
+            tuples.iter().map(|(n, r, t)| ("", *n, *r, *t)).collect();
+        fold_ids(&with_ids)
+    }
+
+    /// Fold `(resource id, nsg, rule, tuple)`s, in the order given.
+    pub fn fold_ids(tuples: &[(&str, &str, &str, FlowTuple)]) -> Detect {
         let mut d = Detect::new(true);
         let mut hour = None;
-        for (record, (nsg, rule, t)) in tuples.iter().enumerate() {
+        for (record, (resource_id, nsg, rule, t)) in tuples.iter().enumerate() {
             let h = t.time_ms.div_euclid(3_600_000);
             if hour != Some(h) {
                 if hour.is_some() {
@@ -738,7 +762,7 @@ pub(crate) mod testkit {
                     rule,
                     mac: "000D3A000001",
                     subscription: "",
-                    resource_id: "",
+                    resource_id,
                     target_resource_id: "",
                     flow_log_resource_id: "",
                     record_index: record,
@@ -793,6 +817,49 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn one_nsg_name_in_two_resource_groups_is_two_denied_series() {
+        // Regression: the NSG's hash was cached by its name and the rule alone, so a table
+        // of rg-b's app-nsg right after one of rg-a's (same rule) was counted as rg-a's.
+        use testkit::{denied, fold_ids, T0};
+        let rid = |rg: &str| {
+            format!("/SUBSCRIPTIONS/S1/RESOURCEGROUPS/{rg}/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/APP-NSG")
+        };
+        let (a, b) = (rid("RG-A"), rid("RG-B"));
+        let rule = "DefaultRule_DenyAllInBound";
+        let d = fold_ids(&[
+            (
+                &a,
+                "APP-NSG",
+                rule,
+                denied(1.0, "203.0.113.9", "10.0.0.4", 22, true),
+            ),
+            (
+                &b,
+                "APP-NSG",
+                rule,
+                denied(2.0, "203.0.113.9", "10.1.0.4", 22, true),
+            ),
+            (
+                &b,
+                "APP-NSG",
+                rule,
+                denied(3.0, "203.0.113.9", "10.1.0.4", 23, true),
+            ),
+        ]);
+        let hour = T0 - T0.rem_euclid(3_600_000);
+        let count = |key: &str| {
+            d.tallies
+                .denied
+                .hours
+                .get(&(name_hash(key), hour))
+                .map(|h| h.0)
+        };
+        assert_eq!(count("s1/rg-a/app-nsg"), Some(1));
+        assert_eq!(count("s1/rg-b/app-nsg"), Some(2));
+        assert_eq!(d.tallies.denied.hours.len(), 2);
     }
 
     #[test]
