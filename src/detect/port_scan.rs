@@ -314,10 +314,71 @@ pub struct Contacts {
     live_blob: u64,
     #[serde(skip)]
     live_rules: Vec<u64>,
-    /// The last IPv4 key seen and whether it is already a success and allowed: runs of one
-    /// flow's tuples skip the map.
+    /// A direct-mapped cache of IPv4 contacts in front of `live4` (empty until the first
+    /// one): see [`Contacts::see`].
     #[serde(skip)]
-    last: Option<(u128, bool, bool)>,
+    cache: Box<[Cached]>,
+}
+
+/// Slots of [`Contacts::cache`]: 1,024 of 48 bytes, 48 KiB, within the core's L2 where a
+/// blob's `live4` is not (8.7 K contacts, 650 KiB with hashbrown's growth on the generated
+/// container). Measured on a generated blob, 70% of tuples repeat a contact their own table
+/// already had (one host's connections to one service within the minute); 1,024 slots keep
+/// 85% of tuples out of `live4` (256: 72%).
+const CACHE_SLOTS: usize = 1 << 10;
+
+/// One slot of [`Contacts::cache`]: an IPv4 contact key and what the blob's tuples of it
+/// added up to since it took the slot. `live.rule == EMPTY` marks a free slot.
+#[derive(Clone, Copy)]
+struct Cached {
+    key: u128,
+    live: Live,
+}
+
+/// [`Live::rule`] of a free cache slot (no table has that many rules).
+const EMPTY: u32 = u32::MAX;
+
+const FREE: Cached = Cached {
+    key: 0,
+    live: Live {
+        first_ms: 0,
+        record: 0,
+        tuple: 0,
+        rule: EMPTY,
+        success: false,
+        allowed: false,
+    },
+};
+
+/// The slot of a packed key: Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4) of both halves.
+/// Not seeded: crafted keys that share a slot only send every tuple to `live4`, which is
+/// seeded (what every tuple cost without the cache).
+#[inline(always)]
+fn cache_slot(key: u128) -> usize {
+    let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(31);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
+}
+
+/// Fold `c` into `m` (both of one key and blob): the earliest tuple wins, ties by location
+/// (rule, record, tuple, the order of [`Loc`] within a blob); outcomes are or-ed. What
+/// [`absorb`] is to [`Contact`]s, so the cache changes no result.
+#[inline(always)]
+fn absorb_live(m: &mut Live, c: &Live, rules: &[u64]) {
+    // Tables come in time order, so `c` is mostly later; at the same time it is mostly of
+    // the same table (rule), where the record and tuple decide without the rule's name.
+    let earlier = c.first_ms < m.first_ms
+        || (c.first_ms == m.first_ms
+            && if c.rule == m.rule {
+                (c.record, c.tuple) < (m.record, m.tuple)
+            } else {
+                (rules[c.rule as usize], c.record, c.tuple)
+                    < (rules[m.rule as usize], m.record, m.tuple)
+            });
+    if earlier {
+        (m.first_ms, m.rule, m.record, m.tuple) = (c.first_ms, c.rule, c.record, c.tuple);
+    }
+    m.success |= c.success;
+    m.allowed |= c.allowed;
 }
 
 impl Contacts {
@@ -331,11 +392,6 @@ impl Contacts {
         }
         if let (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) = (t.src, t.dst) {
             let key = pack4(a.into(), b.into(), t.dport, t.protocol.code());
-            if let Some((k, succ, allw)) = self.last {
-                if k == key && (succ || !s.replied) && (allw || !allowed) {
-                    return;
-                }
-            }
             let rule = match self.live_rules.last() {
                 Some(r) if *r == s.rule => self.live_rules.len() - 1,
                 _ => match self.live_rules.iter().position(|r| *r == s.rule) {
@@ -346,28 +402,29 @@ impl Contacts {
                     }
                 },
             } as u32;
-            let c = self
-                .live4
-                .entry(((key >> 64) as u64, key as u64))
-                .or_insert(Live {
-                    first_ms: t.time_ms,
-                    record: s.record,
-                    tuple: s.tuple,
-                    rule,
-                    success: false,
-                    allowed: false,
-                });
-            if t.time_ms <= c.first_ms {
-                // Ties as a [`Loc`] orders them within one blob: rule, record, tuple.
-                let had = (self.live_rules[c.rule as usize], c.record, c.tuple);
-                if (t.time_ms, (s.rule, s.record, s.tuple)) < (c.first_ms, had) {
-                    c.first_ms = t.time_ms;
-                    (c.rule, c.record, c.tuple) = (rule, s.record, s.tuple);
-                }
+            let seen = Live {
+                first_ms: t.time_ms,
+                record: s.record,
+                tuple: s.tuple,
+                rule,
+                success: s.replied,
+                allowed,
+            };
+            // The tuple goes to its cache slot; a slot taken by another key sends that
+            // key's sum to `live4` first. Sums are order-free, so where a tuple is added
+            // up first changes nothing.
+            if self.cache.is_empty() {
+                self.cache = vec![FREE; CACHE_SLOTS].into_boxed_slice();
             }
-            c.success |= s.replied;
-            c.allowed |= allowed;
-            self.last = Some((key, c.success, c.allowed));
+            let slot = &mut self.cache[cache_slot(key)];
+            if slot.key == key && slot.live.rule != EMPTY {
+                absorb_live(&mut slot.live, &seen, &self.live_rules);
+                return;
+            }
+            let old = std::mem::replace(slot, Cached { key, live: seen });
+            if old.live.rule != EMPTY {
+                self.write_back(old);
+            }
             return;
         }
         let key = (ip_key(&t.src), ip_key(&t.dst), t.dport, t.protocol.code());
@@ -388,9 +445,27 @@ impl Contacts {
         c.allowed |= allowed;
     }
 
+    /// Add a cache slot's sum to `live4`.
+    #[inline]
+    fn write_back(&mut self, c: Cached) {
+        match self.live4.entry(((c.key >> 64) as u64, c.key as u64)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                absorb_live(e.get_mut(), &c.live, &self.live_rules)
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(c.live);
+            }
+        }
+    }
+
     /// The live tables as runs.
     fn seal(&mut self) {
-        self.last = None;
+        for i in 0..self.cache.len() {
+            let c = std::mem::replace(&mut self.cache[i], FREE);
+            if c.live.rule != EMPTY {
+                self.write_back(c);
+            }
+        }
         if !self.live4.is_empty() {
             let (blob, rules) = (self.live_blob, &self.live_rules);
             let run: Vec<(u128, Contact)> = self
@@ -731,6 +806,80 @@ mod tests {
             let of: Vec<_> = want.iter().filter(|(k, _)| k.0 == src).cloned().collect();
             assert!(!of.is_empty());
             assert_eq!(b.of_src(src).collect::<Vec<_>>(), of);
+        }
+    }
+
+    #[test]
+    fn the_tuple_cache_changes_no_contact() {
+        // More keys than cache slots (evictions), times out of order, ties, and answers
+        // and allowed tuples after the first: every contact equals a plain fold of its
+        // tuples (earliest time, ties by location; outcomes or-ed).
+        use crate::model::{Decision, Direction, FlowState, FlowTuple, Protocol};
+        let mut rng = fastrand::Rng::with_seed(11);
+        let h = crate::detect::name_hash;
+        let rules = [h("r1"), h("r2"), h("r3")];
+        let blob = h("blob");
+        let mut c = Contacts::default();
+        let mut reference: BTreeMap<u128, Contact> = BTreeMap::new();
+        for record in 0..60u32 {
+            for (ri, rule) in rules.iter().enumerate() {
+                for tuple in 0..100u32 {
+                    let (src, dst) = (0x0a00_0001 + rng.u32(0..3), rng.u32(0..40));
+                    let (dport, deny) = (rng.u16(0..40), rng.u8(0..3) == 0);
+                    let t = FlowTuple {
+                        time_ms: 1_767_571_200_000 + rng.i64(0..600) * 1000,
+                        src: std::net::Ipv4Addr::from(src).into(),
+                        dst: std::net::Ipv4Addr::from(dst).into(),
+                        sport: 40_000,
+                        dport,
+                        protocol: Protocol::Tcp,
+                        direction: Direction::Outbound,
+                        decision: if deny {
+                            Decision::Deny
+                        } else {
+                            Decision::Allow
+                        },
+                        state: Some(FlowState::Begin),
+                        encryption: None,
+                        packets_s2d: None,
+                        bytes_s2d: None,
+                        packets_d2s: None,
+                        bytes_d2s: None,
+                    };
+                    let replied = !deny && rng.u8(0..4) == 0;
+                    let seen = Seen {
+                        t: &t,
+                        nsg: 1,
+                        record: record * 3 + ri as u32,
+                        tuple,
+                        blob,
+                        rule: *rule,
+                        inbound: false,
+                        deny,
+                        replied,
+                    };
+                    c.see(&seen);
+                    let one = Contact {
+                        first_ms: t.time_ms,
+                        success: replied,
+                        allowed: !deny,
+                        loc: seen.loc(),
+                    };
+                    reference
+                        .entry(pack4(src, dst, dport, Protocol::Tcp.code()))
+                        .and_modify(|e| absorb(e, &one))
+                        .or_insert(one);
+                }
+            }
+        }
+        assert!(reference.len() > 4 * CACHE_SLOTS, "{}", reference.len());
+        c.seal();
+        let want: Vec<(ContactKey, Contact)> =
+            reference.iter().map(|(k, c)| (unpack4(*k), *c)).collect();
+        let got: Vec<(ContactKey, Contact)> = c.iter().collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
         }
     }
 
