@@ -136,6 +136,9 @@ pub struct TopAgg<'a> {
     named: HMap<String, Stats>,
     /// NSGs by identity key ([`crate::model::NsgIdentity`]), with the spelling shown.
     nsgs: HMap<String, NsgRules>,
+    /// The last table's NSG as written and its identity key: built once a blob, not once a
+    /// table (the lower-cased identity is most of a table's cost otherwise).
+    last: Option<(crate::model::WrittenNsg, String)>,
 }
 
 impl<'a> TopAgg<'a> {
@@ -146,6 +149,7 @@ impl<'a> TopAgg<'a> {
             keyed: HMap::default(),
             named: HMap::default(),
             nsgs: HMap::default(),
+            last: None,
         }
     }
 
@@ -169,10 +173,19 @@ impl TableSink for TopAgg<'_> {
         let g = self.spec.group;
         // NSG and rule keys hold the NSG's identity; the spelling shown is kept beside.
         let nsg = matches!(self.spec.by, TopBy::Rule | TopBy::Nsg).then(|| {
-            let id = ctx.nsg_identity();
-            let key = id.key();
-            NsgRules::entry(&mut self.nsgs, key.clone(), &id);
-            key
+            let written = ctx.nsg_written();
+            match &self.last {
+                Some((w, key)) if crate::model::same_written(w, written) => key.clone(),
+                _ => {
+                    // A new text: its identity, and its spelling offered (the same text
+                    // again changes nothing).
+                    let id = ctx.nsg_identity();
+                    let key = id.key();
+                    NsgRules::entry(&mut self.nsgs, key.clone(), &id);
+                    self.last = Some((written.map(Box::from), key.clone()));
+                    key
+                }
+            }
         });
         let name = match self.spec.by {
             TopBy::Rule => nsg.map(|k| format!("{k}/{}", ctx.rule)),
