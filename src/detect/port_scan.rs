@@ -814,7 +814,8 @@ mod tests {
         // More keys than cache slots (evictions), times out of order, ties, and answers
         // and allowed tuples after the first: every contact equals a plain fold of its
         // tuples (earliest time, ties by location; outcomes or-ed).
-        use crate::model::{Decision, Direction, FlowState, FlowTuple, Protocol};
+        use crate::detect::testkit::{denied, unanswered};
+        use crate::model::Protocol;
         let mut rng = fastrand::Rng::with_seed(11);
         let h = crate::detect::name_hash;
         let rules = [h("r1"), h("r2"), h("r3")];
@@ -826,25 +827,16 @@ mod tests {
                 for tuple in 0..100u32 {
                     let (src, dst) = (0x0a00_0001 + rng.u32(0..3), rng.u32(0..40));
                     let (dport, deny) = (rng.u16(0..40), rng.u8(0..3) == 0);
-                    let t = FlowTuple {
-                        time_ms: 1_767_571_200_000 + rng.i64(0..600) * 1000,
-                        src: std::net::Ipv4Addr::from(src).into(),
-                        dst: std::net::Ipv4Addr::from(dst).into(),
-                        sport: 40_000,
-                        dport,
-                        protocol: Protocol::Tcp,
-                        direction: Direction::Outbound,
-                        decision: if deny {
-                            Decision::Deny
-                        } else {
-                            Decision::Allow
-                        },
-                        state: Some(FlowState::Begin),
-                        encryption: None,
-                        packets_s2d: None,
-                        bytes_s2d: None,
-                        packets_d2s: None,
-                        bytes_d2s: None,
+                    let (s, d) = (
+                        std::net::Ipv4Addr::from(src).to_string(),
+                        std::net::Ipv4Addr::from(dst).to_string(),
+                    );
+                    // Whole seconds within ten minutes: many ties.
+                    let min = rng.u32(0..600) as f64 / 60.0;
+                    let t = if deny {
+                        denied(min, &s, &d, dport, false)
+                    } else {
+                        unanswered(min, &s, &d, dport, false)
                     };
                     let replied = !deny && rng.u8(0..4) == 0;
                     let seen = Seen {
