@@ -15,7 +15,7 @@ use crate::export::{export_connections, export_flows};
 use crate::gen::generate;
 use crate::parse::Ledger;
 use crate::pipeline::{run as run_folds, run_nics, Progress, RunOptions};
-use crate::report::build::{assemble, ReportContext};
+use crate::report::build::{add_findings, assemble_traffic, ReportContext};
 use crate::report::Findings;
 use crate::state::incremental::{Chain, NoChain, Persist, StateDir};
 use crate::state::{self, Body, BodyRef};
@@ -123,9 +123,8 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 header.options.rules = rule_files.clone();
                 state::save(p, &header, &data.ledger, BodyRef::Report(&data))?;
             }
-            let findings = findings_of(data.detect_data(), &book, &detect, &input)?;
             coverage_warnings(&data.coverage);
-            let code = write_report(
+            let (code, findings) = write_report(
                 &data,
                 &d,
                 &input_names(&input),
@@ -136,7 +135,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 &book,
                 &out_dir,
                 &input.run,
-                &findings,
+                || findings_of(data.detect_data(), &book, &detect, &input),
                 audit.as_ref(),
                 previous.as_ref(),
             )?;
@@ -777,9 +776,7 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
             let filters = merged.header.options.filters.clone();
             let detect = merged.header.options.detect_options()?;
             let out = out_dir.expect("prepared above");
-            let findings =
-                findings_of(data.detect_data(), &book, &detect, &InputConfig::default())?;
-            let code = write_report(
+            let (code, findings) = write_report(
                 &data,
                 &d,
                 &merged.header.inputs,
@@ -793,7 +790,7 @@ fn merge(paths: &[std::path::PathBuf], output: MergeOutput) -> anyhow::Result<Ex
                     strict,
                     ..RunOptions::default()
                 },
-                &findings,
+                || findings_of(data.detect_data(), &book, &detect, &InputConfig::default()),
                 None,
                 None,
             )?;
@@ -868,7 +865,9 @@ fn fail_on(
     }
 }
 
-/// Assemble the report model from finished folds and write every file.
+/// Assemble the report model from finished folds and write every file. `findings` (the
+/// detectors' finish) runs beside the assembling of everything else, whose rayon jobs take
+/// the core a detector's long finish leaves idle; returns the findings too.
 #[allow(clippy::too_many_arguments)]
 fn write_report(
     data: &crate::aggregate::ReportData,
@@ -881,13 +880,14 @@ fn write_report(
     book: &AddressBook,
     out: &Path,
     run: &RunOptions,
-    findings: &Findings,
+    findings: impl FnOnce() -> anyhow::Result<Findings> + Send,
     audit: Option<&crate::audit::Audit>,
     previous: Option<&(String, crate::report::compare::Previous)>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<(ExitCode, Findings)> {
+    let none = Findings::not_run();
     let cx = ReportContext {
         previous,
-        findings,
+        findings: &none,
         audit,
         inputs: inputs.to_vec(),
         filters,
@@ -898,7 +898,9 @@ fn write_report(
         }),
         book,
     };
-    let r = assemble(data, d, &cx);
+    let (found, mut r) = rayon::join(findings, || assemble_traffic(data, d, &cx));
+    let found = found?;
+    add_findings(&mut r, found.clone(), previous);
     let written = crate::report::render::write_all(&r, out)?;
     if !quiet {
         eprintln!(
@@ -908,7 +910,7 @@ fn write_report(
             out.join("index.html").display()
         );
     }
-    Ok(finish(&data.ledger, d, run))
+    Ok((finish(&data.ledger, d, run), found))
 }
 
 /// `--state-dir`: the options that change a command's results, as the state keeps them.

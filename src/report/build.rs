@@ -299,6 +299,28 @@ pub fn default_title(inputs: &[String], first_ms: Option<i64>, last_ms: Option<i
 
 /// Assemble the model from the finished folds. `d` gives what discovery skipped or left out.
 pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Report {
+    let mut r = assemble_traffic(data, d, cx);
+    add_findings(&mut r, cx.findings.clone(), cx.previous);
+    r
+}
+
+/// The findings, and then the comparison with `--compare`'s previous report (which compares
+/// findings too): the last step of [`assemble`], apart so that a run can assemble the rest
+/// ([`assemble_traffic`]) while the detectors finish.
+pub fn add_findings(
+    r: &mut Report,
+    findings: Findings,
+    previous: Option<&(String, compare::Previous)>,
+) {
+    r.findings = findings;
+    if let Some((name, prev)) = previous {
+        r.comparison = Some(compare::compare(r, prev, name));
+    }
+}
+
+/// [`assemble`] but for its findings (`cx.findings` unread; [`Findings::not_run`]) and the
+/// comparison: see [`add_findings`].
+pub fn assemble_traffic(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Report {
     let s = &data.summary;
     let (series_bin_ms, mut series) = series(&data.traffic.hours);
     mark_coverage(&mut series, series_bin_ms, &data.coverage);
@@ -317,7 +339,7 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
     // The summary's warnings (double logging) are worded once, in `summary`.
     let mut warnings = crate::summary::warnings(&data.coverage);
     warnings.extend(crate::summary::discovery_warnings(d));
-    let mut r = Report {
+    Report {
         schema_version: SCHEMA_VERSION,
         title: cx
             .title
@@ -327,7 +349,7 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
         generated_at: cx.generated_at.clone(),
         inputs: cx.inputs.clone(),
         filters: cx.filters.clone(),
-        findings: cx.findings.clone(),
+        findings: Findings::not_run(),
         audit: cx.audit.cloned(),
         ledger: LedgerSection::new(&data.ledger, d),
         coverage: coverage(s, &data.coverage),
@@ -360,9 +382,5 @@ pub fn assemble(data: &ReportData, d: &Discovered, cx: &ReportContext<'_>) -> Re
             }
         },
         warnings,
-    };
-    if let Some((name, prev)) = cx.previous {
-        r.comparison = Some(compare::compare(&r, prev, name));
     }
-    r
 }
