@@ -92,7 +92,7 @@ pub type Progress<'a> = dyn Fn() + Sync + 'a;
 /// Per-thread state: a reusable read buffer and parse scratch.
 #[derive(Default)]
 pub struct Worker {
-    buf: Vec<u8>,
+    buf: crate::source::BlobBuf,
     /// A compressed blob's decompressed bytes.
     unz: Vec<u8>,
     scratch: Scratch,
@@ -116,7 +116,7 @@ fn failed(path: String, message: String) -> Ledger {
 impl Worker {
     /// The bytes of the blob read last (as stored: compressed blobs compressed).
     pub fn bytes(&self) -> &[u8] {
-        &self.buf
+        self.buf.bytes()
     }
 
     /// Read one blob and parse it into `sink`; returns the blob's ledger.
@@ -128,7 +128,7 @@ impl Worker {
     ) -> Ledger {
         let label = crate::text::path_text(&blob.path);
         let max = opts.limits.max_bytes;
-        let read = crate::source::read_capped(&blob.path, max, &mut self.buf);
+        let read = self.buf.read_capped(&blob.path, max);
         match read {
             Err(e) => return failed(label, format!("cannot read: {e}")),
             Ok(Some(n)) => {
@@ -190,17 +190,25 @@ impl Worker {
             panic!("NSGFLOW_TEST_PANIC_ON matched {label}");
         }
         use crate::parse::compressed::{gunzip, sniff, unzip, Container};
-        match sniff(&self.buf) {
+        match sniff(self.buf.bytes()) {
             Container::Plain => {
-                parse_blob(label, &self.buf, defaults, opts, &mut self.scratch, sink).ledger
+                parse_blob(
+                    label,
+                    self.buf.bytes(),
+                    defaults,
+                    opts,
+                    &mut self.scratch,
+                    sink,
+                )
+                .ledger
             }
             Container::Gzip => {
                 let mut unz = std::mem::take(&mut self.unz);
-                let l = match gunzip(&self.buf, &opts.limits, &mut unz) {
+                let l = match gunzip(self.buf.bytes(), &opts.limits, &mut unz) {
                     Ok(()) => {
                         let mut l =
                             parse_blob(label, &unz, defaults, opts, &mut self.scratch, sink).ledger;
-                        l.bytes = self.buf.len() as u64;
+                        l.bytes = self.buf.bytes().len() as u64;
                         l.tolerated.gzip += 1;
                         l
                     }
@@ -211,7 +219,7 @@ impl Worker {
                 l
             }
             Container::Zip => {
-                let entries = match unzip(&self.buf, &opts.limits) {
+                let entries = match unzip(self.buf.bytes(), &opts.limits) {
                     Ok(v) if v.is_empty() => {
                         return failed(
                             label.to_string(),
@@ -238,7 +246,7 @@ impl Worker {
                     l.bytes = 0;
                     total.merge(l);
                 }
-                total.bytes = self.buf.len() as u64;
+                total.bytes = self.buf.bytes().len() as u64;
                 total
             }
         }
