@@ -810,6 +810,42 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_of_two_runs_is_sorted_with_one_entry_per_key() {
+        let c = |ms: i64| Contact {
+            first_ms: ms,
+            success: ms % 2 == 0,
+            allowed: false,
+            loc: Loc {
+                blob: 1,
+                rule: 2,
+                record: ms as u32,
+                tuple: 0,
+            },
+        };
+        let run = |keys: &[u32], ms: i64| -> Vec<(u32, Contact)> {
+            keys.iter().map(|k| (*k, c(ms + *k as i64))).collect()
+        };
+        // Disjoint, interleaved, all shared, one side empty, a shared key at either end.
+        let cases: [(&[u32], &[u32]); 6] = [
+            (&[1, 3, 5], &[2, 4, 6]),
+            (&[1, 2, 3], &[1, 2, 3]),
+            (&[], &[1, 2]),
+            (&[1, 2], &[]),
+            (&[1, 4, 9, 10], &[0, 1, 10, 11]),
+            (&[5, 6, 7, 8, 9], &[0, 9]),
+        ];
+        for (x, y) in cases {
+            let (a, b) = (run(x, 100), run(y, 50));
+            let mut want: BTreeMap<u32, Contact> = BTreeMap::new();
+            for (k, v) in a.iter().chain(&b) {
+                want.entry(*k).and_modify(|e| absorb(e, v)).or_insert(*v);
+            }
+            let got = merge_runs(a, b);
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{x:?} + {y:?}");
+        }
+    }
+
+    #[test]
     fn the_tuple_cache_changes_no_contact() {
         // More keys than cache slots (evictions), times out of order, ties, and answers
         // and allowed tuples after the first: every contact equals a plain fold of its
