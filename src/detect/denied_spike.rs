@@ -102,9 +102,14 @@ impl Denied {
     }
 
     pub fn merge(&mut self, mut o: Denied) {
+        self.drain_from(&mut o);
+    }
+
+    /// Merge `o` in and leave it empty, its memory kept for the next blob.
+    pub fn drain_from(&mut self, o: &mut Denied) {
         self.flush();
         o.flush();
-        for (k, (n, loc)) in o.hours {
+        for (k, (n, loc)) in o.hours.drain() {
             let e = self.hours.entry(k).or_insert((0, None));
             e.0 += n;
             e.1 = match (e.1.take(), loc) {
@@ -112,7 +117,7 @@ impl Denied {
                 (a, b) => a.or(b),
             };
         }
-        for (k, n) in o.sources {
+        for (k, n) in o.sources.drain() {
             *self.sources.entry(k).or_default() += n;
         }
     }

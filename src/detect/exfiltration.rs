@@ -82,8 +82,13 @@ impl Uploads {
         u.last_ms = u.last_ms.max(t.time_ms);
     }
 
-    pub fn merge(&mut self, o: Uploads) {
-        for (k, v) in o.map {
+    pub fn merge(&mut self, mut o: Uploads) {
+        self.drain_from(&mut o);
+    }
+
+    /// Merge `o` in and leave it empty, its memory kept for the next blob.
+    pub fn drain_from(&mut self, o: &mut Uploads) {
+        for (k, v) in o.map.drain() {
             match self.map.entry(k) {
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(v);

@@ -81,8 +81,13 @@ impl Exposed {
         }
     }
 
-    pub fn merge(&mut self, o: Exposed) {
-        for (k, v) in o.map {
+    pub fn merge(&mut self, mut o: Exposed) {
+        self.drain_from(&mut o);
+    }
+
+    /// Merge `o` in and leave it empty, its memory kept for the next blob.
+    pub fn drain_from(&mut self, o: &mut Exposed) {
+        for (k, v) in o.map.drain() {
             let e = self.map.entry(k).or_insert_with(|| Exposure {
                 first_ms: v.first_ms,
                 last_ms: v.last_ms,

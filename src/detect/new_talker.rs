@@ -90,8 +90,13 @@ impl Talkers {
         }
     }
 
-    pub fn merge(&mut self, o: Talkers) {
-        for (k, v) in o.map {
+    pub fn merge(&mut self, mut o: Talkers) {
+        self.drain_from(&mut o);
+    }
+
+    /// Merge `o` in and leave it empty, its memory kept for the next blob.
+    pub fn drain_from(&mut self, o: &mut Talkers) {
+        for (k, v) in o.map.drain() {
             match self.map.entry(k) {
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(v);

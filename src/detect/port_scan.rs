@@ -496,9 +496,15 @@ impl Contacts {
     }
 
     pub fn merge(&mut self, mut o: Contacts) {
+        self.drain_from(&mut o);
+    }
+
+    /// Merge `o` in and leave it empty, its live tables' memory and cache kept for the
+    /// next blob.
+    pub fn drain_from(&mut self, o: &mut Contacts) {
         o.seal();
-        self.v4.absorb(o.v4);
-        self.v6.absorb(o.v6);
+        self.v4.absorb(std::mem::take(&mut o.v4));
+        self.v6.absorb(std::mem::take(&mut o.v6));
     }
 
     /// Every contact, one per key, in key order (source, destination, port, protocol). The
