@@ -432,7 +432,7 @@ impl ConnSummary {
             if total.v4.is_empty() && total.v6.is_empty() {
                 std::mem::swap(total, g);
             } else {
-                total.merge(std::mem::take(g));
+                total.drain_from(g);
             }
         }
     }

@@ -172,11 +172,17 @@ pub struct PairTally {
 }
 
 impl PairTally {
-    pub fn merge(&mut self, o: PairTally) {
-        for (k, v) in o.v4 {
+    pub fn merge(&mut self, mut o: PairTally) {
+        self.drain_from(&mut o);
+    }
+
+    /// Merge `o` in and leave it empty, its memory kept (the stitcher's tallies of recent
+    /// closes, reused blob after blob).
+    pub fn drain_from(&mut self, o: &mut PairTally) {
+        for (k, v) in o.v4.drain() {
             self.v4.entry(k).or_default().merge(&v);
         }
-        for (k, v) in o.v6 {
+        for (k, v) in o.v6.drain() {
             self.v6.entry(k).or_default().merge(&v);
         }
     }
