@@ -97,7 +97,8 @@ impl BlobBuf {
 
     /// At least `more` bytes free after the data, which start at a multiple of [`ALIGN`].
     /// New memory comes zeroed from the allocator (`vec!` of zeros: fresh pages, no
-    /// writing); the data read so far move with it.
+    /// writing); the data read so far move with it. The buffer never shrinks: it stays at
+    /// most 1.5 times the largest blob read (plus [`ALIGN`]).
     fn room(&mut self, more: usize) {
         let pad = |m: &Vec<u8>| (m.as_ptr() as usize).wrapping_neg() % ALIGN;
         if self.len == 0 {
@@ -107,7 +108,10 @@ impl BlobBuf {
         if self.mem.len().saturating_sub(self.start) >= need {
             return;
         }
-        let mem = vec![0u8; need.saturating_add(ALIGN)];
+        // Half as much again as before (at least): blobs of one NIC grow hour by hour, and
+        // an exact fit would map and fault a new buffer for each slightly larger one.
+        let size = need.max(self.mem.len().saturating_add(self.mem.len() / 2));
+        let mem = vec![0u8; size.saturating_add(ALIGN)];
         let start = pad(&mem);
         let old = std::mem::replace(&mut self.mem, mem);
         if self.len > 0 {
