@@ -121,7 +121,7 @@ fn regularity(values: &[f64]) -> (f64, f64, f64) {
     } else {
         0.0
     };
-    let (m, mad) = super::median_mad(&v);
+    let (m, mad) = super::median_mad_sorted(&v);
     let disp = if m > 0.0 {
         (1.0 - mad / m).clamp(0.0, 1.0)
     } else {
