@@ -899,8 +899,7 @@ fn write_report(
         book,
     };
     let (found, mut r) = rayon::join(findings, || assemble_traffic(data, d, &cx));
-    let found = found?;
-    add_findings(&mut r, found.clone(), previous);
+    add_findings(&mut r, found?, previous);
     let written = crate::report::render::write_all(&r, out)?;
     if !quiet {
         eprintln!(
@@ -910,7 +909,7 @@ fn write_report(
             out.join("index.html").display()
         );
     }
-    Ok((finish(&data.ledger, d, run), found))
+    Ok((finish(&data.ledger, d, run), r.findings))
 }
 
 /// `--state-dir`: the options that change a command's results, as the state keeps them.

@@ -255,9 +255,6 @@ impl GroupContext<'_> {
         }
     }
 
-    /// The NSG this table's rule belongs to: subscription and resource group from its ARM id
-    /// (`resourceId` or `aclID`; the path's subscription when the record names no id; none
-    /// for an `aclID` that is no ARM id, as AVNM's), and the name. Azure's platform rules (the all-zero `aclID`) belong to no subscription.
     /// What [`GroupContext::nsg_identity`] is made of, as written (resource id, name,
     /// subscription): equal texts are one identity, so a fold can keep the identity of the
     /// last table's texts instead of building it (lower-cased) for every table.
@@ -265,6 +262,9 @@ impl GroupContext<'_> {
         [self.resource_id, self.nsg, self.subscription]
     }
 
+    /// The NSG this table's rule belongs to: subscription and resource group from its ARM id
+    /// (`resourceId` or `aclID`; the path's subscription when the record names no id; none
+    /// for an `aclID` that is no ARM id, as AVNM's), and the name. Azure's platform rules (the all-zero `aclID`) belong to no subscription.
     pub fn nsg_identity(&self) -> NsgIdentity<'_> {
         if self.resource_id == crate::parse::PLATFORM_ACL_ID {
             return NsgIdentity {
