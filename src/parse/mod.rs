@@ -949,85 +949,88 @@ impl<'de, S: TableSink> Handler<'de, '_, S> {
                 return;
             }
             let t = &t.0;
-            match parse_tuple(t, family) {
-                Ok(ft) if !(MIN_TIME_MS..MAX_TIME_MS).contains(&ft.time_ms) => {
-                    let byte_offset = offset_in(&body, base, t);
-                    ledger.reject(RejectReason::Timestamp, || RejectExample {
-                        byte_offset,
-                        reason: RejectReason::Timestamp,
-                        path: path.to_string(),
-                        record: ctx.record_index,
-                        rule: ctx.rule.to_string(),
-                        tuple: i,
-                        text: cut(t),
-                        message: format!(
-                            "timestamp {:?} is outside 2015..2100",
-                            term_safe(t.split(',').next().unwrap_or(""))
-                        ),
-                    });
-                }
-                Ok(ft) => {
-                    if let Some(h) = hour_ms {
-                        if ft.time_ms < h - HOUR_MS || ft.time_ms >= h + 2 * HOUR_MS {
-                            ledger.clock_skew += 1;
-                            if skew_first.is_none() {
-                                *skew_first =
-                                    Some((ctx.record_index, ctx.rule.to_string(), i, ft.time_ms));
-                            }
-                        }
-                    }
-                    ledger.tuples += 1;
-                    ledger.tuples_accepted += 1;
-                    let fresh = match t {
-                        Cow::Borrowed(s) => {
-                            seen.first_sighting(s, dedup::fingerprint(&ft), ft.time_ms, i)
-                        }
-                        // Escaped tuples never occur in real logs; they are not deduplicated.
-                        Cow::Owned(_) => true,
-                    };
-                    if fresh {
-                        *all_repeated = false;
-                    } else {
-                        ledger.duplicate_tuples += 1;
-                    }
-                    if !fresh && opts.dedup {
-                        ledger.tuples_deduplicated += 1;
+            // The fast pass's tuple is used as it is (no copy into a `Result`); the
+            // reference grammar names the reason when it declines.
+            let ft = match tuple::fast(t, family) {
+                Some(ft) => ft,
+                None => match tuple::parse_tuple_slow(t, family) {
+                    Ok(ft) => ft,
+                    Err(e) => {
+                        let byte_offset = offset_in(&body, base, t);
+                        ledger.reject(e.reason, || RejectExample {
+                            byte_offset,
+                            reason: e.reason,
+                            path: path.to_string(),
+                            record: ctx.record_index,
+                            rule: ctx.rule.to_string(),
+                            tuple: i,
+                            text: cut(t),
+                            message: e.describe(t, family),
+                        });
                         return;
                     }
-                    // A huge rule table (one record holding a whole blob) goes to the sink
-                    // in pieces, cut where the time changes, so the parsed tuples in memory
-                    // stay bounded whatever the blob's shape.
-                    if buf.len() >= TABLE_CHUNK
-                        && buf
-                            .last()
-                            .is_some_and(|l: &FlowTuple| l.time_ms != ft.time_ms)
-                    {
-                        sink.table(&RuleTable {
-                            ctx: table_ctx,
-                            tuples: &buf,
-                            indices: &idx,
-                        });
-                        handed = true;
-                        buf.clear();
-                        idx.clear();
+                },
+            };
+            if !(MIN_TIME_MS..MAX_TIME_MS).contains(&ft.time_ms) {
+                let byte_offset = offset_in(&body, base, t);
+                ledger.reject(RejectReason::Timestamp, || RejectExample {
+                    byte_offset,
+                    reason: RejectReason::Timestamp,
+                    path: path.to_string(),
+                    record: ctx.record_index,
+                    rule: ctx.rule.to_string(),
+                    tuple: i,
+                    text: cut(t),
+                    message: format!(
+                        "timestamp {:?} is outside 2015..2100",
+                        term_safe(t.split(',').next().unwrap_or(""))
+                    ),
+                });
+                return;
+            }
+            if let Some(h) = hour_ms {
+                if ft.time_ms < h - HOUR_MS || ft.time_ms >= h + 2 * HOUR_MS {
+                    ledger.clock_skew += 1;
+                    if skew_first.is_none() {
+                        *skew_first = Some((ctx.record_index, ctx.rule.to_string(), i, ft.time_ms));
                     }
-                    buf.push(ft);
-                    idx.push(i as u32);
-                }
-                Err(e) => {
-                    let byte_offset = offset_in(&body, base, t);
-                    ledger.reject(e.reason, || RejectExample {
-                        byte_offset,
-                        reason: e.reason,
-                        path: path.to_string(),
-                        record: ctx.record_index,
-                        rule: ctx.rule.to_string(),
-                        tuple: i,
-                        text: cut(t),
-                        message: e.describe(t, family),
-                    });
                 }
             }
+            ledger.tuples += 1;
+            ledger.tuples_accepted += 1;
+            let fresh = match t {
+                Cow::Borrowed(s) => seen.first_sighting(s, dedup::fingerprint(&ft), ft.time_ms, i),
+                // Escaped tuples never occur in real logs; they are not deduplicated.
+                Cow::Owned(_) => true,
+            };
+            if fresh {
+                *all_repeated = false;
+            } else {
+                ledger.duplicate_tuples += 1;
+            }
+            if !fresh && opts.dedup {
+                ledger.tuples_deduplicated += 1;
+                return;
+            }
+            // A huge rule table (one record holding a whole blob) goes to the sink in pieces,
+            // cut where the time changes, so the parsed tuples in memory stay bounded
+            // whatever the blob's shape.
+            if buf.len() >= TABLE_CHUNK
+                && buf
+                    .last()
+                    .is_some_and(|l: &FlowTuple| l.time_ms != ft.time_ms)
+            {
+                sink.table(&RuleTable {
+                    ctx: table_ctx,
+                    tuples: &buf,
+                    indices: &idx,
+                });
+                handed = true;
+                buf.clear();
+                idx.clear();
+            }
+            buf.push(ft);
+            idx.push(i as u32);
         });
         // Every table is handed on, an empty one too (a rule with no hits), but for the
         // empty rest after pieces, or a table --dedup emptied.

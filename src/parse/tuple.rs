@@ -470,7 +470,7 @@ impl Cursor<'_> {
 }
 
 #[inline(always)]
-fn fast(s: &str, family: Family) -> Option<FlowTuple> {
+pub(crate) fn fast(s: &str, family: Family) -> Option<FlowTuple> {
     let b = s.as_bytes();
     let mut c = Cursor { b, i: 0, commas: 0 };
     let ts = c.number()?;
