@@ -336,9 +336,9 @@ impl Cursor<'_> {
         }
     }
 
-    /// The 8 bytes from `i` as a little-endian word (`None` when the field starts less than
-    /// 8 bytes into a tuple shorter than 8). Near the end of the tuple the word is its last
-    /// 8 bytes shifted down, so the bytes past the end read as zero, which is no digit.
+    /// The 8 bytes from `i` as a little-endian word (`None` for a tuple shorter than 8
+    /// bytes). Near the end of the tuple the word is its last 8 bytes shifted down, so the
+    /// bytes past the end read as zero, which is no digit.
     #[inline(always)]
     fn word(&self, i: usize) -> Option<u64> {
         if let Some(w) = self.b.get(i..i + 8) {
