@@ -794,8 +794,31 @@ pub mod attacks {
         (n / 2, n - 1)
     }
 
-    /// The attack tuples NIC `i` logs in hour `h` (starting at `hour`).
-    pub(super) fn tuples(i: usize, nics: &[Nic], h: usize, n: usize, hour: i64) -> Vec<GTuple> {
+    /// Sources of the denied spike.
+    const SPIKE_SOURCES: u64 = 50;
+
+    /// Attempts each spike source makes: 40 (2,000 denied tuples in the hour), or, where the
+    /// background is busier, enough for 4 times the NSG's expected hourly denied tuples, so
+    /// that the hour stands at about 5 times the series' median whatever `--size` (the
+    /// detector's defaults ask for 3 times the median and 5 robust deviations above it).
+    /// The background's denied tuples: 30% of the new connections are scanner attempts, each
+    /// logged once plus 0-2 retries (2 tuples on average), so 36 per NIC-hour per flow a
+    /// minute.
+    pub(super) fn spike_attempts(rate: f64, nics_per_nsg: usize) -> u64 {
+        let background = 36.0 * rate * nics_per_nsg as f64;
+        ((4.0 * background) / SPIKE_SOURCES as f64).ceil().max(40.0) as u64
+    }
+
+    /// The attack tuples NIC `i` logs in hour `h` (starting at `hour`), in a container of
+    /// `rate` new connections per NIC a minute.
+    pub(super) fn tuples(
+        i: usize,
+        nics: &[Nic],
+        h: usize,
+        n: usize,
+        hour: i64,
+        rate: f64,
+    ) -> Vec<GTuple> {
         let (mid, last) = hours(n);
         let me = nics[i].ip;
         let mut out = Vec::new();
@@ -898,21 +921,32 @@ pub mod attacks {
                 conn(&mut out, b, 90_000, [200, 40_000, 300, 250_000]);
             }
         }
-        // denied_spike: 50 sources hammer telnet on NIC 5, 40 attempts each, in one hour.
+        // denied_spike: 50 sources hammer telnet on NIC 5 within one hour, 40 attempts each
+        // or, in a busier container, enough to stand out of the NSG's hourly series
+        // ([`spike_attempts`]), evenly spaced over 53 minutes.
         if i == 5 && h == mid {
-            for s in 0..50u8 {
-                for k in 0..40i64 {
-                    out.push(GTuple {
+            let per_nsg = nics.iter().filter(|n| n.nsg == nics[i].nsg).count();
+            let attempts = spike_attempts(rate, per_nsg);
+            let every = 3_200_000 / attempts as i64;
+            for s in 0..SPIKE_SOURCES as u8 {
+                for k in 0..attempts as i64 {
+                    let mut t = GTuple {
                         inbound: true,
                         deny: true,
                         ..base(
-                            hour + 5 * MIN_MS + k * 80_000 + s as i64 * 700,
+                            hour + 5 * MIN_MS + k * every + s as i64 * 700,
                             Rule::DenyAllInBound,
                             Ipv4Addr::new(192, 0, 2, 100 + s),
                             me,
                             23,
                         )
-                    });
+                    };
+                    if every < 1_000 {
+                        // Several attempts of a source within a second (NSG times are in
+                        // seconds): each from a port of its own, as new connections are.
+                        t.sport = 1_024 + (k % 60_000) as u16;
+                    }
+                    out.push(t);
                 }
             }
         }
@@ -1087,7 +1121,7 @@ pub fn generate(opts: &GenOptions) -> std::io::Result<GenStats> {
                 }
                 if opts.attacks {
                     let i = nic.nsg * opts.nics_per_nsg + nic.nic;
-                    buf.extend(attacks::tuples(i, &nics, h, opts.hours, hour));
+                    buf.extend(attacks::tuples(i, &nics, h, opts.hours, hour, rate));
                 }
                 pending.append(&mut buf);
                 // Bucket into this hour's records; later tuples wait for their hour.
