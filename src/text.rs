@@ -400,6 +400,12 @@ pub fn path_text(p: &std::path::Path) -> String {
     }
 }
 
+/// A count and its noun, singular for one: `counted(1, "host", "hosts")` is "1 host",
+/// `counted(3, "host", "hosts")` "3 hosts". Finding titles and reasons say what they count.
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod csv_tests {
     use super::*;
@@ -436,6 +442,16 @@ mod tests {
 
     fn t(s: &str) -> i64 {
         parse_absolute(s).unwrap()
+    }
+
+    #[test]
+    fn counts_name_one_in_the_singular() {
+        assert_eq!(counted(1, "host", "hosts"), "1 host");
+        assert_eq!(counted(0, "host", "hosts"), "0 hosts");
+        assert_eq!(
+            counted(30, "internet source", "internet sources"),
+            "30 internet sources"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window, ADMIN_PORTS};
 use crate::addr::builtin_internal;
 use crate::hash::HMap;
+use crate::text::counted;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -142,7 +143,7 @@ pub fn finish(x: &Exposed, names: &HMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec
                 "exposure",
                 severity,
                 n as f64,
-                format!("{rule} at {nsg} let {n} internet sources in to {kind} port {port}/{p} on {} hosts", e.hosts.len()),
+                format!("{rule} at {nsg} let {} in to {kind} port {port}/{p} on {}", counted(n, "internet source", "internet sources"), counted(e.hosts.len(), "host", "hosts")),
                 BTreeMap::from([
                     ("nsg", nsg.to_string()),
                     ("rule", rule.to_string()),

@@ -24,6 +24,7 @@
 use super::port_scan::{Contact, ContactKey};
 use super::{ip_of, Context, Finding, Severity, Window};
 use crate::model::Protocol;
+use crate::text::counted;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -124,7 +125,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
         };
         let mut why = Vec::new();
         if !answered.is_empty() {
-            why.push(format!("{} hosts answered", answered.len()));
+            why.push(format!("{} answered", counted(answered.len(), "host", "hosts")));
         }
         if fast >= c.fast_hosts {
             why.push(format!(
@@ -149,7 +150,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
                 "horizontal_sweep",
                 severity,
                 hosts.len() as f64 + fast as f64,
-                format!("{s} swept port {port}/{p} on {} hosts ({fast} within {} min)", hosts.len(), c.window_min),
+                format!("{s} swept port {port}/{p} on {} ({fast} within {} min)", counted(hosts.len(), "host", "hosts"), c.window_min),
                 subjects,
                 Window::new(first, last),
             )

@@ -15,6 +15,7 @@
 use super::horizontal_sweep::max_in_window;
 use super::port_scan::{by_time, Contact, ContactKey};
 use super::{ip_of, Context, Finding, Severity, Window, ADMIN_PORTS};
+use crate::text::counted;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -105,7 +106,9 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
                 severity,
                 n as f64,
                 format!(
-                    "{s} reached {n} internal hosts on admin ports ({}) within {} min",
+                    "{s} reached {} on admin {} ({}) within {} min",
+                    counted(n, "internal host", "internal hosts"),
+                    if port_list.len() == 1 { "port" } else { "ports" },
                     port_list.join(", "),
                     c.window_min
                 ),

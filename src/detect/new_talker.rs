@@ -13,6 +13,7 @@
 use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window};
 use crate::addr::builtin_internal;
 use crate::hash::HMap;
+use crate::text::counted;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -193,13 +194,26 @@ pub fn finish(t: &Talkers, cx: &Context<'_>) -> Vec<Finding> {
                 "new_talker",
                 Severity::High,
                 n as f64,
-                format!("{n} new external addresses were allowed in to {host} on admin port {port} (first {})", v[0].0),
+                format!(
+                    "{} allowed in to {host} on admin port {port} (first {})",
+                    counted(n, "new external address was", "new external addresses were"),
+                    v[0].0
+                ),
                 BTreeMap::from([("dst", host.to_string()), ("dport", port.to_string())]),
                 Window::new(first, last),
             )
             .metric("new_sources", n)
-            .metric("sources", v.iter().take(20).map(|(a, _)| a.to_string()).collect::<Vec<_>>())
-            .metric("allowed_in_tuples", v.iter().map(|(_, x)| x.allowed_in).sum::<u64>())
+            .metric(
+                "sources",
+                v.iter()
+                    .take(20)
+                    .map(|(a, _)| a.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .metric(
+                "allowed_in_tuples",
+                v.iter().map(|(_, x)| x.allowed_in).sum::<u64>(),
+            )
             .threshold(format!(
                 "first seen after the baseline (the first at {}), allowed in on an admin port",
                 crate::text::fmt_ms(first)
@@ -214,13 +228,20 @@ pub fn finish(t: &Talkers, cx: &Context<'_>) -> Vec<Finding> {
                 "new_talker",
                 Severity::Info,
                 (quiet_in + quiet_out) as f64,
-                format!("{quiet_in} new external sources allowed in on other ports, {quiet_out} new destinations with little data"),
+                format!(
+                    "{} allowed in on other ports, {} with little data",
+                    counted(quiet_in, "new external source", "new external sources"),
+                    counted(quiet_out, "new destination", "new destinations")
+                ),
                 BTreeMap::from([("src", "new external addresses".to_string())]),
                 Window::new(first, last),
             )
             .metric("new_sources_allowed_in", quiet_in)
             .metric("new_destinations", quiet_out)
-            .threshold(format!("new since the baseline, not on an admin port and under min_bytes {} sent", c.min_bytes))
+            .threshold(format!(
+                "new since the baseline, not on an admin port and under min_bytes {} sent",
+                c.min_bytes
+            ))
             .baseline(format!("absent from {}", cx.baseline_name))
             .evidence(quiet_locs),
         );

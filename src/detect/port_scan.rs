@@ -34,6 +34,7 @@
 
 use super::{ip_key, ip_of, Context, Finding, Ip, Loc, Seen, Severity, Window};
 use crate::hash::HMap;
+use crate::text::counted;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -657,10 +658,13 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
         };
         let mut why = Vec::new();
         if !open.is_empty() {
-            why.push(format!("{} ports answered", open.len()));
+            why.push(format!("{} answered", counted(open.len(), "port", "ports")));
         }
         if allowed > 0 {
-            why.push(format!("{allowed} first contacts allowed in"));
+            why.push(format!(
+                "{} allowed in",
+                counted(allowed, "first contact", "first contacts")
+            ));
         }
         if is_fast {
             why.push(format!(
@@ -711,10 +715,10 @@ pub fn finish(contacts: &Contacts, cx: &Context<'_>) -> Vec<Finding> {
                 Severity::Info,
                 bg.len() as f64,
                 format!(
-                    "background scanning: {} sources probed {} ports on {} hosts, slowly, all denied",
-                    bg.len(),
-                    bg_ports.iter().filter(|p| **p).count(),
-                    bg_hosts.len()
+                    "background scanning: {} probed {} on {}, slowly, all denied",
+                    counted(bg.len(), "source", "sources"),
+                    counted(bg_ports.iter().filter(|p| **p).count(), "port", "ports"),
+                    counted(bg_hosts.len(), "host", "hosts")
                 ),
                 BTreeMap::from([("src", "background radiation".to_string())]),
                 Window::new(bg_first, bg_last),
