@@ -42,18 +42,26 @@ impl Default for Config {
     }
 }
 
-/// Denied tuples by (NSG, hour) and by (NSG, hour, source); NSGs by [`super::name_hash`].
-/// Mergeable.
+/// Denied tuples by (NSG, hour) and by (NSG, hour, source), each with its least location
+/// (the evidence a finding shows: for a source, one of its own tuples of that hour); NSGs by
+/// [`super::name_hash`]. Mergeable: counts add, the least location wins.
 #[derive(Default, Serialize, Deserialize)]
 pub struct Denied {
     pub hours: HMap<(u64, i64), (u64, Option<Loc>)>,
-    pub sources: HMap<(u64, i64, Ip), u64>,
+    pub sources: HMap<(u64, i64, Ip), (u64, Loc)>,
     /// The current (NSG, hour) run: counted here, added to `hours` when it changes.
     #[serde(skip)]
     cur: Option<((u64, i64), u64, Loc)>,
     /// The current (NSG, hour, source) run.
     #[serde(skip)]
-    cur_src: Option<((u64, i64, Ip), u64)>,
+    cur_src: Option<((u64, i64, Ip), u64, Loc)>,
+}
+
+/// Add `n` tuples first seen at `loc` to a source's entry.
+fn add_source(m: &mut HMap<(u64, i64, Ip), (u64, Loc)>, k: (u64, i64, Ip), n: u64, loc: Loc) {
+    let e = m.entry(k).or_insert((0, loc));
+    e.0 += n;
+    e.1 = e.1.min(loc);
 }
 
 impl Denied {
@@ -73,12 +81,12 @@ impl Denied {
         }
         let skey = (s.nsg, hour, ip_key(&s.t.src));
         match &mut self.cur_src {
-            Some((k, n)) if *k == skey => *n += 1,
+            Some((k, n, _)) if *k == skey => *n += 1,
             _ => {
-                if let Some((k, n)) = self.cur_src.take() {
-                    *self.sources.entry(k).or_default() += n;
+                if let Some((k, n, loc)) = self.cur_src.take() {
+                    add_source(&mut self.sources, k, n, loc);
                 }
-                self.cur_src = Some((skey, 1));
+                self.cur_src = Some((skey, 1, s.loc()));
             }
         }
     }
@@ -96,8 +104,8 @@ impl Denied {
     /// Add the current runs to the maps (end of a table).
     pub fn flush(&mut self) {
         self.flush_hour();
-        if let Some((k, n)) = self.cur_src.take() {
-            *self.sources.entry(k).or_default() += n;
+        if let Some((k, n, loc)) = self.cur_src.take() {
+            add_source(&mut self.sources, k, n, loc);
         }
     }
 
@@ -117,8 +125,8 @@ impl Denied {
                 (a, b) => a.or(b),
             };
         }
-        for (k, n) in o.sources.drain() {
-            *self.sources.entry(k).or_default() += n;
+        for (k, (n, loc)) in o.sources.drain() {
+            add_source(&mut self.sources, k, n, loc);
         }
     }
 }
@@ -170,24 +178,27 @@ pub fn finish(d: &Denied, names: &HMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<
             if *v <= limit {
                 continue;
             }
-            let mut top: Vec<(Ip, u64)> = d
+            // Each source's count in the hour (over the NSGs in scope) and its least location.
+            let mut top: Vec<(Ip, (u64, Loc))> = d
                 .sources
                 .iter()
                 .filter(|((n, hh, _), _)| *hh == *h && (nsg.is_empty() || name(n) == *nsg))
                 .fold(
                     BTreeMap::new(),
-                    |mut acc: BTreeMap<Ip, u64>, ((_, _, ip), k)| {
-                        *acc.entry(*ip).or_default() += k;
+                    |mut acc: BTreeMap<Ip, (u64, Loc)>, ((_, _, ip), (k, loc))| {
+                        let e = acc.entry(*ip).or_insert((0, *loc));
+                        e.0 += k;
+                        e.1 = e.1.min(*loc);
                         acc
                     },
                 )
                 .into_iter()
                 .collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            top.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
             let top_list: Vec<String> = top
                 .iter()
                 .take(5)
-                .map(|(ip, k)| format!("{} ({k})", ip_of(*ip)))
+                .map(|(ip, (k, _))| format!("{} ({k})", ip_of(*ip)))
                 .collect();
             let times = v / m.max(1.0);
             let severity = if *v >= 10.0 * m.max(1.0) {
@@ -222,7 +233,13 @@ pub fn finish(d: &Denied, names: &HMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<
                     c.k, c.ratio, c.min_denied
                 ))
                 .baseline(format!("the hourly series of {} hours ({} .. {})", hours.len(), crate::text::fmt_ms(lo), crate::text::fmt_ms(hi)))
-                .evidence(locs.get(&(*nsg, *h)).copied()),
+                // A tuple of each top source in that hour, then the hour's first.
+                .evidence(
+                    top.iter()
+                        .take(5)
+                        .map(|(_, (_, l))| l)
+                        .chain(locs.get(&(*nsg, *h)).copied()),
+                ),
             );
         }
     }

@@ -28,8 +28,9 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 /// Version of the partial-file layout; a file of another version is refused, not guessed at.
-/// 2: the first-contacts table keeps IPv4 and IPv6 contacts apart.
-pub const FORMAT_VERSION: u32 = 6;
+/// 2: the first-contacts table keeps IPv4 and IPv6 contacts apart. 7: the denied-spike
+/// sources keep their first location (a finding's evidence).
+pub const FORMAT_VERSION: u32 = 7;
 /// The header's first field, so that `merge` can tell a partial from any other file.
 pub const MAGIC: &str = "nsgflow-partial";
 
