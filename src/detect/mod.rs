@@ -398,8 +398,13 @@ pub struct Tallies {
 }
 
 impl Tallies {
+    /// Merge another whole run's tables in (another thread's, a partial's).
     pub fn merge(&mut self, mut o: Tallies) {
-        self.drain_from(&mut o);
+        self.contacts.merge(std::mem::take(&mut o.contacts));
+        self.exfil.drain_from(&mut o.exfil);
+        self.talkers.drain_from(&mut o.talkers);
+        self.denied.drain_from(&mut o.denied);
+        self.exposure.drain_from(&mut o.exposure);
     }
 
     /// Merge `o` in and leave it empty with its memory: a blob's tables, reused by the next
