@@ -1491,7 +1491,7 @@ pub fn parse_blob<S: TableSink>(
     // Notes left by a blob that panicked on this thread belong to no record here.
     take_shape_notes();
     // Valid UTF-8 (the norm) lets serde_json skip per-string validation.
-    let (error, values, trailing) = match std::str::from_utf8(body) {
+    let (error, values, trailing) = match simdutf8::basic::from_utf8(body) {
         Ok(text) => parse_values(
             body,
             |sub| serde_json::Deserializer::from_str(&text[sub..]),
