@@ -403,7 +403,16 @@ pub fn path_text(p: &std::path::Path) -> String {
 /// A count and its noun, singular for one: `counted(1, "host", "hosts")` is "1 host",
 /// `counted(3, "host", "hosts")` "3 hosts". Finding titles and reasons say what they count.
 pub fn counted(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+    format!("{n} {}", noun(n, one, many))
+}
+
+/// The noun for a count of `n`: `one` for 1, else `many`.
+pub fn noun<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
 }
 
 #[cfg(test)]

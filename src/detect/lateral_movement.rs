@@ -108,7 +108,7 @@ pub fn finish(contacts: &super::port_scan::Contacts, cx: &Context<'_>) -> Vec<Fi
                 format!(
                     "{s} reached {} on admin {} ({}) within {} min",
                     counted(n, "internal host", "internal hosts"),
-                    if port_list.len() == 1 { "port" } else { "ports" },
+                    crate::text::noun(port_list.len(), "port", "ports"),
                     port_list.join(", "),
                     c.window_min
                 ),

@@ -398,13 +398,12 @@ pub struct Tallies {
 }
 
 impl Tallies {
-    /// Merge another whole run's tables in (another thread's, a partial's).
+    /// Merge another whole run's tables in (another thread's, a partial's). The first
+    /// contacts keep the other table's runs as they are ([`port_scan::Contacts::merge`]);
+    /// the rest merge as a blob's do.
     pub fn merge(&mut self, mut o: Tallies) {
         self.contacts.merge(std::mem::take(&mut o.contacts));
-        self.exfil.drain_from(&mut o.exfil);
-        self.talkers.drain_from(&mut o.talkers);
-        self.denied.drain_from(&mut o.denied);
-        self.exposure.drain_from(&mut o.exposure);
+        self.drain_from(&mut o);
     }
 
     /// Merge `o` in and leave it empty with its memory: a blob's tables, reused by the next

@@ -156,16 +156,12 @@ impl<K: Ord + Copy> Runs<K> {
         self.push(run);
     }
 
-    /// Take up a blob's run: it joins the binary counter ([`Runs::push`]). (Anything with
-    /// more runs is a table: [`Runs::absorb_table`].)
+    /// Take up a blob's run: it joins the binary counter ([`Runs::push`]). (A whole table's
+    /// runs go in by [`Runs::absorb_table`].)
     fn absorb(&mut self, o: Runs<K>) {
-        if o.runs.len() <= 1 {
-            for r in o.runs {
-                self.push(r);
-            }
-            return;
+        for r in o.runs {
+            self.push(r);
         }
-        self.absorb_table(o);
     }
 
     /// Take up a whole table's runs (another thread's, a partial's) as they are, even when
