@@ -11,8 +11,9 @@
 #
 # Prints one line per run (seconds, CPU seconds, seconds stolen by the hypervisor, peak RSS)
 # and the medians; each ratio to `summary` is given by wall time (the figure issue #11 sets
-# targets on) and by CPU time (which stolen time does not reach). Data goes to a temp dir
-# that is removed at the end.
+# targets on) and by CPU time (which stolen time does not reach), then the detectors' own
+# share (`report` less `report --no-findings`, per round, over `summary`). Data goes to a
+# temp dir that is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1G}
@@ -99,4 +100,16 @@ for label in ["report-2t", "report-nofind-2t", "anomalies-2t"]:
     cpu_round = [r / s for r, s in zip(cpus[label], cpus["summary-2t"])]
     print(f"    cpu time per round: {statistics.median(cpu_round):.2f}x "
           f"({min(cpu_round):.2f}-{max(cpu_round):.2f})")
+if "report-2t" in runs and "report-nofind-2t" in runs:
+    # The detectors' own cost: what `report` takes beyond `report --no-findings` in the
+    # same round (the parse and the stitcher are in both, so the difference does not move
+    # with them), as a share of that round's `summary`.
+    share = [(r[0] - n[0]) / s[0] for r, n, s in
+             zip(runs["report-2t"], runs["report-nofind-2t"], runs["summary-2t"])]
+    cpu_share = [(r - n) / s for r, n, s in
+                 zip(cpus["report-2t"], cpus["report-nofind-2t"], cpus["summary-2t"])]
+    print(f"  detectors (report less report --no-findings)/summary time: "
+          f"{statistics.median(share):.2f}x median per round "
+          f"({min(share):.2f}-{max(share):.2f}); cpu {statistics.median(cpu_share):.2f}x "
+          f"({min(cpu_share):.2f}-{max(cpu_share):.2f})")
 PY
