@@ -59,11 +59,15 @@ pub struct Denied {
     cur_src: Option<((u64, i64, Ip), u64, Loc)>,
 }
 
-/// Add `n` tuples first seen at `loc` to a source's entry.
-fn add_source(m: &mut HMap<(u64, i64, Ip), (u64, Loc)>, k: (u64, i64, Ip), n: u64, loc: Loc) {
-    let e = m.entry(k).or_insert((0, loc));
+/// Add `n` tuples first seen at `loc` to a source's count and least location.
+fn add_to(e: &mut (u64, Loc), n: u64, loc: Loc) {
     e.0 += n;
     e.1 = e.1.min(loc);
+}
+
+/// Add `n` tuples first seen at `loc` to a source's entry.
+fn add_source(m: &mut HMap<(u64, i64, Ip), (u64, Loc)>, k: (u64, i64, Ip), n: u64, loc: Loc) {
+    add_to(m.entry(k).or_insert((0, loc)), n, loc);
 }
 
 impl Denied {
@@ -202,9 +206,7 @@ pub fn finish(d: &Denied, names: &HMap<u64, Arc<str>>, cx: &Context<'_>) -> Vec<
                 .fold(
                     BTreeMap::new(),
                     |mut acc: BTreeMap<Ip, (u64, Loc)>, ((_, _, ip), (k, loc))| {
-                        let e = acc.entry(*ip).or_insert((0, *loc));
-                        e.0 += k;
-                        e.1 = e.1.min(*loc);
+                        add_to(acc.entry(*ip).or_insert((0, *loc)), *k, *loc);
                         acc
                     },
                 )
